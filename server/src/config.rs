@@ -1,0 +1,550 @@
+//! The server's one configuration struct, and how it is assembled.
+//!
+//! Precedence, lowest first: built-in defaults < a TOML file (`--config` / `ROOKERY_CONFIG`) <
+//! `ROOKERY_*` environment variables < command-line flags. Flags and environment variables are
+//! declared together in [`Cli`] (clap resolves flag over env); the file is merged under them.
+//! Durations are written the human way (`"250ms"`, `"10s"`, `"12h"`).
+//!
+//! Every field is checked by [`Config::validate`] at start-up, and a bad value stops the server
+//! with a message naming the field, so a typo never turns into a surprising runtime behaviour.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for [`Config`] (the message names the field).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file at fault.
+        path: PathBuf,
+        /// The parser's explanation, which names the key and line.
+        message: String,
+    },
+    /// A field has a value the server cannot run with.
+    #[error("invalid config: {field}: {message}")]
+    Invalid {
+        /// The dotted path of the field, as written in the TOML file.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// Everything the server can be configured with. The TOML file mirrors this struct.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the gRPC listener.
+    pub listen: SocketAddr,
+    /// Address of the admin HTTP listener (`/metrics`, `/healthz`).
+    pub admin_listen: SocketAddr,
+    /// Redis connections.
+    pub redis: RedisConfig,
+    /// Bounds on requests.
+    pub limits: LimitsConfig,
+    /// The Cache service.
+    pub cache: CacheConfig,
+    /// The async runtime.
+    pub runtime: RuntimeConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+/// Where Redis is and how the server talks to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// The coordination Redis (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS).
+    /// Must run with `maxmemory-policy noeviction` unless `allow_eviction` is set.
+    pub url: String,
+    /// Optional separate Redis for the Cache service; it may use any eviction policy.
+    pub cache_url: Option<String>,
+    /// Multiplexed connections per Redis (requests are pipelined over each).
+    pub connections: usize,
+    /// Timeout of one connection attempt.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Timeout of one command's response.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// How long start-up keeps retrying an unreachable Redis before giving up.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// Start even if the coordination Redis may evict keys (locks and sessions could vanish).
+    pub allow_eviction: bool,
+}
+
+/// Bounds on what one request may carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Longest key or name, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Largest gRPC message, in bytes (must leave room for the largest value).
+    pub max_message_bytes: usize,
+    /// Most keys in one batch call (GetMany, SetMany, Delete).
+    pub max_batch_keys: usize,
+    /// Most concurrent HTTP/2 streams (calls) per client connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// Defaults and bounds of the Cache service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// TTL for writes that carry none; when unset, every write must give its TTL.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Option<Duration>,
+    /// Longest TTL a write may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Default lifetime of a fill or refresh lease.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Default and upper bound of how long `Fetch` waits for another caller's fill.
+    #[serde(with = "humantime_serde")]
+    pub max_fetch_wait: Duration,
+}
+
+/// The tokio runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads; 0 means one per core. On small machines shared with Redis, 1 can be
+    /// faster than 2 (see BENCHMARKS.md).
+    pub worker_threads: usize,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `rookery_server=debug,info`.
+    pub level: String,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM/SIGINT, how long in-flight calls get to finish before the process exits.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            redis: RedisConfig::default(),
+            limits: LimitsConfig::default(),
+            cache: CacheConfig::default(),
+            runtime: RuntimeConfig::default(),
+            log: LogConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            cache_url: None,
+            connections: 1,
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+            startup_timeout: Duration::from_secs(30),
+            allow_eviction: false,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 512,
+            max_value_bytes: 1024 * 1024,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_batch_keys: 1000,
+            max_concurrent_streams: 10_000,
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl: None,
+            max_ttl: Duration::from_secs(365 * 24 * 3600),
+            lease_ttl: Duration::from_secs(10),
+            max_fetch_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { worker_threads: 0 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Command-line flags; each also reads a `ROOKERY_*` environment variable. A flag given on the
+/// command line beats the variable, which beats the config file.
+#[derive(Debug, Default, clap::Parser)]
+#[command(name = "rookery-server", version, about = "Rookery gRPC coordination server")]
+pub struct Cli {
+    /// TOML config file.
+    #[arg(long, env = "ROOKERY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long, env = "ROOKERY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Admin (metrics) listen address.
+    #[arg(long, env = "ROOKERY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Coordination Redis URL.
+    #[arg(long, env = "ROOKERY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Separate Redis URL for the Cache service.
+    #[arg(long, env = "ROOKERY_CACHE_REDIS_URL")]
+    pub cache_redis_url: Option<String>,
+    /// Multiplexed connections per Redis.
+    #[arg(long, env = "ROOKERY_REDIS_CONNECTIONS")]
+    pub redis_connections: Option<usize>,
+    /// Redis connect timeout (e.g. `2s`).
+    #[arg(long, env = "ROOKERY_REDIS_CONNECT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub redis_connect_timeout: Option<Duration>,
+    /// Redis command timeout (e.g. `2s`).
+    #[arg(long, env = "ROOKERY_REDIS_COMMAND_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub redis_command_timeout: Option<Duration>,
+    /// How long start-up retries an unreachable Redis (e.g. `30s`).
+    #[arg(long, env = "ROOKERY_REDIS_STARTUP_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub redis_startup_timeout: Option<Duration>,
+    /// Start even if the coordination Redis may evict keys. Unsafe: locks and sessions can vanish.
+    #[arg(long, env = "ROOKERY_ALLOW_EVICTION")]
+    pub allow_eviction: Option<bool>,
+    /// Longest key, in bytes.
+    #[arg(long, env = "ROOKERY_MAX_KEY_BYTES")]
+    pub max_key_bytes: Option<usize>,
+    /// Largest value, in bytes.
+    #[arg(long, env = "ROOKERY_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Largest gRPC message, in bytes.
+    #[arg(long, env = "ROOKERY_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Most keys in one batch call.
+    #[arg(long, env = "ROOKERY_MAX_BATCH_KEYS")]
+    pub max_batch_keys: Option<usize>,
+    /// Most concurrent calls per client connection.
+    #[arg(long, env = "ROOKERY_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Cache TTL for writes that give none (e.g. `5m`).
+    #[arg(long, env = "ROOKERY_CACHE_DEFAULT_TTL", value_parser = humantime::parse_duration)]
+    pub cache_default_ttl: Option<Duration>,
+    /// Default cache lease TTL (e.g. `10s`).
+    #[arg(long, env = "ROOKERY_CACHE_LEASE_TTL", value_parser = humantime::parse_duration)]
+    pub cache_lease_ttl: Option<Duration>,
+    /// Longest Fetch wait (e.g. `10s`).
+    #[arg(long, env = "ROOKERY_CACHE_MAX_FETCH_WAIT", value_parser = humantime::parse_duration)]
+    pub cache_max_fetch_wait: Option<Duration>,
+    /// Runtime worker threads (0 = one per core).
+    #[arg(long, env = "ROOKERY_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+    /// Log format.
+    #[arg(long, env = "ROOKERY_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (e.g. `info`).
+    #[arg(long, env = "ROOKERY_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Shutdown drain timeout (e.g. `10s`).
+    #[arg(long, env = "ROOKERY_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Option<Duration>,
+}
+
+impl Config {
+    /// Parses a TOML document into a config (fields it does not set keep their defaults).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Builds the effective config: defaults, then the file named by `cli.config`, then the
+    /// flags and environment variables in `cli`; then validates it.
+    pub fn load(cli: Cli) -> Result<Self, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(cli);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Overlays every value given in `cli`.
+    fn apply(&mut self, cli: Cli) {
+        fn set<T>(target: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *target = v;
+            }
+        }
+        let Cli {
+            config: _,
+            listen,
+            admin_listen,
+            redis_url,
+            cache_redis_url,
+            redis_connections,
+            redis_connect_timeout,
+            redis_command_timeout,
+            redis_startup_timeout,
+            allow_eviction,
+            max_key_bytes,
+            max_value_bytes,
+            max_message_bytes,
+            max_batch_keys,
+            max_concurrent_streams,
+            cache_default_ttl,
+            cache_lease_ttl,
+            cache_max_fetch_wait,
+            worker_threads,
+            log_format,
+            log_level,
+            drain_timeout,
+        } = cli;
+        set(&mut self.listen, listen);
+        set(&mut self.admin_listen, admin_listen);
+        set(&mut self.redis.url, redis_url);
+        if cache_redis_url.is_some() {
+            self.redis.cache_url = cache_redis_url;
+        }
+        set(&mut self.redis.connections, redis_connections);
+        set(&mut self.redis.connect_timeout, redis_connect_timeout);
+        set(&mut self.redis.command_timeout, redis_command_timeout);
+        set(&mut self.redis.startup_timeout, redis_startup_timeout);
+        set(&mut self.redis.allow_eviction, allow_eviction);
+        set(&mut self.limits.max_key_bytes, max_key_bytes);
+        set(&mut self.limits.max_value_bytes, max_value_bytes);
+        set(&mut self.limits.max_message_bytes, max_message_bytes);
+        set(&mut self.limits.max_batch_keys, max_batch_keys);
+        set(&mut self.limits.max_concurrent_streams, max_concurrent_streams);
+        if cache_default_ttl.is_some() {
+            self.cache.default_ttl = cache_default_ttl;
+        }
+        set(&mut self.cache.lease_ttl, cache_lease_ttl);
+        set(&mut self.cache.max_fetch_wait, cache_max_fetch_wait);
+        set(&mut self.runtime.worker_threads, worker_threads);
+        set(&mut self.log.format, log_format);
+        set(&mut self.log.level, log_level);
+        set(&mut self.shutdown.drain_timeout, drain_timeout);
+    }
+
+    /// Checks every field; the error names the first one at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                message: message.into(),
+            }
+        }
+        fn positive(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+            if value < Duration::from_millis(1) {
+                return Err(invalid(field, "must be at least 1ms"));
+            }
+            Ok(())
+        }
+        if self.listen.port() != 0 && self.listen == self.admin_listen {
+            return Err(invalid("admin_listen", "must differ from listen"));
+        }
+        for (field, url) in [("redis.url", Some(&self.redis.url)), ("redis.cache_url", self.redis.cache_url.as_ref())] {
+            if let Some(url) = url {
+                redis::parse_redis_url(url).ok_or_else(|| {
+                    invalid(field, format!("{url:?} is not a redis:// or rediss:// URL"))
+                })?;
+            }
+        }
+        if self.redis.connections == 0 || self.redis.connections > 64 {
+            return Err(invalid("redis.connections", "must be between 1 and 64"));
+        }
+        positive("redis.connect_timeout", self.redis.connect_timeout)?;
+        positive("redis.command_timeout", self.redis.command_timeout)?;
+        if self.limits.max_key_bytes == 0 || self.limits.max_key_bytes > 64 * 1024 {
+            return Err(invalid("limits.max_key_bytes", "must be between 1 and 65536"));
+        }
+        if self.limits.max_value_bytes == 0 || self.limits.max_value_bytes > 512 * 1024 * 1024 {
+            return Err(invalid(
+                "limits.max_value_bytes",
+                "must be between 1 and 536870912 (Redis's own limit)",
+            ));
+        }
+        if self.limits.max_message_bytes < self.limits.max_value_bytes + 64 * 1024 {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                format!(
+                    "must exceed limits.max_value_bytes ({}) by at least 65536 bytes of headroom",
+                    self.limits.max_value_bytes
+                ),
+            ));
+        }
+        if self.limits.max_batch_keys == 0 {
+            return Err(invalid("limits.max_batch_keys", "must be at least 1"));
+        }
+        if self.limits.max_concurrent_streams == 0 {
+            return Err(invalid("limits.max_concurrent_streams", "must be at least 1"));
+        }
+        if let Some(ttl) = self.cache.default_ttl {
+            positive("cache.default_ttl", ttl)?;
+            if ttl > self.cache.max_ttl {
+                return Err(invalid("cache.default_ttl", "must not exceed cache.max_ttl"));
+            }
+        }
+        positive("cache.max_ttl", self.cache.max_ttl)?;
+        positive("cache.lease_ttl", self.cache.lease_ttl)?;
+        positive("cache.max_fetch_wait", self.cache.max_fetch_wait)?;
+        if self.runtime.worker_threads > 1024 {
+            return Err(invalid("runtime.worker_threads", "must be between 0 (one per core) and 1024"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("{:?} is not a valid filter: {e}", self.log.level)))?;
+        positive("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config = Config::from_toml(text, Path::new("test.toml"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_sets_nested_fields_and_durations() {
+        let config = parse(
+            r#"
+            listen = "127.0.0.1:7000"
+            [redis]
+            url = "redis://10.0.0.1:6380/2"
+            command_timeout = "250ms"
+            [cache]
+            default_ttl = "5m"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(config.redis.url, "redis://10.0.0.1:6380/2");
+        assert_eq!(config.redis.command_timeout, Duration::from_millis(250));
+        assert_eq!(config.cache.default_ttl, Some(Duration::from_secs(300)));
+        assert_eq!(config.redis.connections, 1, "unset fields keep defaults");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = parse("[redis]\nurll = \"redis://x\"\n").unwrap_err().to_string();
+        assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            ("[redis]\nconnections = 0", "redis.connections"),
+            ("[redis]\nurl = \"http://x\"", "redis.url"),
+            ("[limits]\nmax_value_bytes = 4194304", "limits.max_message_bytes"),
+            ("[cache]\nlease_ttl = \"0s\"", "cache.lease_ttl"),
+            ("[log]\nlevel = \"=&=\"", "log.level"),
+        ];
+        for (text, field) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text:?} gave {err:?}, expected it to name {field}");
+        }
+        let err = parse("[cache]\nlease_ttl = \"ten seconds\"").unwrap_err().to_string();
+        assert!(err.contains("lease_ttl"), "{err}");
+    }
+
+    #[test]
+    fn flags_beat_file_and_unset_flags_keep_file_values() {
+        let dir = std::env::temp_dir().join(format!("rookery-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rookery.toml");
+        std::fs::write(&path, "[redis]\nurl = \"redis://file:1\"\nconnections = 3\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "rookery-server",
+            "--config",
+            path.to_str().unwrap(),
+            "--redis-url",
+            "redis://flag:2",
+        ])
+        .unwrap();
+        let config = Config::load(cli).unwrap();
+        assert_eq!(config.redis.url, "redis://flag:2");
+        assert_eq!(config.redis.connections, 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

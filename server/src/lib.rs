@@ -1,0 +1,220 @@
+//! The Rookery server as a library: [`serve`] builds the Redis backends, the services, the
+//! layers, health and reflection, and runs them until shutdown.
+//!
+//! The binary (`main.rs`) only turns flags into a [`Config`] and calls [`serve`]; the tests call
+//! [`serve`] in-process on `127.0.0.1:0`.
+//!
+//! Module map: `config` (the one Config struct), `error` (the domain error and its one mapping
+//! to gRPC codes), `namespace` (tenant of each request), `redis` (connections, keys, scripts,
+//! pub/sub), `telemetry` (logs, metrics, the per-RPC layer), and one folder per service.
+
+pub mod cache;
+pub mod config;
+mod convert;
+pub mod error;
+pub mod namespace;
+pub mod redis;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rookery::v1::cache_server::CacheServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+pub use crate::config::Config;
+use crate::cache::{Cache, CacheApi};
+use crate::redis::{RedisPool, RedisRole, StartupError};
+use crate::telemetry::RpcMetricsLayer;
+
+/// The gRPC name of the Cache service, as used by grpc.health.v1.
+pub const CACHE_SERVICE_NAME: &str = "rookery.v1.Cache";
+/// How often health follows Redis reachability.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A Redis the server needs is unusable.
+    #[error(transparent)]
+    Redis(#[from] StartupError),
+    /// A listener could not be bound or served.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The server's bound sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC listener.
+    pub grpc: TcpListener,
+    /// The admin HTTP listener (`/metrics`, `/healthz`).
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `config.listen` and `config.admin_listen`.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: TcpListener::bind(config.listen).await?,
+            admin: TcpListener::bind(config.admin_listen).await?,
+        })
+    }
+
+    /// The bound gRPC address (useful with port 0).
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    /// The bound admin address (useful with port 0).
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+}
+
+/// Runs the server on `listeners` until `shutdown` resolves, then drains: health turns
+/// NOT_SERVING, new calls are refused, in-flight calls get `shutdown.drain_timeout` to finish,
+/// and whatever is still running after that is cut.
+///
+/// Fails before serving if the config is invalid, Redis stays unreachable for
+/// `redis.startup_timeout`, or the coordination Redis may evict keys (see
+/// `redis.allow_eviction`).
+pub async fn serve(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    let coordination = Arc::new(RedisPool::connect(&config.redis.url, &config.redis, RedisRole::Coordination).await?);
+    coordination.check_no_eviction(config.redis.allow_eviction).await?;
+    let cache_redis = match &config.redis.cache_url {
+        Some(url) => Arc::new(RedisPool::connect(url, &config.redis, RedisRole::Cache).await?),
+        None => coordination.clone(),
+    };
+    let cache = Arc::new(
+        Cache::start(
+            cache_redis,
+            config.limits.clone(),
+            config.cache.clone(),
+            config.redis.startup_timeout,
+        )
+        .await,
+    );
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let (serving_tx, serving_rx) = watch::channel(false);
+    let serving_tx = Arc::new(serving_tx);
+    let health_task = tokio::spawn(follow_health(
+        health_reporter.clone(),
+        coordination.clone(),
+        cache.clone(),
+        serving_tx.clone(),
+    ));
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rookery::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| std::io::Error::other(format!("reflection: {e}")))?;
+
+    let message_limit = config.limits.max_message_bytes;
+    let cache_service = CacheServer::new(CacheApi::new(cache.clone()))
+        .max_decoding_message_size(message_limit)
+        .max_encoding_message_size(message_limit);
+
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
+    let admin_task = tokio::spawn(async move {
+        let router = telemetry::admin_router(serving_rx);
+        if let Err(e) = axum::serve(listeners.admin, router).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+    telemetry::prometheus();
+    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "rookery-server listening");
+
+    let (draining_tx, mut draining_rx) = watch::channel(false);
+    let signal = {
+        let reporter = health_reporter.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: refusing new calls, draining in-flight ones");
+            health_task.abort();
+            serving_tx.send_replace(false);
+            set_all(&reporter, ServingStatus::NotServing).await;
+            draining_tx.send_replace(true);
+        }
+    };
+    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.limits.max_concurrent_streams)
+        .layer(RpcMetricsLayer)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(InterceptedService::new(cache_service, namespace::interceptor))
+        .serve_with_incoming_shutdown(incoming, signal);
+    let drain_timeout = config.shutdown.drain_timeout;
+    let drain_deadline = async move {
+        let _ = draining_rx.wait_for(|draining| *draining).await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    let result = tokio::select! {
+        result = server => result.map_err(ServeError::from),
+        () = drain_deadline => {
+            tracing::warn!(?drain_timeout, "drain timeout reached; cutting the remaining calls");
+            Ok(())
+        }
+    };
+    admin_task.abort();
+    tracing::info!("rookery-server stopped");
+    result
+}
+
+/// Sets every service's health status, and the overall one ("").
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    for name in ["", CACHE_SERVICE_NAME] {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Keeps grpc.health.v1 and `/healthz` following Redis: a service is SERVING only while the
+/// Redis it needs answers (and, for the Cache, its wake-up subscription is live).
+async fn follow_health(
+    reporter: HealthReporter,
+    coordination: Arc<RedisPool>,
+    cache: Arc<Cache>,
+    serving: Arc<watch::Sender<bool>>,
+) {
+    let mut interval = tokio::time::interval(HEALTH_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let status = |ok: bool| if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+    loop {
+        interval.tick().await;
+        let (coordination_ok, cache_ok) = tokio::join!(
+            tokio::time::timeout(HEALTH_INTERVAL, coordination.ping()),
+            tokio::time::timeout(HEALTH_INTERVAL, cache.is_healthy()),
+        );
+        let coordination_ok = coordination_ok.unwrap_or(false);
+        let cache_ok = cache_ok.unwrap_or(false);
+        for (role, ok) in [(coordination.role(), coordination_ok), (cache.redis().role(), cache_ok)] {
+            metrics::gauge!("rookery_redis_up", "redis" => role.label()).set(if ok { 1.0 } else { 0.0 });
+        }
+        let all_ok = coordination_ok && cache_ok;
+        reporter.set_service_status(CACHE_SERVICE_NAME, status(cache_ok)).await;
+        reporter.set_service_status("", status(all_ok)).await;
+        serving.send_if_modified(|current| std::mem::replace(current, all_ok) != all_ok);
+    }
+}

@@ -1,0 +1,232 @@
+//! Every Redis key and channel name the server uses is built here, and nowhere else.
+//!
+//! Shape: `rk1:{<namespace>:<kind>:<name>}[:<part>]`. `rk1` versions the layout; the part in
+//! braces is the Redis Cluster hash tag, so all keys of one object live in one slot and
+//! multi-key scripts never fail with CROSSSLOT.
+//!
+//! User input is data, never syntax. Namespaces and names are escaped with [`escape`]: `%`,
+//! the hash-tag braces, the `:` separator, the glob characters `*?[]\` and control bytes and
+//! space become `%XX`. The escaping is injective (`%` itself is escaped), so two different
+//! (namespace, name) pairs never share a key; no name can close the hash tag early, reach
+//! another namespace, or act as a glob in a SCAN pattern. [`glob_escape`] additionally escapes
+//! the literal part of every pattern, so patterns stay literal even if the escaping changes.
+
+use std::fmt::Write as _;
+
+/// Version prefix of every key and channel.
+const VERSION: &str = "rk1";
+
+/// Pub/sub channel on which fills, releases and writes of cache keys are announced, so that
+/// `Fetch` callers waiting on any replica wake up. The message is the key's value key.
+pub const CACHE_WAKE_CHANNEL: &str = "rk1:cache:wake";
+
+/// Kind of a cache entry's keys.
+const KIND_CACHE: &str = "cache";
+/// Kind of a cache tag's index set.
+const KIND_CACHE_TAG: &str = "ctag";
+/// Suffix of a cache entry's lease key.
+const LEASE_SUFFIX: &str = ":lease";
+
+/// Appends `input` to `out`, escaping every byte that has a meaning in our key syntax, in
+/// Redis hash tags or in glob patterns. Other bytes, including all non-ASCII UTF-8, pass
+/// through, so the result is valid UTF-8 and escaping a prefix gives a prefix of the escaped
+/// name.
+fn escape_into(out: &mut String, input: &str) {
+    for ch in input.chars() {
+        match ch {
+            '%' | '{' | '}' | ':' | '*' | '?' | '[' | ']' | '\\' | '\u{0}'..=' ' | '\u{7f}' => {
+                // All of these are ASCII, so one byte each.
+                let _ = write!(out, "%{:02X}", ch as u32);
+            }
+            _ => out.push(ch),
+        }
+    }
+}
+
+/// Escapes a user-supplied string for use inside a key (see the module docs).
+pub fn escape(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    escape_into(&mut out, input);
+    out
+}
+
+/// Escapes glob metacharacters (`*?[]\`) so that `input` matches itself literally in a Redis
+/// `MATCH` / `KEYS` / `PSUBSCRIBE` pattern.
+pub fn glob_escape(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    for ch in input.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// `rk1:{<ns>:<kind>:<name>` — the common head of an object's keys, without the closing brace.
+fn object_head(namespace: &str, kind: &str, name: &str) -> String {
+    let mut key = String::with_capacity(VERSION.len() + namespace.len() + kind.len() + name.len() + 8);
+    key.push_str(VERSION);
+    key.push_str(":{");
+    escape_into(&mut key, namespace);
+    key.push(':');
+    key.push_str(kind);
+    key.push(':');
+    escape_into(&mut key, name);
+    key
+}
+
+/// The Redis keys of one cache entry: both share the entry's hash tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKeys {
+    /// The string holding the value (with its TTL).
+    pub value: String,
+    /// The fill/refresh lease: a string holding the current lease token, with the lease TTL.
+    pub lease: String,
+}
+
+impl CacheKeys {
+    fn from_value_key(value: String) -> Self {
+        let lease = format!("{value}{LEASE_SUFFIX}");
+        Self { value, lease }
+    }
+}
+
+/// The keys of cache entry `name` in `namespace`.
+pub fn cache(namespace: &str, name: &str) -> CacheKeys {
+    let mut value = object_head(namespace, KIND_CACHE, name);
+    value.push('}');
+    CacheKeys::from_value_key(value)
+}
+
+/// The set indexing the cache entries written with `tag` in `namespace`. Its members are the
+/// entries' names (unescaped), from which [`cache`] rebuilds their keys.
+pub fn cache_tag(namespace: &str, tag: &str) -> String {
+    let mut key = object_head(namespace, KIND_CACHE_TAG, tag);
+    key.push('}');
+    key
+}
+
+/// A SCAN `MATCH` pattern for every key (values and leases) of the cache entries in
+/// `namespace` whose names start with `prefix`.
+pub fn cache_prefix_pattern(namespace: &str, prefix: &str) -> String {
+    let mut pattern = glob_escape(&object_head(namespace, KIND_CACHE, prefix));
+    pattern.push('*');
+    pattern
+}
+
+/// Maps a key found by a [`cache_prefix_pattern`] scan back to its entry's keys; `None` for a
+/// key that is not a cache value or lease key.
+pub fn cache_keys_from_scanned(key: &str) -> Option<CacheKeys> {
+    let value = key.strip_suffix(LEASE_SUFFIX).unwrap_or(key);
+    value.ends_with('}').then(|| CacheKeys::from_value_key(value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The hash tag Redis Cluster hashes: the bytes between the first `{` and the next `}`,
+    /// when non-empty; otherwise the whole key.
+    fn hash_tag(key: &str) -> &str {
+        if let Some(open) = key.find('{') {
+            if let Some(len) = key[open + 1..].find('}') {
+                if len > 0 {
+                    return &key[open + 1..open + 1 + len];
+                }
+            }
+        }
+        key
+    }
+
+    /// Redis's glob matcher (`stringmatchlen`) for `*`, `?`, `\x` and `[...]` without ranges:
+    /// enough to check that escaped patterns match literally.
+    fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+        match pattern.first() {
+            None => text.is_empty(),
+            Some(b'*') => (0..=text.len()).any(|i| glob_match(&pattern[1..], &text[i..])),
+            Some(b'?') => !text.is_empty() && glob_match(&pattern[1..], &text[1..]),
+            Some(b'\\') if pattern.len() > 1 => {
+                text.first() == Some(&pattern[1]) && glob_match(&pattern[2..], &text[1..])
+            }
+            Some(b'[') => {
+                let Some(close) = pattern.iter().position(|&b| b == b']') else {
+                    return false;
+                };
+                !text.is_empty()
+                    && pattern[1..close].contains(&text[0])
+                    && glob_match(&pattern[close + 1..], &text[1..])
+            }
+            Some(&b) => text.first() == Some(&b) && glob_match(&pattern[1..], &text[1..]),
+        }
+    }
+
+    fn any_text() -> impl Strategy<Value = String> {
+        // Bias towards the characters that matter, plus arbitrary Unicode.
+        prop_oneof![
+            proptest::string::string_regex(r"[%{}:*?\[\]\\a-c ]{0,8}").unwrap(),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn cache_keys_are_injective(ns1 in any_text(), n1 in any_text(), ns2 in any_text(), n2 in any_text()) {
+            prop_assume!((&ns1, &n1) != (&ns2, &n2));
+            let (a, b) = (cache(&ns1, &n1), cache(&ns2, &n2));
+            prop_assert_ne!(&a.value, &b.value);
+            prop_assert_ne!(&a.lease, &b.lease);
+            prop_assert_ne!(&a.value, &b.lease);
+            prop_assert_ne!(cache_tag(&ns1, &n1), cache_tag(&ns2, &n2));
+            prop_assert_ne!(cache_tag(&ns1, &n1), a.value);
+        }
+
+        #[test]
+        fn all_keys_of_an_entry_share_one_hash_tag(ns in any_text(), name in any_text()) {
+            let keys = cache(&ns, &name);
+            let tag = hash_tag(&keys.value);
+            prop_assert_eq!(tag, hash_tag(&keys.lease));
+            prop_assert_eq!(tag, format!("{}:cache:{}", escape(&ns), escape(&name)));
+        }
+
+        #[test]
+        fn prefix_pattern_matches_exactly_the_names_with_that_prefix(
+            ns in any_text(), other_ns in any_text(), prefix in any_text(), name in any_text()
+        ) {
+            let pattern = cache_prefix_pattern(&ns, &prefix);
+            let keys = cache(&ns, &name);
+            let expected = name.starts_with(&prefix);
+            prop_assert_eq!(glob_match(pattern.as_bytes(), keys.value.as_bytes()), expected);
+            prop_assert_eq!(glob_match(pattern.as_bytes(), keys.lease.as_bytes()), expected);
+            if other_ns != ns {
+                let foreign = cache(&other_ns, &name);
+                prop_assert!(!glob_match(pattern.as_bytes(), foreign.value.as_bytes()));
+            }
+            prop_assert!(!glob_match(pattern.as_bytes(), cache_tag(&ns, &name).as_bytes()));
+        }
+
+        #[test]
+        fn scanned_keys_map_back_to_their_entry(ns in any_text(), name in any_text()) {
+            let keys = cache(&ns, &name);
+            prop_assert_eq!(cache_keys_from_scanned(&keys.value), Some(keys.clone()));
+            prop_assert_eq!(cache_keys_from_scanned(&keys.lease), Some(keys));
+        }
+
+        #[test]
+        fn glob_escape_matches_itself_only(text in any_text(), other in any_text()) {
+            let pattern = glob_escape(&text);
+            prop_assert!(glob_match(pattern.as_bytes(), text.as_bytes()));
+            prop_assert_eq!(glob_match(pattern.as_bytes(), other.as_bytes()), text == other);
+        }
+    }
+
+    #[test]
+    fn key_shape_is_readable() {
+        let keys = cache("team-a", "user:42");
+        assert_eq!(keys.value, "rk1:{team-a:cache:user%3A42}");
+        assert_eq!(keys.lease, "rk1:{team-a:cache:user%3A42}:lease");
+        assert_eq!(cache_tag("team-a", "users"), "rk1:{team-a:ctag:users}");
+        assert_eq!(cache_prefix_pattern("team-a", "a*"), "rk1:{team-a:cache:a%2A*");
+    }
+}

@@ -1,0 +1,84 @@
+//! The registry of Lua scripts: each `.lua` file is compiled into the binary and hashed once.
+//!
+//! Scripts run with EVALSHA; on NOSCRIPT (a Redis restart or failover flushed the script
+//! cache) they are loaded and retried, by [`run`] for single calls and by [`run_batch`]
+//! for pipelines. Scripts take every key through KEYS, never through ARGV,
+//! so they run unchanged on Redis Cluster.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind, Value};
+
+/// `cache/fetch.lua`: read with the lease protocol.
+pub static CACHE_FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/fetch.lua")));
+/// `cache/set.lua`: conditional write that cancels a pending lease and wakes waiters.
+pub static CACHE_SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/set.lua")));
+/// `cache/fill.lua`: write guarded by a lease token.
+pub static CACHE_FILL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/fill.lua")));
+/// `cache/release.lua`: give a lease back.
+pub static CACHE_RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/release.lua")));
+/// `cache/delete.lua`: delete an entry and cancel its lease.
+pub static CACHE_DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/delete.lua")));
+/// `cache/tag.lua`: add an entry to a tag index and keep the index's TTL above the entry's.
+pub static CACHE_TAG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/tag.lua")));
+
+/// Starts an EVALSHA of `script` over `keys`; append ARGV with `.arg(..)`. Run it with
+/// [`run`] or [`run_batch`], which load the script when Redis has lost it.
+pub fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    cmd
+}
+
+fn is_noscript(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// Runs one script invocation; on NOSCRIPT (Redis restarted or failed over and lost its
+/// script cache) loads `script` and runs it again. NOSCRIPT means the script did not run, so
+/// the retry cannot apply a write twice.
+pub async fn run<T: FromRedisValue>(conn: &mut impl ConnectionLike, script: &Script, cmd: &Cmd) -> RedisResult<T> {
+    match cmd.query_async(conn).await {
+        Err(e) if is_noscript(&e) => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
+/// Runs commands as one pipeline (one round trip) and returns each command's own result.
+/// Commands that failed with NOSCRIPT, and only those, are re-sent after loading `scripts`;
+/// every other command ran exactly once.
+pub async fn run_batch(
+    conn: &mut impl ConnectionLike,
+    cmds: &[Cmd],
+    scripts: &[&Script],
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    let mut results = query_each(conn, cmds.iter()).await?;
+    let missing: Vec<usize> = (0..results.len())
+        .filter(|&i| matches!(&results[i], Err(e) if is_noscript(e)))
+        .collect();
+    if !missing.is_empty() {
+        for script in scripts {
+            script.load_async(conn).await?;
+        }
+        let retried = query_each(conn, missing.iter().map(|&i| &cmds[i])).await?;
+        for (i, result) in missing.into_iter().zip(retried) {
+            results[i] = result;
+        }
+    }
+    Ok(results)
+}
+
+async fn query_each<'a>(
+    conn: &mut impl ConnectionLike,
+    cmds: impl Iterator<Item = &'a Cmd>,
+) -> RedisResult<Vec<RedisResult<Value>>> {
+    let mut pipe = redis::pipe();
+    for cmd in cmds {
+        pipe.add_command(cmd.clone());
+    }
+    pipe.ignore_errors().query_async(conn).await
+}

@@ -1,0 +1,172 @@
+//! Logs, metrics and the per-RPC layer.
+//!
+//! - Logs: a `tracing` subscriber, pretty or JSON by config, and one span per RPC. Payloads,
+//!   keys' values, session IDs and tokens are never logged.
+//! - Metrics: the process-wide Prometheus recorder, rendered by the admin HTTP server at
+//!   `/metrics`. RPC count and latency by method and code are recorded by [`RpcMetricsLayer`],
+//!   a tower layer around every service, so no handler repeats that code.
+
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use futures::future::BoxFuture;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global `tracing` subscriber (once per process; later calls do nothing).
+pub fn init_tracing(config: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder, installed on first use. Several servers in one
+/// process (as in tests) share it.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let latency_buckets = [
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&latency_buckets)
+            .expect("bucket list is not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+        }
+        // Histograms and counters are drained by upkeep; without the exporter's HTTP listener
+        // we run it ourselves.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("spawn metrics upkeep thread");
+        handle
+    })
+}
+
+/// The admin HTTP router: `/metrics` (Prometheus text) and `/healthz` (200 while serving,
+/// 503 otherwise).
+pub fn admin_router(serving: watch::Receiver<bool>) -> Router {
+    Router::new()
+        .route("/metrics", get(|| async { prometheus().render() }))
+        .route("/healthz", get(healthz))
+        .with_state(Arc::new(serving))
+}
+
+async fn healthz(State(serving): State<Arc<watch::Receiver<bool>>>) -> (StatusCode, &'static str) {
+    if *serving.borrow() {
+        (StatusCode::OK, "SERVING\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
+    }
+}
+
+/// Tower layer recording, per RPC, `rookery_rpc_requests_total{method,code}` and
+/// `rookery_rpc_duration_seconds{method}`, inside a `tracing` span named after the method.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> tower::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics { inner }
+    }
+}
+
+/// The service made by [`RpcMetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+}
+
+/// Method label: the gRPC path for our own and the standard services; anything else (a
+/// client calling a method that does not exist) is folded into one label to bound cardinality.
+fn method_label(path: &str) -> String {
+    if path.starts_with("/rookery.") || path.starts_with("/grpc.") {
+        path.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+/// The gRPC code of a response whose status travelled in the headers (errors are sent
+/// "trailers-only"); a unary success carries its status in the trailers, so no header means OK.
+fn code_label(headers: &http::HeaderMap) -> String {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or_else(|| "Ok".to_owned(), |code| format!("{:?}", tonic::Code::from(code)))
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = method_label(request.uri().path());
+        let span = tracing::info_span!("rpc", method = %method);
+        let start = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(
+            async move {
+                let result = response.await;
+                let code = match &result {
+                    Ok(response) => code_label(response.headers()),
+                    Err(_) => "TransportError".to_owned(),
+                };
+                metrics::histogram!("rookery_rpc_duration_seconds", "method" => method.clone())
+                    .record(start.elapsed().as_secs_f64());
+                metrics::counter!("rookery_rpc_requests_total", "method" => method, "code" => code).increment(1);
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded_and_named() {
+        assert_eq!(method_label("/rookery.v1.Cache/Get"), "/rookery.v1.Cache/Get");
+        assert_eq!(method_label("/evil/x"), "other");
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(code_label(&headers), "Ok");
+        headers.insert("grpc-status", "3".parse().unwrap());
+        assert_eq!(code_label(&headers), "InvalidArgument");
+    }
+}
