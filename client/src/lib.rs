@@ -1,1 +1,132 @@
-//! placeholder
+//! Rust client for Rookery, the gRPC coordination service.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//!
+//! let client = rookery_client::Client::connect("http://127.0.0.1:50051")
+//!     .await?
+//!     .with_namespace("my-team")?;
+//! let cache = client.cache();
+//! cache.set("greeting", b"hello".to_vec(), Duration::from_secs(60)).await?;
+//! let user = cache
+//!     .get_or_load("user:42", Duration::from_secs(300), || async {
+//!         // Runs once per key across all callers and server replicas; the others wait for
+//!         // its value instead of stampeding the database.
+//!         Ok::<_, std::io::Error>(b"{\"name\":\"Ada\"}".to_vec())
+//!     })
+//!     .await?;
+//! # let _ = user;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The generated stubs and messages are re-exported as [`pb`] for anyone who needs a call the
+//! ergonomic API does not wrap.
+
+mod cache;
+
+pub use cache::{CacheClient, Entry, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions};
+/// The generated `rookery.v1` messages and client stubs.
+pub use rookery::v1 as pb;
+
+#[cfg(feature = "cli")]
+pub mod bench;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// The metadata header that selects the namespace (tenant) of a call.
+pub const NAMESPACE_HEADER: &str = "x-rookery-namespace";
+
+/// Errors of connecting and configuring a [`Client`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL is malformed or the server cannot be reached.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL that was asked for.
+        url: String,
+        /// The transport's reason.
+        source: tonic::transport::Error,
+    },
+    /// The namespace is not a valid header value.
+    #[error("invalid namespace {0:?}: use letters, digits, '.', '_' and '-'")]
+    Namespace(String),
+}
+
+/// Adds the namespace header to every call.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceInterceptor {
+    namespace: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for NamespaceInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(namespace) = &self.namespace {
+            request.metadata_mut().insert(NAMESPACE_HEADER, namespace.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The channel type every service client of this crate uses.
+pub type ClientChannel = InterceptedService<Channel, NamespaceInterceptor>;
+
+/// A connection to a Rookery server (one HTTP/2 connection, multiplexing every call). Cheap to
+/// clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    channel: Channel,
+    interceptor: NamespaceInterceptor,
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `http://127.0.0.1:50051`).
+    pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
+        let url = url.into();
+        let connect_error = |source| Error::Connect {
+            url: url.clone(),
+            source,
+        };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(connect_error)?
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await.map_err(connect_error)?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Uses an existing channel (for custom TLS, load balancing or timeouts).
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            channel,
+            interceptor: NamespaceInterceptor::default(),
+        }
+    }
+
+    /// The same connection, with every call in `namespace` (the server's default namespace is
+    /// `default`).
+    pub fn with_namespace(mut self, namespace: &str) -> Result<Self, Error> {
+        let value = namespace
+            .parse::<MetadataValue<Ascii>>()
+            .map_err(|_| Error::Namespace(namespace.to_owned()))?;
+        self.interceptor.namespace = Some(value);
+        Ok(self)
+    }
+
+    /// The Cache service.
+    pub fn cache(&self) -> CacheClient {
+        CacheClient::new(self.intercepted())
+    }
+
+    /// The underlying channel, for the raw stubs in [`pb`].
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    fn intercepted(&self) -> ClientChannel {
+        InterceptedService::new(self.channel.clone(), self.interceptor.clone())
+    }
+}

@@ -124,7 +124,7 @@ pub struct CacheConfig {
 }
 
 /// The tokio runtime.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Worker threads; 0 means one per core. On small machines shared with Redis, 1 can be
@@ -210,12 +210,6 @@ impl Default for CacheConfig {
             lease_ttl: Duration::from_secs(10),
             max_fetch_wait: Duration::from_secs(10),
         }
-    }
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self { worker_threads: 0 }
     }
 }
 

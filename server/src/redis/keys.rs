@@ -130,12 +130,11 @@ mod tests {
     /// The hash tag Redis Cluster hashes: the bytes between the first `{` and the next `}`,
     /// when non-empty; otherwise the whole key.
     fn hash_tag(key: &str) -> &str {
-        if let Some(open) = key.find('{') {
-            if let Some(len) = key[open + 1..].find('}') {
-                if len > 0 {
-                    return &key[open + 1..open + 1 + len];
-                }
-            }
+        if let Some(open) = key.find('{')
+            && let Some(len) = key[open + 1..].find('}')
+            && len > 0
+        {
+            return &key[open + 1..open + 1 + len];
         }
         key
     }

@@ -1,0 +1,254 @@
+//! `rookery bench`: load generator for the server through the real client, with Redis itself
+//! (`redis-benchmark`) as the reference, measured in the same invocation on the same machine.
+//!
+//! Absolute numbers on small shared machines are noise; the ratio to redis-benchmark at the
+//! same concurrency and value size is the figure that means something.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::{Client, SetOptions};
+
+/// The operation a benchmark drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchOp {
+    /// `Cache.Get` of existing keys (compared with redis-benchmark GET).
+    Get,
+    /// `Cache.Set` (compared with redis-benchmark SET).
+    Set,
+}
+
+impl BenchOp {
+    fn redis_test(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Set => "SET",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Server URL.
+    pub url: String,
+    /// Namespace the benchmark's keys live in.
+    pub namespace: String,
+    /// Operation.
+    pub op: BenchOp,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// How long to measure (after warm-up).
+    pub duration: Duration,
+    /// Distinct keys, chosen uniformly at random.
+    pub keys: usize,
+    /// Value size in bytes.
+    pub value_size: usize,
+    /// HTTP/2 connections the requests are spread over.
+    pub connections: usize,
+}
+
+/// Throughput and latency of one run.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// Successful operations measured.
+    pub ops: u64,
+    /// Failed operations.
+    pub errors: u64,
+    /// Operations per second.
+    pub ops_per_sec: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+    /// 99.9th percentile latency.
+    pub p999: Duration,
+}
+
+/// Errors of a benchmark run.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+fn key_name(i: usize) -> String {
+    format!("bench:{i}")
+}
+
+/// Runs the benchmark against a Rookery server.
+pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
+    let mut clients = Vec::with_capacity(config.connections.max(1));
+    for _ in 0..config.connections.max(1) {
+        clients.push(
+            Client::connect(config.url.clone())
+                .await?
+                .with_namespace(&config.namespace)?
+                .cache(),
+        );
+    }
+    let value = vec![b'x'; config.value_size];
+    let ttl = Duration::from_secs(600);
+    // Prefill, so that Get measures hits.
+    for chunk in (0..config.keys).collect::<Vec<_>>().chunks(500) {
+        clients[0]
+            .set_many(
+                chunk.iter().map(|&i| (key_name(i), value.clone())),
+                SetOptions {
+                    ttl: Some(ttl),
+                    ..SetOptions::default()
+                },
+            )
+            .await?;
+    }
+    let warmup = Duration::from_millis(500).min(config.duration / 4);
+    let start = Instant::now() + warmup;
+    let end = start + config.duration;
+    let mut tasks = Vec::with_capacity(config.concurrency);
+    for worker in 0..config.concurrency {
+        let cache = clients[worker % clients.len()].clone();
+        let value = value.clone();
+        let (op, keys) = (config.op, config.keys);
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut errors = 0u64;
+            loop {
+                let key = key_name(rand::rng().random_range(0..keys));
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                let ok = match op {
+                    BenchOp::Get => cache.get(key).await.map(|found| found.is_some()),
+                    BenchOp::Set => cache.set(key, value.clone(), ttl).await,
+                };
+                if sent < start {
+                    continue;
+                }
+                match ok {
+                    Ok(true) => {
+                        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        histogram.saturating_record(micros.max(1));
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (histogram, errors)
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for task in tasks {
+        let (h, e) = task.await?;
+        histogram.add(h)?;
+        errors += e;
+    }
+    let micros = |q: f64| Duration::from_micros(histogram.value_at_quantile(q));
+    Ok(BenchReport {
+        ops: histogram.len(),
+        errors,
+        ops_per_sec: histogram.len() as f64 / config.duration.as_secs_f64(),
+        p50: micros(0.5),
+        p99: micros(0.99),
+        p999: micros(0.999),
+    })
+}
+
+/// Throughput and latency that redis-benchmark reported.
+#[derive(Debug, Clone)]
+pub struct RedisReport {
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+}
+
+/// Runs `redis-benchmark` for the same command, concurrency, value size and key space against
+/// the Redis at `redis_url` (SET first, so that GET reads existing keys).
+pub async fn redis_benchmark(redis_url: &str, config: &BenchConfig, requests: u64) -> Result<RedisReport, BenchError> {
+    let url = url_parts(redis_url)?;
+    let mut command = tokio::process::Command::new("redis-benchmark");
+    command
+        .args(["-h", &url.host, "-p", &url.port.to_string()])
+        .args(["-c", &config.concurrency.to_string()])
+        .args(["-n", &requests.max(10_000).to_string()])
+        .args(["-d", &config.value_size.to_string()])
+        .args(["-r", &config.keys.to_string()])
+        .args(["-t", "set,get", "--csv"]);
+    if let Some(password) = &url.password {
+        command.env("REDISCLI_AUTH", password);
+    }
+    let output = command.output().await.map_err(|e| {
+        format!("cannot run redis-benchmark ({e}); install it with `apt-get install redis-tools`")
+    })?;
+    if !output.status.success() {
+        return Err(format!("redis-benchmark failed: {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
+    parse_redis_benchmark_csv(&String::from_utf8_lossy(&output.stdout), config.op.redis_test())
+}
+
+struct RedisUrl {
+    host: String,
+    port: u16,
+    password: Option<String>,
+}
+
+fn url_parts(url: &str) -> Result<RedisUrl, BenchError> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or("the --redis-url must start with redis://")?;
+    let rest = rest.split('/').next().unwrap_or(rest);
+    let (password, host_port) = match rest.rsplit_once('@') {
+        Some((auth, hp)) => (auth.rsplit(':').next().map(str::to_owned), hp),
+        None => (None, rest),
+    };
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) => (h.to_owned(), p.parse()?),
+        None => (host_port.to_owned(), 6379),
+    };
+    Ok(RedisUrl { host, port, password })
+}
+
+/// Reads the line of `test` from redis-benchmark's `--csv` output
+/// (`"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"`).
+fn parse_redis_benchmark_csv(csv: &str, test: &str) -> Result<RedisReport, BenchError> {
+    let mut lines = csv.lines().map(|line| line.split(',').map(|f| f.trim_matches('"')).collect::<Vec<_>>());
+    let header = lines.next().ok_or("redis-benchmark printed nothing")?;
+    let column = |name: &str| header.iter().position(|h| *h == name).ok_or(format!("no {name} column"));
+    let (rps, p50, p99) = (column("rps")?, column("p50_latency_ms")?, column("p99_latency_ms")?);
+    let row = lines
+        .find(|fields| fields.first() == Some(&test))
+        .ok_or(format!("redis-benchmark printed no {test} line"))?;
+    let number = |i: usize| -> Result<f64, BenchError> { Ok(row.get(i).ok_or("short line")?.parse::<f64>()?) };
+    Ok(RedisReport {
+        rps: number(rps)?,
+        p50: Duration::from_secs_f64(number(p50)? / 1000.0),
+        p99: Duration::from_secs_f64(number(p99)? / 1000.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_redis_benchmark_csv() {
+        let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\
+                   \"SET\",\"80000.00\",\"0.5\",\"0.1\",\"0.400\",\"0.9\",\"1.200\",\"3.0\"\n\
+                   \"GET\",\"90000.00\",\"0.4\",\"0.1\",\"0.300\",\"0.8\",\"1.000\",\"2.0\"\n";
+        let report = parse_redis_benchmark_csv(csv, "GET").unwrap();
+        assert_eq!(report.rps, 90000.0);
+        assert_eq!(report.p50, Duration::from_micros(300));
+        assert_eq!(report.p99, Duration::from_millis(1));
+        assert!(parse_redis_benchmark_csv(csv, "INCR").is_err());
+    }
+
+    #[test]
+    fn splits_redis_urls() {
+        let u = url_parts("redis://:secret@10.0.0.5:6380/2").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.password.as_deref()), ("10.0.0.5", 6380, Some("secret")));
+        let u = url_parts("redis://localhost").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.password), ("localhost", 6379, None));
+    }
+}
