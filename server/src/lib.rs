@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod config;
 mod convert;
+pub mod drain;
 pub mod error;
 pub mod namespace;
 pub mod redis;
@@ -32,6 +33,7 @@ use tonic_health::server::HealthReporter;
 pub use crate::config::Config;
 use crate::cache::{Cache, CacheApi};
 use crate::redis::{RedisPool, RedisRole, StartupError};
+use crate::drain::CutLayer;
 use crate::telemetry::RpcMetricsLayer;
 
 /// The gRPC name of the Cache service, as used by grpc.health.v1.
@@ -104,11 +106,13 @@ pub async fn serve(
         Some(url) => Arc::new(RedisPool::connect(url, &config.redis, RedisRole::Cache).await?),
         None => coordination.clone(),
     };
+    let (drain_control, drain) = drain::channel();
     let cache = Arc::new(
         Cache::start(
             cache_redis,
             config.limits.clone(),
             config.cache.clone(),
+            drain.clone(),
             config.redis.startup_timeout,
         )
         .await,
@@ -146,36 +150,41 @@ pub async fn serve(
     telemetry::prometheus();
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "rookery-server listening");
 
-    let (draining_tx, mut draining_rx) = watch::channel(false);
+    let drain_control = Arc::new(drain_control);
     let signal = {
         let reporter = health_reporter.clone();
+        let drain_control = drain_control.clone();
         async move {
             shutdown.await;
             tracing::info!("shutting down: refusing new calls, draining in-flight ones");
             health_task.abort();
             serving_tx.send_replace(false);
             set_all(&reporter, ServingStatus::NotServing).await;
-            draining_tx.send_replace(true);
+            drain_control.start_draining();
         }
     };
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(config.limits.max_concurrent_streams)
         .layer(RpcMetricsLayer)
+        .layer(CutLayer::new(drain.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(cache_service, namespace::interceptor))
         .serve_with_incoming_shutdown(incoming, signal);
     let drain_timeout = config.shutdown.drain_timeout;
     let drain_deadline = async move {
-        let _ = draining_rx.wait_for(|draining| *draining).await;
+        drain.draining().await;
         tokio::time::sleep(drain_timeout).await;
     };
+    tokio::pin!(server);
     let result = tokio::select! {
-        result = server => result.map_err(ServeError::from),
+        result = &mut server => result.map_err(ServeError::from),
         () = drain_deadline => {
             tracing::warn!(?drain_timeout, "drain timeout reached; cutting the remaining calls");
-            Ok(())
+            drain_control.cut();
+            // The cut calls answer at once; give their responses a moment to be written.
+            tokio::time::timeout(Duration::from_millis(250), &mut server).await.unwrap_or(Ok(())).map_err(ServeError::from)
         }
     };
     admin_task.abort();

@@ -30,6 +30,7 @@ use redis::{FromRedisValue, Value};
 use tokio::time::Instant;
 
 use crate::config::{CacheConfig, LimitsConfig};
+use crate::drain::{Drain, SHUTDOWN_MESSAGE};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::redis::keys::{self, CacheKeys};
@@ -133,6 +134,7 @@ pub struct Cache {
     config: CacheConfig,
     waiters: Arc<Waiters>,
     subscriber: Subscriber,
+    drain: Drain,
 }
 
 impl std::fmt::Debug for Cache {
@@ -162,6 +164,7 @@ impl Cache {
         redis: Arc<RedisPool>,
         limits: LimitsConfig,
         config: CacheConfig,
+        drain: Drain,
         startup_wait: Duration,
     ) -> Self {
         let waiters = Arc::new(Waiters::default());
@@ -192,6 +195,7 @@ impl Cache {
             config,
             waiters,
             subscriber,
+            drain,
         }
     }
 
@@ -577,6 +581,9 @@ impl Cache {
                         tokio::select! {
                             () = waiter.changed() => {}
                             () = tokio::time::sleep_until(lease_end.min(deadline)) => {}
+                            () = self.drain.draining() => {
+                                return Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()));
+                            }
                         }
                         None
                     }

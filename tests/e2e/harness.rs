@@ -1,0 +1,310 @@
+//! The end-to-end test harness: real `redis-server` processes on free ports, real servers
+//! in-process on `127.0.0.1:0`, the real client crate, and a fresh namespace per test.
+//!
+//! Most tests share one Redis per test process (started on first use) and isolate themselves by
+//! namespace, so they run in parallel. Tests that restart or reconfigure Redis start their own.
+//! Every Redis is stopped when its owner is dropped or, for the shared one, when the test
+//! process exits (a shell watchdog kills it), so no run leaves a redis-server behind.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use rookery_client::Client;
+use rookery_server::config::Config;
+use rookery_server::{Listeners, ServeError};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A redis-server process on a free local port, in its own temporary directory.
+pub struct RedisProcess {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn unique() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+impl RedisProcess {
+    /// Starts a throwaway Redis (no persistence, noeviction) plus any extra config arguments.
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("rookery-test-redis-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn spawn(&mut self) {
+        // A watchdog shell kills redis-server when this test process exits, even if it never
+        // runs destructors (statics, panics, kill).
+        let mut args = vec![
+            "--port".to_owned(),
+            self.port.to_string(),
+            "--bind".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--save".to_owned(),
+            String::new(),
+            "--appendonly".to_owned(),
+            "no".to_owned(),
+            "--maxmemory-policy".to_owned(),
+            "noeviction".to_owned(),
+            "--dir".to_owned(),
+            self.dir.display().to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let script = format!(
+            "redis-server \"$@\" & r=$!; trap 'kill -9 $r 2>/dev/null' EXIT TERM; \
+             while kill -0 {} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done",
+            std::process::id()
+        );
+        if Command::new("redis-server").arg("--version").output().is_err() {
+            panic!(
+                "redis-server is not installed; the tests need a real Redis. Install it with \
+                 `sudo apt-get install redis-server` (or run `make test`, which does)"
+            );
+        }
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("redis-watchdog")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let client = redis::Client::open(self.url()).unwrap();
+            if let Ok(mut conn) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills Redis (losing all data, as an unpersisted crash does).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM makes the watchdog shell's trap SIGKILL redis-server (a crash, no
+            // shutdown save); then wait until the port no longer answers.
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts Redis again on the same port (empty, as after an unpersisted restart).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A direct connection, to look at what the server left in Redis.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Every key of `namespace` (all Rookery keys carry the namespace right after the version).
+    pub async fn keys_of(&self, namespace: &str) -> Vec<String> {
+        let mut conn = self.conn().await;
+        let mut keys: Vec<String> = Vec::new();
+        let mut iter: redis::AsyncIter<String> = conn.scan_match(format!("rk1:{{{namespace}:*")).await.unwrap();
+        while let Some(key) = iter.next_item().await {
+            keys.push(key.unwrap());
+        }
+        keys
+    }
+
+    /// Asserts that every key of `namespace` has a TTL: nothing a test wrote can leak.
+    pub async fn assert_no_key_without_ttl(&self, namespace: &str) {
+        let mut conn = self.conn().await;
+        for key in self.keys_of(namespace).await {
+            let ttl: i64 = conn.pttl(&key).await.unwrap();
+            assert!(ttl != -1, "key {key} has no TTL");
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The Redis shared by the tests of this process.
+pub fn shared_redis() -> &'static RedisProcess {
+    static REDIS: OnceLock<RedisProcess> = OnceLock::new();
+    REDIS.get_or_init(|| RedisProcess::start(&[]))
+}
+
+/// A fresh namespace, unique to one test.
+pub fn namespace(test: &str) -> String {
+    format!("t-{test}-{}-{}", std::process::id(), unique())
+}
+
+/// The config tests start servers with: ephemeral ports, short timeouts.
+pub fn test_config(redis_url: &str) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    config.redis.url = redis_url.to_owned();
+    config.redis.command_timeout = Duration::from_secs(1);
+    config.redis.connect_timeout = Duration::from_millis(500);
+    config.redis.startup_timeout = Duration::from_secs(5);
+    config.shutdown.drain_timeout = Duration::from_secs(2);
+    config
+}
+
+/// A server running in-process on the current tokio runtime.
+pub struct TestServer {
+    /// The gRPC address.
+    pub addr: SocketAddr,
+    /// The admin HTTP address.
+    pub admin: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl TestServer {
+    /// Starts a server with `config`; panics if it does not come up.
+    pub async fn start(config: Config) -> Self {
+        Self::try_start(config).await.expect("server failed to start")
+    }
+
+    /// Starts a server with `config`, returning its start-up error if it refuses to start.
+    pub async fn try_start(config: Config) -> Result<Self, ServeError> {
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let (addr, admin) = (listeners.grpc_addr().unwrap(), listeners.admin_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        let mut task = tokio::spawn(rookery_server::serve(listeners, config, async {
+            let _ = rx.await;
+        }));
+        // Ready when the gRPC port accepts a call; or failed when serve returns.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(client) = Client::connect(format!("http://{addr}")).await {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(client.channel());
+                if health
+                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            if task.is_finished() {
+                return Err((&mut task).await.unwrap().expect_err("server stopped without error"));
+            }
+            assert!(tokio::time::Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Self {
+            addr,
+            admin,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client in `namespace`.
+    pub async fn client(&self, namespace: &str) -> Client {
+        Client::connect(self.url()).await.unwrap().with_namespace(namespace).unwrap()
+    }
+
+    /// Signals shutdown and waits for the server to stop; returns how long that took.
+    pub async fn stop(mut self) -> Duration {
+        let started = tokio::time::Instant::now();
+        let _ = self.shutdown.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("server did not stop")
+            .unwrap()
+            .unwrap();
+        started.elapsed()
+    }
+
+    /// GETs a path of the admin HTTP server; returns (status code, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes; returns whether it did.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

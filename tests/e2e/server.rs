@@ -1,0 +1,273 @@
+//! The server as an operator sees it: Redis failures and recovery, health, reflection,
+//! metrics, the eviction-policy guard, graceful shutdown, and the bench.
+
+use std::time::Duration;
+
+use rookery_client::bench::{self, BenchConfig, BenchOp};
+use rookery_server::ServeError;
+use rookery_server::redis::StartupError;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::harness::{RedisProcess, TestServer, eventually, namespace, shared_redis, test_config};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn health(server: &TestServer, service: &str) -> Option<ServingStatus> {
+    let client = rookery_client::Client::connect(server.url()).await.ok()?;
+    let response = HealthClient::new(client.channel())
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .ok()?;
+    Some(response.into_inner().status())
+}
+
+#[tokio::test]
+async fn redis_restart_gives_unavailable_then_recovers_without_server_restart() {
+    let mut redis = RedisProcess::start(&[]);
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let ns = namespace("restart");
+    let cache = server.client(&ns).await.cache();
+    cache.set("k", b"v".to_vec(), MINUTE).await.unwrap();
+    assert_eq!(health(&server, "rookery.v1.Cache").await, Some(ServingStatus::Serving));
+
+    redis.kill();
+    let started = tokio::time::Instant::now();
+    let status = cache.get("k").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "failing took {:?}", started.elapsed());
+    let status = cache.set("k", b"v".to_vec(), MINUTE).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    for service in ["", "rookery.v1.Cache"] {
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                health(&server, service).await == Some(ServingStatus::NotServing)
+            })
+            .await,
+            "health of {service:?} should follow Redis down"
+        );
+    }
+    let (code, _) = server.admin_get("/healthz").await;
+    assert_eq!(code, 503);
+
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(10), || async { cache.set("k", b"again".to_vec(), MINUTE).await.is_ok() }).await,
+        "writes should succeed again once Redis is back"
+    );
+    // Scripts were lost with the restart; the lease protocol reloads them.
+    let fetched = cache
+        .fetch("new", &rookery_client::FetchOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(fetched, rookery_client::Fetched::Fill(_)), "{fetched:?}");
+    assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"again");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            health(&server, "").await == Some(ServingStatus::Serving)
+        })
+        .await,
+        "health should follow Redis back up"
+    );
+    redis.assert_no_key_without_ttl(&ns).await;
+}
+
+#[tokio::test]
+async fn fetch_waiters_survive_a_pubsub_reconnect() {
+    let mut redis = RedisProcess::start(&[]);
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let ns = namespace("pubsub");
+    let cache = server.client(&ns).await.cache();
+    redis.restart();
+    // After the restart the server's subscriber reconnects; a fill must wake waiters again.
+    assert!(eventually(Duration::from_secs(10), || async { cache.get("x").await.is_ok() }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            health(&server, "rookery.v1.Cache").await == Some(ServingStatus::Serving)
+        })
+        .await
+    );
+    let options = rookery_client::FetchOptions {
+        wait: Some(Duration::from_secs(20)),
+        lease_ttl: Some(Duration::from_secs(30)),
+        refresh_ahead: None,
+    };
+    let rookery_client::Fetched::Fill(token) = cache.fetch("k", &options).await.unwrap() else {
+        panic!("expected the lease")
+    };
+    let waiter = {
+        let cache = cache.clone();
+        let options = options.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            (cache.fetch("k", &options).await.unwrap(), started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cache
+        .fill(
+            "k",
+            token,
+            b"v".to_vec(),
+            rookery_client::SetOptions {
+                ttl: Some(MINUTE),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (outcome, waited) = waiter.await.unwrap();
+    assert!(matches!(outcome, rookery_client::Fetched::Hit(_)), "{outcome:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+#[tokio::test]
+async fn refuses_to_start_on_an_evicting_redis_unless_told_to() {
+    let redis = RedisProcess::start(&["--maxmemory-policy", "allkeys-lru"]);
+    let config = test_config(&redis.url());
+    match TestServer::try_start(config.clone()).await {
+        Err(ServeError::Redis(StartupError::EvictionPolicy { policy })) => assert_eq!(policy, "allkeys-lru"),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("the server must refuse an evicting coordination Redis"),
+    }
+    let mut allowed = config;
+    allowed.redis.allow_eviction = true;
+    let server = TestServer::start(allowed).await;
+    assert_eq!(health(&server, "").await, Some(ServingStatus::Serving));
+}
+
+#[tokio::test]
+async fn cache_may_use_its_own_evicting_redis() {
+    let cache_redis = RedisProcess::start(&["--maxmemory-policy", "allkeys-lru"]);
+    let mut config = test_config(&shared_redis().url());
+    config.redis.cache_url = Some(cache_redis.url());
+    let server = TestServer::start(config).await;
+    let ns = namespace("cache-url");
+    let cache = server.client(&ns).await.cache();
+    cache.set("k", b"v".to_vec(), MINUTE).await.unwrap();
+    assert_eq!(cache_redis.keys_of(&ns).await.len(), 1, "cache keys belong on the cache Redis");
+    assert!(shared_redis().keys_of(&ns).await.is_empty());
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_start_with_a_clear_error() {
+    let mut config = test_config("redis://127.0.0.1:1");
+    config.redis.startup_timeout = Duration::from_millis(300);
+    let err = TestServer::try_start(config).await.err().expect("must not start");
+    let message = err.to_string();
+    assert!(message.contains("cannot reach the coordination Redis"), "{message}");
+}
+
+#[tokio::test]
+async fn health_reflection_and_metrics_are_served() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    for service in ["", "rookery.v1.Cache"] {
+        assert_eq!(health(&server, service).await, Some(ServingStatus::Serving), "{service:?}");
+    }
+
+    // Reflection lists the Cache service, so grpcurl-like tools work.
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let channel = rookery_client::Client::connect(server.url()).await.unwrap().channel();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"rookery.v1.Cache".to_owned()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+
+    let ns = namespace("metrics");
+    let cache = server.client(&ns).await.cache();
+    cache.set("k", b"v".to_vec(), MINUTE).await.unwrap();
+    cache.get("k").await.unwrap();
+    cache.get("missing").await.unwrap();
+    let _ = cache.get("").await;
+    let (code, body) = server.admin_get("/metrics").await;
+    assert_eq!(code, 200);
+    for expected in [
+        "rookery_rpc_requests_total{method=\"/rookery.v1.Cache/Get\",code=\"Ok\"}",
+        "rookery_rpc_requests_total{method=\"/rookery.v1.Cache/Get\",code=\"InvalidArgument\"}",
+        "rookery_rpc_duration_seconds_bucket{method=\"/rookery.v1.Cache/Set\"",
+        "rookery_redis_command_duration_seconds_bucket{op=\"cache.get\"",
+        "rookery_cache_lookups_total{outcome=\"hit\"}",
+        "rookery_cache_lookups_total{outcome=\"miss\"}",
+        "rookery_redis_connections{redis=\"coordination\"}",
+    ] {
+        assert!(body.contains(expected), "/metrics lacks {expected}");
+    }
+    let (code, body) = server.admin_get("/healthz").await;
+    assert_eq!((code, body.trim()), (200, "SERVING"));
+}
+
+#[tokio::test]
+async fn shutdown_drains_within_the_bound_even_with_a_stuck_call() {
+    let mut config = test_config(&shared_redis().url());
+    config.shutdown.drain_timeout = Duration::from_millis(500);
+    let server = TestServer::start(config).await;
+    let ns = namespace("drain");
+    let cache = server.client(&ns).await.cache();
+    // A Fetch that waits 10 s for a fill that never comes.
+    let rookery_client::Fetched::Fill(_token) = cache
+        .fetch("k", &rookery_client::FetchOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!("expected the lease")
+    };
+    let stuck = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .fetch(
+                    "k",
+                    &rookery_client::FetchOptions {
+                        wait: Some(Duration::from_secs(10)),
+                        ..Default::default()
+                    },
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let took = server.stop().await;
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    let result = tokio::time::timeout(Duration::from_secs(5), stuck).await.unwrap().unwrap();
+    assert!(result.is_err(), "the stuck call is cut, not answered: {result:?}");
+}
+
+#[tokio::test]
+async fn bench_drives_the_server_through_the_client() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    for op in [BenchOp::Set, BenchOp::Get] {
+        let config = BenchConfig {
+            url: server.url(),
+            namespace: namespace("bench"),
+            op,
+            concurrency: 4,
+            duration: Duration::from_millis(400),
+            keys: 100,
+            value_size: 16,
+            connections: 1,
+        };
+        let report = bench::run(&config).await.unwrap();
+        assert!(report.ops > 0, "{op:?}: no operation completed");
+        assert_eq!(report.errors, 0, "{op:?}");
+        assert!(report.p50 <= report.p99 && report.p99 <= report.p999);
+    }
+}
