@@ -79,12 +79,7 @@ fn key_name(i: usize) -> String {
 pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let mut clients = Vec::with_capacity(config.connections.max(1));
     for _ in 0..config.connections.max(1) {
-        clients.push(
-            Client::connect(config.url.clone())
-                .await?
-                .with_namespace(&config.namespace)?
-                .cache(),
-        );
+        clients.push(Client::connect(config.url.clone()).await?.with_namespace(&config.namespace)?.cache());
     }
     let value = vec![b'x'; config.value_size];
     let ttl = Duration::from_secs(600);
@@ -93,10 +88,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         clients[0]
             .set_many(
                 chunk.iter().map(|&i| (key_name(i), value.clone())),
-                SetOptions {
-                    ttl: Some(ttl),
-                    ..SetOptions::default()
-                },
+                SetOptions { ttl: Some(ttl), ..SetOptions::default() },
             )
             .await?;
     }
@@ -109,7 +101,8 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         let value = value.clone();
         let (op, keys) = (config.op, config.keys);
         tasks.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut errors = 0u64;
             loop {
                 let key = key_name(rand::rng().random_range(0..keys));
@@ -166,7 +159,11 @@ pub struct RedisReport {
 
 /// Runs `redis-benchmark` for the same command, concurrency, value size and key space against
 /// the Redis at `redis_url` (SET first, so that GET reads existing keys).
-pub async fn redis_benchmark(redis_url: &str, config: &BenchConfig, requests: u64) -> Result<RedisReport, BenchError> {
+pub async fn redis_benchmark(
+    redis_url: &str,
+    config: &BenchConfig,
+    requests: u64,
+) -> Result<RedisReport, BenchError> {
     let url = url_parts(redis_url)?;
     let mut command = tokio::process::Command::new("redis-benchmark");
     command
@@ -195,9 +192,7 @@ struct RedisUrl {
 }
 
 fn url_parts(url: &str) -> Result<RedisUrl, BenchError> {
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or("the --redis-url must start with redis://")?;
+    let rest = url.strip_prefix("redis://").ok_or("the --redis-url must start with redis://")?;
     let rest = rest.split('/').next().unwrap_or(rest);
     let (password, host_port) = match rest.rsplit_once('@') {
         Some((auth, hp)) => (auth.rsplit(':').next().map(str::to_owned), hp),
@@ -220,7 +215,8 @@ fn parse_redis_benchmark_csv(csv: &str, test: &str) -> Result<RedisReport, Bench
     let row = lines
         .find(|fields| fields.first() == Some(&test))
         .ok_or(format!("redis-benchmark printed no {test} line"))?;
-    let number = |i: usize| -> Result<f64, BenchError> { Ok(row.get(i).ok_or("short line")?.parse::<f64>()?) };
+    let number =
+        |i: usize| -> Result<f64, BenchError> { Ok(row.get(i).ok_or("short line")?.parse::<f64>()?) };
     Ok(RedisReport {
         rps: number(rps)?,
         p50: Duration::from_secs_f64(number(p50)? / 1000.0),

@@ -133,10 +133,7 @@ fn condition(c: SetCondition) -> i32 {
 }
 
 fn entry(found: bool, value: Vec<u8>, ttl: Option<prost_types::Duration>) -> Option<Entry> {
-    found.then(|| Entry {
-        value,
-        ttl: from_duration(ttl),
-    })
+    found.then(|| Entry { value, ttl: from_duration(ttl) })
 }
 
 /// Typed calls to `rookery.v1.Cache`. Cheap to clone.
@@ -161,23 +158,20 @@ impl CacheClient {
 
     /// Reads a key; `None` on a miss.
     pub async fn get(&self, key: impl Into<String>) -> Result<Option<Entry>, Status> {
-        let pb::CacheGetResponse { found, value, ttl } = self
-            .raw
-            .clone()
-            .get(pb::CacheGetRequest { key: key.into() })
-            .await?
-            .into_inner();
+        let pb::CacheGetResponse { found, value, ttl } =
+            self.raw.clone().get(pb::CacheGetRequest { key: key.into() }).await?.into_inner();
         Ok(entry(found, value, ttl))
     }
 
     /// Reads many keys in one call; results in the order of `keys`.
-    pub async fn get_many<K: Into<String>>(&self, keys: impl IntoIterator<Item = K>) -> Result<Vec<Option<Entry>>, Status> {
+    pub async fn get_many<K: Into<String>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Option<Entry>>, Status> {
         let response = self
             .raw
             .clone()
-            .get_many(pb::CacheGetManyRequest {
-                keys: keys.into_iter().map(Into::into).collect(),
-            })
+            .get_many(pb::CacheGetManyRequest { keys: keys.into_iter().map(Into::into).collect() })
             .await?
             .into_inner();
         Ok(response
@@ -189,25 +183,17 @@ impl CacheClient {
 
     /// Writes a key with a TTL.
     pub async fn set(&self, key: impl Into<String>, value: Vec<u8>, ttl: Duration) -> Result<bool, Status> {
-        self.set_with(
-            key,
-            value,
-            SetOptions {
-                ttl: Some(ttl),
-                ..SetOptions::default()
-            },
-        )
-        .await
+        self.set_with(key, value, SetOptions { ttl: Some(ttl), ..SetOptions::default() }).await
     }
 
     /// Writes a key with options; returns whether it was written (the condition held).
-    pub async fn set_with(&self, key: impl Into<String>, value: Vec<u8>, options: SetOptions) -> Result<bool, Status> {
-        let SetOptions {
-            ttl,
-            ttl_jitter,
-            condition: cond,
-            tags,
-        } = options;
+    pub async fn set_with(
+        &self,
+        key: impl Into<String>,
+        value: Vec<u8>,
+        options: SetOptions,
+    ) -> Result<bool, Status> {
+        let SetOptions { ttl, ttl_jitter, condition: cond, tags } = options;
         let response = self
             .raw
             .clone()
@@ -230,23 +216,14 @@ impl CacheClient {
         entries: impl IntoIterator<Item = (K, Vec<u8>)>,
         options: SetOptions,
     ) -> Result<Vec<bool>, Status> {
-        let SetOptions {
-            ttl,
-            ttl_jitter,
-            condition: cond,
-            tags,
-        } = options;
+        let SetOptions { ttl, ttl_jitter, condition: cond, tags } = options;
         let response = self
             .raw
             .clone()
             .set_many(pb::CacheSetManyRequest {
                 entries: entries
                     .into_iter()
-                    .map(|(key, value)| pb::CacheEntry {
-                        key: key.into(),
-                        value,
-                        ttl: None,
-                    })
+                    .map(|(key, value)| pb::CacheEntry { key: key.into(), value, ttl: None })
                     .collect(),
                 ttl: ttl.map(duration),
                 ttl_jitter: ttl_jitter.map(duration),
@@ -262,46 +239,35 @@ impl CacheClient {
         let response = self
             .raw
             .clone()
-            .delete(pb::CacheDeleteRequest {
-                keys: keys.into_iter().map(Into::into).collect(),
-            })
+            .delete(pb::CacheDeleteRequest { keys: keys.into_iter().map(Into::into).collect() })
             .await?;
         Ok(response.into_inner().deleted)
     }
 
     /// Removes every key written with any of `tags`; returns how many were removed.
-    pub async fn invalidate_tags<T: Into<String>>(&self, tags: impl IntoIterator<Item = T>) -> Result<u64, Status> {
-        let tags = pb::CacheTags {
-            tags: tags.into_iter().map(Into::into).collect(),
-        };
+    pub async fn invalidate_tags<T: Into<String>>(
+        &self,
+        tags: impl IntoIterator<Item = T>,
+    ) -> Result<u64, Status> {
+        let tags = pb::CacheTags { tags: tags.into_iter().map(Into::into).collect() };
         self.invalidate(pb::cache_invalidate_request::Target::Tags(tags)).await
     }
 
     /// Removes every key whose name starts with `prefix` (matched literally); returns how many
     /// were removed.
     pub async fn invalidate_prefix(&self, prefix: impl Into<String>) -> Result<u64, Status> {
-        self.invalidate(pb::cache_invalidate_request::Target::Prefix(prefix.into()))
-            .await
+        self.invalidate(pb::cache_invalidate_request::Target::Prefix(prefix.into())).await
     }
 
     async fn invalidate(&self, target: pb::cache_invalidate_request::Target) -> Result<u64, Status> {
-        let response = self
-            .raw
-            .clone()
-            .invalidate(pb::CacheInvalidateRequest { target: Some(target) })
-            .await?;
+        let response =
+            self.raw.clone().invalidate(pb::CacheInvalidateRequest { target: Some(target) }).await?;
         Ok(response.into_inner().removed)
     }
 
     /// Reads a key with the lease protocol (see `Cache.Fetch` in cache.proto).
     pub async fn fetch(&self, key: impl Into<String>, options: &FetchOptions) -> Result<Fetched, Status> {
-        let pb::CacheFetchResponse {
-            outcome,
-            value,
-            ttl,
-            lease_token,
-            lease_ttl: _,
-        } = self
+        let pb::CacheFetchResponse { outcome, value, ttl, lease_token, lease_ttl: _ } = self
             .raw
             .clone()
             .fetch(pb::CacheFetchRequest {
@@ -312,10 +278,7 @@ impl CacheClient {
             })
             .await?
             .into_inner();
-        let entry = || Entry {
-            value: value.clone(),
-            ttl: from_duration(ttl),
-        };
+        let entry = || Entry { value: value.clone(), ttl: from_duration(ttl) };
         match pb::CacheFetchOutcome::try_from(outcome) {
             Ok(pb::CacheFetchOutcome::Hit) => Ok(Fetched::Hit(entry())),
             Ok(pb::CacheFetchOutcome::Refresh) => Ok(Fetched::Refresh(entry(), lease_token)),
@@ -329,13 +292,14 @@ impl CacheClient {
 
     /// Stores a value with a lease from `fetch`. FAILED_PRECONDITION means the lease was no
     /// longer current and nothing was stored.
-    pub async fn fill(&self, key: impl Into<String>, lease_token: String, value: Vec<u8>, options: SetOptions) -> Result<(), Status> {
-        let SetOptions {
-            ttl,
-            ttl_jitter,
-            condition: _,
-            tags,
-        } = options;
+    pub async fn fill(
+        &self,
+        key: impl Into<String>,
+        lease_token: String,
+        value: Vec<u8>,
+        options: SetOptions,
+    ) -> Result<(), Status> {
+        let SetOptions { ttl, ttl_jitter, condition: _, tags } = options;
         self.raw
             .clone()
             .fill(pb::CacheFillRequest {
@@ -355,10 +319,7 @@ impl CacheClient {
         let response = self
             .raw
             .clone()
-            .release_lease(pb::CacheReleaseLeaseRequest {
-                key: key.into(),
-                lease_token,
-            })
+            .release_lease(pb::CacheReleaseLeaseRequest { key: key.into(), lease_token })
             .await?;
         Ok(response.into_inner().released)
     }
@@ -366,7 +327,12 @@ impl CacheClient {
     /// Returns the cached value of `key`, or runs `loader` to produce it, such that the loader
     /// runs once per key across every caller and server replica while others wait for its
     /// value (no stampede). See [`Self::get_or_load_with`].
-    pub async fn get_or_load<F, Fut, E>(&self, key: &str, ttl: Duration, loader: F) -> Result<Vec<u8>, GetOrLoadError<E>>
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        loader: F,
+    ) -> Result<Vec<u8>, GetOrLoadError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>, E>>,
@@ -391,11 +357,8 @@ impl CacheClient {
         Fut: Future<Output = Result<Vec<u8>, E>>,
     {
         let started = tokio::time::Instant::now();
-        let fetch_options = FetchOptions {
-            wait: None,
-            lease_ttl: options.lease_ttl,
-            refresh_ahead: options.refresh_ahead,
-        };
+        let fetch_options =
+            FetchOptions { wait: None, lease_ttl: options.lease_ttl, refresh_ahead: options.refresh_ahead };
         let lease_token = loop {
             match self.fetch(key, &fetch_options).await? {
                 Fetched::Hit(entry) => return Ok(entry.value),
@@ -415,11 +378,8 @@ impl CacheClient {
                 return Err(GetOrLoadError::Load(e));
             }
         };
-        let fill = SetOptions {
-            ttl: Some(options.ttl),
-            ttl_jitter: options.ttl_jitter,
-            ..SetOptions::default()
-        };
+        let fill =
+            SetOptions { ttl: Some(options.ttl), ttl_jitter: options.ttl_jitter, ..SetOptions::default() };
         // The loaded value is correct whatever happens to the fill: a rejected fill means the
         // key changed meanwhile, and a failed one only means it is not cached.
         if let Err(status) = self.fill(key, lease_token.clone(), value.clone(), fill).await

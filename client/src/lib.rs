@@ -26,7 +26,9 @@
 
 mod cache;
 
-pub use cache::{CacheClient, Entry, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions};
+pub use cache::{
+    CacheClient, Entry, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions,
+};
 /// The generated `rookery.v1` messages and client stubs.
 pub use rookery::v1 as pb;
 
@@ -87,31 +89,22 @@ impl Client {
     /// Connects to `url` (e.g. `http://127.0.0.1:50051`).
     pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
         let url = url.into();
-        let connect_error = |source| Error::Connect {
-            url: url.clone(),
-            source,
-        };
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(connect_error)?
-            .tcp_nodelay(true);
+        let connect_error = |source| Error::Connect { url: url.clone(), source };
+        let endpoint = Endpoint::from_shared(url.clone()).map_err(connect_error)?.tcp_nodelay(true);
         let channel = endpoint.connect().await.map_err(connect_error)?;
         Ok(Self::from_channel(channel))
     }
 
     /// Uses an existing channel (for custom TLS, load balancing or timeouts).
     pub fn from_channel(channel: Channel) -> Self {
-        Self {
-            channel,
-            interceptor: NamespaceInterceptor::default(),
-        }
+        Self { channel, interceptor: NamespaceInterceptor::default() }
     }
 
     /// The same connection, with every call in `namespace` (the server's default namespace is
     /// `default`).
     pub fn with_namespace(mut self, namespace: &str) -> Result<Self, Error> {
-        let value = namespace
-            .parse::<MetadataValue<Ascii>>()
-            .map_err(|_| Error::Namespace(namespace.to_owned()))?;
+        let value =
+            namespace.parse::<MetadataValue<Ascii>>().map_err(|_| Error::Namespace(namespace.to_owned()))?;
         self.interceptor.namespace = Some(value);
         Ok(self)
     }

@@ -215,18 +215,13 @@ impl Default for CacheConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Pretty,
-            level: "info".to_owned(),
-        }
+        Self { format: LogFormat::Pretty, level: "info".to_owned() }
     }
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self {
-            drain_timeout: Duration::from_secs(10),
-        }
+        Self { drain_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -306,18 +301,13 @@ pub struct Cli {
 impl Config {
     /// Parses a TOML document into a config (fields it does not set keep their defaults).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
     }
 
     /// Reads a TOML config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text, path)
     }
 
@@ -394,10 +384,7 @@ impl Config {
     /// Checks every field; the error names the first one at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-            ConfigError::Invalid {
-                field,
-                message: message.into(),
-            }
+            ConfigError::Invalid { field, message: message.into() }
         }
         fn positive(field: &'static str, value: Duration) -> Result<(), ConfigError> {
             if value < Duration::from_millis(1) {
@@ -408,11 +395,12 @@ impl Config {
         if self.listen.port() != 0 && self.listen == self.admin_listen {
             return Err(invalid("admin_listen", "must differ from listen"));
         }
-        for (field, url) in [("redis.url", Some(&self.redis.url)), ("redis.cache_url", self.redis.cache_url.as_ref())] {
+        for (field, url) in
+            [("redis.url", Some(&self.redis.url)), ("redis.cache_url", self.redis.cache_url.as_ref())]
+        {
             if let Some(url) = url {
-                redis::parse_redis_url(url).ok_or_else(|| {
-                    invalid(field, format!("{url:?} is not a redis:// or rediss:// URL"))
-                })?;
+                redis::parse_redis_url(url)
+                    .ok_or_else(|| invalid(field, format!("{url:?} is not a redis:// or rediss:// URL")))?;
             }
         }
         if self.redis.connections == 0 || self.redis.connections > 64 {

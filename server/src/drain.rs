@@ -32,13 +32,7 @@ pub struct DrainControl {
 pub fn channel() -> (DrainControl, Drain) {
     let (draining_tx, draining) = watch::channel(false);
     let (cut_tx, cut) = watch::channel(false);
-    (
-        DrainControl {
-            draining: draining_tx,
-            cut: cut_tx,
-        },
-        Drain { draining, cut },
-    )
+    (DrainControl { draining: draining_tx, cut: cut_tx }, Drain { draining, cut })
 }
 
 impl DrainControl {
@@ -85,10 +79,7 @@ impl<S> tower::Layer<S> for CutLayer {
     type Service = Cut<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Cut {
-            inner,
-            drain: self.drain.clone(),
-        }
+        Cut { inner, drain: self.drain.clone() }
     }
 }
 

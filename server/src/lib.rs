@@ -30,10 +30,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-pub use crate::config::Config;
 use crate::cache::{Cache, CacheApi};
-use crate::redis::{RedisPool, RedisRole, StartupError};
+pub use crate::config::Config;
 use crate::drain::CutLayer;
+use crate::redis::{RedisPool, RedisRole, StartupError};
 use crate::telemetry::RpcMetricsLayer;
 
 /// The gRPC name of the Cache service, as used by grpc.health.v1.
@@ -100,7 +100,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let coordination = Arc::new(RedisPool::connect(&config.redis.url, &config.redis, RedisRole::Coordination).await?);
+    let coordination =
+        Arc::new(RedisPool::connect(&config.redis.url, &config.redis, RedisRole::Coordination).await?);
     coordination.check_no_eviction(config.redis.allow_eviction).await?;
     let cache_redis = match &config.redis.cache_url {
         Some(url) => Arc::new(RedisPool::connect(url, &config.redis, RedisRole::Cache).await?),

@@ -25,14 +25,9 @@ impl Namespace {
     /// Validates a namespace name.
     pub fn new(name: &str) -> Result<Self, String> {
         if name.is_empty() || name.len() > MAX_NAMESPACE_LEN {
-            return Err(format!(
-                "namespace must be 1 to {MAX_NAMESPACE_LEN} characters, got {}",
-                name.len()
-            ));
+            return Err(format!("namespace must be 1 to {MAX_NAMESPACE_LEN} characters, got {}", name.len()));
         }
-        if let Some(bad) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
             return Err(format!(
                 "namespace may contain only letters, digits, '.', '_' and '-'; found {bad:?}"

@@ -38,12 +38,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let latency_buckets = [
-            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-            0.5, 1.0, 2.5, 5.0, 10.0,
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+            1.0, 2.5, 5.0, 10.0,
         ];
-        let builder = PrometheusBuilder::new()
-            .set_buckets(&latency_buckets)
-            .expect("bucket list is not empty");
+        let builder =
+            PrometheusBuilder::new().set_buckets(&latency_buckets).expect("bucket list is not empty");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
@@ -148,7 +147,8 @@ where
                 };
                 metrics::histogram!("rookery_rpc_duration_seconds", "method" => method.clone())
                     .record(start.elapsed().as_secs_f64());
-                metrics::counter!("rookery_rpc_requests_total", "method" => method, "code" => code).increment(1);
+                metrics::counter!("rookery_rpc_requests_total", "method" => method, "code" => code)
+                    .increment(1);
                 result
             }
             .instrument(span),

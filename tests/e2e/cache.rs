@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rookery_client::{CacheClient, Client, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions};
+use rookery_client::{
+    CacheClient, Client, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions,
+};
 use tonic::Code;
 
 use crate::harness::{TestServer, namespace, shared_redis, test_config};
@@ -21,10 +23,7 @@ async fn setup(test: &str) -> (TestServer, CacheClient, String) {
 }
 
 fn opts(ttl: Duration) -> SetOptions {
-    SetOptions {
-        ttl: Some(ttl),
-        ..SetOptions::default()
-    }
+    SetOptions { ttl: Some(ttl), ..SetOptions::default() }
 }
 
 #[tokio::test]
@@ -46,11 +45,7 @@ async fn set_then_get_returns_value_and_remaining_ttl() {
 #[tokio::test]
 async fn conditions_decide_whether_a_write_happens() {
     let (_server, cache, ns) = setup("cond").await;
-    let with = |condition| SetOptions {
-        ttl: Some(MINUTE),
-        condition,
-        ..SetOptions::default()
-    };
+    let with = |condition| SetOptions { ttl: Some(MINUTE), condition, ..SetOptions::default() };
     assert!(!cache.set_with("k", b"x".to_vec(), with(SetCondition::IfPresent)).await.unwrap());
     assert_eq!(cache.get("k").await.unwrap(), None);
     assert!(cache.set_with("k", b"a".to_vec(), with(SetCondition::IfAbsent)).await.unwrap());
@@ -64,16 +59,10 @@ async fn conditions_decide_whether_a_write_happens() {
 #[tokio::test]
 async fn ttl_jitter_spreads_expiry_within_bounds() {
     let (_server, cache, ns) = setup("jitter").await;
-    let options = SetOptions {
-        ttl: Some(MINUTE),
-        ttl_jitter: Some(Duration::from_secs(30)),
-        ..SetOptions::default()
-    };
+    let options =
+        SetOptions { ttl: Some(MINUTE), ttl_jitter: Some(Duration::from_secs(30)), ..SetOptions::default() };
     let keys: Vec<String> = (0..40).map(|i| format!("j{i}")).collect();
-    cache
-        .set_many(keys.iter().map(|k| (k.clone(), b"v".to_vec())), options)
-        .await
-        .unwrap();
+    cache.set_many(keys.iter().map(|k| (k.clone(), b"v".to_vec())), options).await.unwrap();
     let mut ttls: Vec<u64> = Vec::new();
     for entry in cache.get_many(keys.clone()).await.unwrap() {
         let ttl = entry.unwrap().ttl.unwrap();
@@ -138,7 +127,9 @@ async fn bad_input_is_invalid_argument_with_a_useful_message() {
     assert_eq!(status.code(), Code::InvalidArgument);
 
     // A malformed namespace header is refused before reaching the service.
-    let mut raw = rookery_client::pb::cache_client::CacheClient::new(Client::connect(server.url()).await.unwrap().channel());
+    let mut raw = rookery_client::pb::cache_client::CacheClient::new(
+        Client::connect(server.url()).await.unwrap().channel(),
+    );
     let mut request = tonic::Request::new(rookery_client::pb::CacheGetRequest { key: "k".into() });
     request.metadata_mut().insert("x-rookery-namespace", "a:b".parse().unwrap());
     let status = raw.get(request).await.unwrap_err();
@@ -200,12 +191,10 @@ async fn namespaces_isolate_the_same_key() {
 async fn prefix_invalidation_treats_glob_and_tag_characters_literally() {
     let (_server, cache, ns) = setup("glob").await;
     let names = [
-        "*", "*x", "a[1]", "a[1]b", "a1", "ab", "a?", "a\\", "a\\b", "{tag}", "{tag}:x", "k:1", "k:10", "k", "%2A",
+        "*", "*x", "a[1]", "a[1]b", "a1", "ab", "a?", "a\\", "a\\b", "{tag}", "{tag}:x", "k:1", "k:10", "k",
+        "%2A",
     ];
-    cache
-        .set_many(names.iter().map(|n| (*n, b"v".to_vec())), opts(MINUTE))
-        .await
-        .unwrap();
+    cache.set_many(names.iter().map(|n| (*n, b"v".to_vec())), opts(MINUTE)).await.unwrap();
     let remaining = |cache: CacheClient| async move {
         let got = cache.get_many(names).await.unwrap();
         names
@@ -238,10 +227,7 @@ async fn tag_invalidation_removes_exactly_the_tagged_keys() {
     };
     cache.set_with("u1", b"1".to_vec(), tagged(&["users"])).await.unwrap();
     cache.set_with("u2", b"2".to_vec(), tagged(&["users", "vip"])).await.unwrap();
-    cache
-        .set_many([("p1", b"p".to_vec()), ("p2", b"p".to_vec())], tagged(&["products"]))
-        .await
-        .unwrap();
+    cache.set_many([("p1", b"p".to_vec()), ("p2", b"p".to_vec())], tagged(&["products"])).await.unwrap();
     cache.set("other", b"o".to_vec(), MINUTE).await.unwrap();
     assert_eq!(cache.invalidate_tags(["users"]).await.unwrap(), 2);
     assert_eq!(cache.get_many(["u1", "u2"]).await.unwrap(), vec![None, None]);
@@ -258,11 +244,7 @@ async fn tag_invalidation_removes_exactly_the_tagged_keys() {
 #[tokio::test]
 async fn tag_index_has_a_ttl_at_least_the_longest_entry() {
     let (_server, cache, ns) = setup("tag-ttl").await;
-    let tagged = |ttl| SetOptions {
-        ttl: Some(ttl),
-        tags: vec!["t".into()],
-        ..SetOptions::default()
-    };
+    let tagged = |ttl| SetOptions { ttl: Some(ttl), tags: vec!["t".into()], ..SetOptions::default() };
     cache.set_with("long", b"v".to_vec(), tagged(Duration::from_secs(600))).await.unwrap();
     cache.set_with("short", b"v".to_vec(), tagged(Duration::from_secs(5))).await.unwrap();
     let mut conn = shared_redis().conn().await;
@@ -340,9 +322,7 @@ async fn release_hands_the_lease_to_the_next_waiter_at_once() {
     assert!(cache.release_lease("k", token.clone()).await.unwrap());
     assert!(!cache.release_lease("k", token).await.unwrap(), "a released lease cannot be released twice");
     let (outcome, waited) = waiter.await.unwrap();
-    let Fetched::Fill(next) = outcome else {
-        panic!("the waiter should receive the lease, got {outcome:?}")
-    };
+    let Fetched::Fill(next) = outcome else { panic!("the waiter should receive the lease, got {outcome:?}") };
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     assert!(cache.release_lease("k", next).await.unwrap());
     shared_redis().assert_no_key_without_ttl(&ns).await;
@@ -381,10 +361,7 @@ async fn writes_and_deletes_cancel_a_pending_lease() {
 async fn refresh_ahead_gives_one_caller_a_refresh_lease_and_others_the_value() {
     let (_server, cache, ns) = setup("refresh").await;
     cache.set("hot", b"old".to_vec(), Duration::from_secs(5)).await.unwrap();
-    let refresh = FetchOptions {
-        refresh_ahead: Some(Duration::from_secs(10)),
-        ..quick(100, 10_000)
-    };
+    let refresh = FetchOptions { refresh_ahead: Some(Duration::from_secs(10)), ..quick(100, 10_000) };
     let Fetched::Refresh(entry, token) = cache.fetch("hot", &refresh).await.unwrap() else {
         panic!("a key inside the refresh window should grant a refresh lease")
     };
@@ -401,10 +378,7 @@ async fn refresh_ahead_gives_one_caller_a_refresh_lease_and_others_the_value() {
     };
     assert_eq!(entry.value, b"new");
     // Outside the window: plain hits, no lease.
-    let far = FetchOptions {
-        refresh_ahead: Some(Duration::from_secs(1)),
-        ..quick(100, 10_000)
-    };
+    let far = FetchOptions { refresh_ahead: Some(Duration::from_secs(1)), ..quick(100, 10_000) };
     assert!(matches!(cache.fetch("hot", &far).await.unwrap(), Fetched::Hit(_)));
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }
@@ -443,23 +417,14 @@ async fn a_vanished_lease_holder_is_replaced_within_the_lease_ttl() {
     let lease_ttl = Duration::from_millis(800);
     // A caller takes the lease and disappears without filling or releasing.
     let Fetched::Fill(_abandoned) = cache
-        .fetch(
-            "k",
-            &FetchOptions {
-                lease_ttl: Some(lease_ttl),
-                ..FetchOptions::default()
-            },
-        )
+        .fetch("k", &FetchOptions { lease_ttl: Some(lease_ttl), ..FetchOptions::default() })
         .await
         .unwrap()
     else {
         panic!("expected the lease")
     };
     let started = tokio::time::Instant::now();
-    let options = LoadOptions {
-        lease_ttl: Some(lease_ttl),
-        ..LoadOptions::new(MINUTE)
-    };
+    let options = LoadOptions { lease_ttl: Some(lease_ttl), ..LoadOptions::new(MINUTE) };
     let value = cache
         .get_or_load_with("k", options, || async { Ok::<_, std::io::Error>(b"recovered".to_vec()) })
         .await
@@ -474,10 +439,7 @@ async fn a_vanished_lease_holder_is_replaced_within_the_lease_ttl() {
 #[tokio::test]
 async fn a_failing_loader_gives_the_lease_back_at_once() {
     let (_server, cache, ns) = setup("fail").await;
-    let options = LoadOptions {
-        lease_ttl: Some(Duration::from_secs(30)),
-        ..LoadOptions::new(MINUTE)
-    };
+    let options = LoadOptions { lease_ttl: Some(Duration::from_secs(30)), ..LoadOptions::new(MINUTE) };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let failing = {
         let cache = cache.clone();

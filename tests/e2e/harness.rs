@@ -40,7 +40,8 @@ fn unique() -> u64 {
 impl RedisProcess {
     /// Starts a throwaway Redis (no persistence, noeviction) plus any extra config arguments.
     pub fn start(extra: &[&str]) -> Self {
-        let dir = std::env::temp_dir().join(format!("rookery-test-redis-{}-{}", std::process::id(), unique()));
+        let dir =
+            std::env::temp_dir().join(format!("rookery-test-redis-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = Self {
             child: None,
@@ -132,18 +133,15 @@ impl RedisProcess {
 
     /// A direct connection, to look at what the server left in Redis.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
     }
 
     /// Every key of `namespace` (all Rookery keys carry the namespace right after the version).
     pub async fn keys_of(&self, namespace: &str) -> Vec<String> {
         let mut conn = self.conn().await;
         let mut keys: Vec<String> = Vec::new();
-        let mut iter: redis::AsyncIter<String> = conn.scan_match(format!("rk1:{{{namespace}:*")).await.unwrap();
+        let mut iter: redis::AsyncIter<String> =
+            conn.scan_match(format!("rk1:{{{namespace}:*")).await.unwrap();
         while let Some(key) = iter.next_item().await {
             keys.push(key.unwrap());
         }
@@ -222,10 +220,7 @@ impl TestServer {
         loop {
             if let Ok(client) = Client::connect(format!("http://{addr}")).await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(client.channel());
-                if health
-                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-                    .await
-                    .is_ok()
+                if health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok()
                 {
                     break;
                 }
@@ -236,12 +231,7 @@ impl TestServer {
             assert!(tokio::time::Instant::now() < deadline, "server did not start");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(Self {
-            addr,
-            admin,
-            shutdown: Some(tx),
-            task: Some(task),
-        })
+        Ok(Self { addr, admin, shutdown: Some(tx), task: Some(task) })
     }
 
     /// `http://<addr>`.
@@ -271,10 +261,7 @@ impl TestServer {
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await.unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();

@@ -18,9 +18,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 async fn health(server: &TestServer, service: &str) -> Option<ServingStatus> {
     let client = rookery_client::Client::connect(server.url()).await.ok()?;
     let response = HealthClient::new(client.channel())
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
+        .check(HealthCheckRequest { service: service.to_owned() })
         .await
         .ok()?;
     Some(response.into_inner().status())
@@ -56,14 +54,14 @@ async fn redis_restart_gives_unavailable_then_recovers_without_server_restart() 
 
     redis.restart();
     assert!(
-        eventually(Duration::from_secs(10), || async { cache.set("k", b"again".to_vec(), MINUTE).await.is_ok() }).await,
+        eventually(Duration::from_secs(10), || async {
+            cache.set("k", b"again".to_vec(), MINUTE).await.is_ok()
+        })
+        .await,
         "writes should succeed again once Redis is back"
     );
     // Scripts were lost with the restart; the lease protocol reloads them.
-    let fetched = cache
-        .fetch("new", &rookery_client::FetchOptions::default())
-        .await
-        .unwrap();
+    let fetched = cache.fetch("new", &rookery_client::FetchOptions::default()).await.unwrap();
     assert!(matches!(fetched, rookery_client::Fetched::Fill(_)), "{fetched:?}");
     assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"again");
     assert!(
@@ -113,10 +111,7 @@ async fn fetch_waiters_survive_a_pubsub_reconnect() {
             "k",
             token,
             b"v".to_vec(),
-            rookery_client::SetOptions {
-                ttl: Some(MINUTE),
-                ..Default::default()
-            },
+            rookery_client::SetOptions { ttl: Some(MINUTE), ..Default::default() },
         )
         .await
         .unwrap();
@@ -170,10 +165,10 @@ async fn health_reflection_and_metrics_are_served() {
     }
 
     // Reflection lists the Cache service, so grpcurl-like tools work.
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let channel = rookery_client::Client::connect(server.url()).await.unwrap().channel();
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -223,10 +218,8 @@ async fn shutdown_drains_within_the_bound_even_with_a_stuck_call() {
     let ns = namespace("drain");
     let cache = server.client(&ns).await.cache();
     // A Fetch that waits 10 s for a fill that never comes.
-    let rookery_client::Fetched::Fill(_token) = cache
-        .fetch("k", &rookery_client::FetchOptions::default())
-        .await
-        .unwrap()
+    let rookery_client::Fetched::Fill(_token) =
+        cache.fetch("k", &rookery_client::FetchOptions::default()).await.unwrap()
     else {
         panic!("expected the lease")
     };

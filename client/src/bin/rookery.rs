@@ -133,7 +133,10 @@ async fn cache_command(
                 std::io::stdout().write_all(&entry.value)?;
                 println!();
                 if let Some(ttl) = entry.ttl {
-                    eprintln!("ttl: {}", humantime::format_duration(Duration::from_millis(ttl.as_millis() as u64)));
+                    eprintln!(
+                        "ttl: {}",
+                        humantime::format_duration(Duration::from_millis(ttl.as_millis() as u64))
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -142,25 +145,13 @@ async fn cache_command(
                 Ok(ExitCode::from(1))
             }
         },
-        CacheCommand::Set {
-            key,
-            value,
-            ttl,
-            tags,
-            if_absent,
-            if_present,
-        } => {
+        CacheCommand::Set { key, value, ttl, tags, if_absent, if_present } => {
             let condition = match (if_absent, if_present) {
                 (true, _) => SetCondition::IfAbsent,
                 (_, true) => SetCondition::IfPresent,
                 _ => SetCondition::Always,
             };
-            let options = SetOptions {
-                ttl: Some(ttl),
-                condition,
-                tags,
-                ..SetOptions::default()
-            };
+            let options = SetOptions { ttl: Some(ttl), condition, tags, ..SetOptions::default() };
             let stored = cache.set_with(key, value.into_bytes(), options).await?;
             println!("{}", if stored { "stored" } else { "not stored (condition not met)" });
             Ok(ExitCode::SUCCESS)

@@ -38,18 +38,17 @@ fn condition(value: i32) -> Result<Condition, Error> {
 
 fn lookup(entry: Option<Entry>) -> pb::CacheLookup {
     match entry {
-        Some(Entry { value, ttl }) => pb::CacheLookup {
-            found: true,
-            value,
-            ttl: ttl.map(duration_out),
-        },
+        Some(Entry { value, ttl }) => pb::CacheLookup { found: true, value, ttl: ttl.map(duration_out) },
         None => pb::CacheLookup::default(),
     }
 }
 
 #[tonic::async_trait]
 impl cache_server::Cache for CacheApi {
-    async fn get(&self, request: Request<pb::CacheGetRequest>) -> Result<Response<pb::CacheGetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::CacheGetRequest>,
+    ) -> Result<Response<pb::CacheGetResponse>, Status> {
         let ns = namespace::of(&request)?;
         let pb::CacheGetRequest { key } = request.into_inner();
         let pb::CacheLookup { found, value, ttl } = lookup(self.cache.get(&ns, &key).await?);
@@ -63,21 +62,15 @@ impl cache_server::Cache for CacheApi {
         let ns = namespace::of(&request)?;
         let pb::CacheGetManyRequest { keys } = request.into_inner();
         let results = self.cache.get_many(&ns, &keys).await?;
-        Ok(Response::new(pb::CacheGetManyResponse {
-            results: results.into_iter().map(lookup).collect(),
-        }))
+        Ok(Response::new(pb::CacheGetManyResponse { results: results.into_iter().map(lookup).collect() }))
     }
 
-    async fn set(&self, request: Request<pb::CacheSetRequest>) -> Result<Response<pb::CacheSetResponse>, Status> {
+    async fn set(
+        &self,
+        request: Request<pb::CacheSetRequest>,
+    ) -> Result<Response<pb::CacheSetResponse>, Status> {
         let ns = namespace::of(&request)?;
-        let pb::CacheSetRequest {
-            key,
-            value,
-            ttl,
-            ttl_jitter,
-            condition: cond,
-            tags,
-        } = request.into_inner();
+        let pb::CacheSetRequest { key, value, ttl, ttl_jitter, condition: cond, tags } = request.into_inner();
         let options = WriteOptions {
             ttl: duration_in("ttl", ttl)?,
             ttl_jitter: duration_in("ttl_jitter", ttl_jitter)?,
@@ -92,13 +85,8 @@ impl cache_server::Cache for CacheApi {
         request: Request<pb::CacheSetManyRequest>,
     ) -> Result<Response<pb::CacheSetManyResponse>, Status> {
         let ns = namespace::of(&request)?;
-        let pb::CacheSetManyRequest {
-            entries,
-            ttl,
-            ttl_jitter,
-            condition: cond,
-            tags,
-        } = request.into_inner();
+        let pb::CacheSetManyRequest { entries, ttl, ttl_jitter, condition: cond, tags } =
+            request.into_inner();
         let options = WriteOptions {
             ttl: duration_in("ttl", ttl)?,
             ttl_jitter: duration_in("ttl_jitter", ttl_jitter)?,
@@ -129,7 +117,9 @@ impl cache_server::Cache for CacheApi {
         let ns = namespace::of(&request)?;
         let pb::CacheInvalidateRequest { target } = request.into_inner();
         let target = match target {
-            Some(pb::cache_invalidate_request::Target::Tags(pb::CacheTags { tags })) => InvalidateTarget::Tags(tags),
+            Some(pb::cache_invalidate_request::Target::Tags(pb::CacheTags { tags })) => {
+                InvalidateTarget::Tags(tags)
+            }
             Some(pb::cache_invalidate_request::Target::Prefix(prefix)) => InvalidateTarget::Prefix(prefix),
             None => return Err(Status::invalid_argument("give either tags or prefix")),
         };
@@ -137,14 +127,12 @@ impl cache_server::Cache for CacheApi {
         Ok(Response::new(pb::CacheInvalidateResponse { removed }))
     }
 
-    async fn fetch(&self, request: Request<pb::CacheFetchRequest>) -> Result<Response<pb::CacheFetchResponse>, Status> {
+    async fn fetch(
+        &self,
+        request: Request<pb::CacheFetchRequest>,
+    ) -> Result<Response<pb::CacheFetchResponse>, Status> {
         let ns = namespace::of(&request)?;
-        let pb::CacheFetchRequest {
-            key,
-            wait,
-            lease_ttl,
-            refresh_ahead,
-        } = request.into_inner();
+        let pb::CacheFetchRequest { key, wait, lease_ttl, refresh_ahead } = request.into_inner();
         let options = FetchOptions {
             wait: duration_in("wait", wait)?.filter(|w| !w.is_zero()),
             lease_ttl: duration_in("lease_ttl", lease_ttl)?,
@@ -178,16 +166,12 @@ impl cache_server::Cache for CacheApi {
         Ok(Response::new(response))
     }
 
-    async fn fill(&self, request: Request<pb::CacheFillRequest>) -> Result<Response<pb::CacheFillResponse>, Status> {
+    async fn fill(
+        &self,
+        request: Request<pb::CacheFillRequest>,
+    ) -> Result<Response<pb::CacheFillResponse>, Status> {
         let ns = namespace::of(&request)?;
-        let pb::CacheFillRequest {
-            key,
-            lease_token,
-            value,
-            ttl,
-            ttl_jitter,
-            tags,
-        } = request.into_inner();
+        let pb::CacheFillRequest { key, lease_token, value, ttl, ttl_jitter, tags } = request.into_inner();
         let options = WriteOptions {
             ttl: duration_in("ttl", ttl)?,
             ttl_jitter: duration_in("ttl_jitter", ttl_jitter)?,

@@ -187,16 +187,11 @@ impl Cache {
             on_subscribed,
         );
         if !subscriber.wait_connected(startup_wait).await {
-            tracing::warn!("cache pub/sub subscription not live yet; Fetch waiters fall back to lease expiry");
+            tracing::warn!(
+                "cache pub/sub subscription not live yet; Fetch waiters fall back to lease expiry"
+            );
         }
-        Self {
-            redis,
-            limits,
-            config,
-            waiters,
-            subscriber,
-            drain,
-        }
+        Self { redis, limits, config, waiters, subscriber, drain }
     }
 
     /// Whether this service's Redis answers and its wake-up subscription is live.
@@ -289,15 +284,10 @@ impl Cache {
         self.check_key(key)?;
         let keys = keys::cache(ns.as_str(), key);
         let mut conn = self.redis.conn();
-        let (value, pttl): (Option<Vec<u8>>, i64) = timed(
-            "cache.get",
-            redis::pipe().get(&keys.value).pttl(&keys.value).query_async(&mut conn),
-        )
-        .await?;
-        Ok(count_lookup(value.map(|value| Entry {
-            value,
-            ttl: ttl_from_pttl(pttl),
-        })))
+        let (value, pttl): (Option<Vec<u8>>, i64) =
+            timed("cache.get", redis::pipe().get(&keys.value).pttl(&keys.value).query_async(&mut conn))
+                .await?;
+        Ok(count_lookup(value.map(|value| Entry { value, ttl: ttl_from_pttl(pttl) })))
     }
 
     /// Reads many entries in one round trip; results in request order.
@@ -309,25 +299,18 @@ impl Cache {
             pipe.get(&keys.value).pttl(&keys.value);
         }
         let mut conn = self.redis.conn();
-        let replies: Vec<(Option<Vec<u8>>, i64)> = timed("cache.get_many", pipe.query_async(&mut conn)).await?;
+        let replies: Vec<(Option<Vec<u8>>, i64)> =
+            timed("cache.get_many", pipe.query_async(&mut conn)).await?;
         Ok(replies
             .into_iter()
-            .map(|(value, pttl)| {
-                count_lookup(value.map(|value| Entry {
-                    value,
-                    ttl: ttl_from_pttl(pttl),
-                }))
-            })
+            .map(|(value, pttl)| count_lookup(value.map(|value| Entry { value, ttl: ttl_from_pttl(pttl) })))
             .collect())
     }
 
     /// Builds the script call of one write.
     fn set_command(&self, keys: &CacheKeys, value: &[u8], ttl: Duration, condition: Condition) -> redis::Cmd {
         let mut cmd = evalsha(&scripts::CACHE_SET, &[&keys.value, &keys.lease]);
-        cmd.arg(value)
-            .arg(millis(ttl))
-            .arg(condition.redis_flag())
-            .arg(keys::CACHE_WAKE_CHANNEL);
+        cmd.arg(value).arg(millis(ttl)).arg(condition.redis_flag()).arg(keys::CACHE_WAKE_CHANNEL);
         cmd
     }
 
@@ -385,15 +368,16 @@ impl Cache {
             cmds.push(self.set_command(&keys::cache(ns.as_str(), name), value, ttl, condition));
         }
         let mut conn = self.redis.conn();
-        let replies = timed(
-            "cache.set",
-            scripts::run_batch(&mut conn, &cmds, &[&scripts::CACHE_SET]),
-        )
-        .await
-        .map_err(Error::from_write)?;
+        let replies = timed("cache.set", scripts::run_batch(&mut conn, &cmds, &[&scripts::CACHE_SET]))
+            .await
+            .map_err(Error::from_write)?;
         let stored = replies
             .into_iter()
-            .map(|reply| Ok(i64::from_redis_value(reply.map_err(Error::from_write)?).map_err(redis::RedisError::from)? == 1))
+            .map(|reply| {
+                Ok(i64::from_redis_value(reply.map_err(Error::from_write)?)
+                    .map_err(redis::RedisError::from)?
+                    == 1)
+            })
             .collect::<Result<Vec<bool>>>()?;
         let written: Vec<&str> = entries
             .iter()
@@ -405,18 +389,21 @@ impl Cache {
         Ok(stored)
     }
 
-    async fn record_tags(&self, ns: &Namespace, tags: &[String], names: &[&str], ttl: Duration) -> Result<()> {
+    async fn record_tags(
+        &self,
+        ns: &Namespace,
+        tags: &[String],
+        names: &[&str],
+        ttl: Duration,
+    ) -> Result<()> {
         if tags.is_empty() || names.is_empty() {
             return Ok(());
         }
         let cmds: Vec<redis::Cmd> = tags.iter().map(|tag| Self::tag_command(ns, tag, names, ttl)).collect();
         let mut conn = self.redis.conn();
-        let replies = timed(
-            "cache.tag",
-            scripts::run_batch(&mut conn, &cmds, &[&scripts::CACHE_TAG]),
-        )
-        .await
-        .map_err(Error::from_write)?;
+        let replies = timed("cache.tag", scripts::run_batch(&mut conn, &cmds, &[&scripts::CACHE_TAG]))
+            .await
+            .map_err(Error::from_write)?;
         for reply in replies {
             reply.map_err(Error::from_write)?;
         }
@@ -426,8 +413,7 @@ impl Cache {
     /// Deletes entries (cancelling their leases); returns how many existed.
     pub async fn delete(&self, ns: &Namespace, names: &[String]) -> Result<u64> {
         self.check_keys(names)?;
-        self.delete_entries(names.iter().map(|name| keys::cache(ns.as_str(), name)).collect())
-            .await
+        self.delete_entries(names.iter().map(|name| keys::cache(ns.as_str(), name)).collect()).await
     }
 
     async fn delete_entries(&self, entries: Vec<CacheKeys>) -> Result<u64> {
@@ -443,12 +429,9 @@ impl Cache {
             })
             .collect();
         let mut conn = self.redis.conn();
-        let replies = timed(
-            "cache.delete",
-            scripts::run_batch(&mut conn, &cmds, &[&scripts::CACHE_DELETE]),
-        )
-        .await
-        .map_err(Error::from_write)?;
+        let replies = timed("cache.delete", scripts::run_batch(&mut conn, &cmds, &[&scripts::CACHE_DELETE]))
+            .await
+            .map_err(Error::from_write)?;
         let mut deleted = 0;
         for reply in replies {
             let reply = reply.map_err(Error::from_write)?;
@@ -525,7 +508,8 @@ impl Cache {
                     .query_async(&mut conn),
             )
             .await?;
-            let mut entries: Vec<CacheKeys> = found.iter().filter_map(|k| keys::cache_keys_from_scanned(k)).collect();
+            let mut entries: Vec<CacheKeys> =
+                found.iter().filter_map(|k| keys::cache_keys_from_scanned(k)).collect();
             entries.sort_by(|a, b| a.value.cmp(&b.value));
             entries.dedup();
             removed += self.delete_entries(entries).await?;
@@ -559,16 +543,16 @@ impl Cache {
             let mut cmd = evalsha(&scripts::CACHE_FETCH, &[&keys.value, &keys.lease]);
             cmd.arg(&token).arg(millis(lease_ttl)).arg(refresh_window);
             let mut conn = self.redis.conn();
-            let reply: Vec<Value> = timed("cache.fetch", scripts::run(&mut conn, &scripts::CACHE_FETCH, &cmd))
-                .await
-                .map_err(Error::from_write)?;
-            let lease = || Lease {
-                token: token.clone(),
-                ttl: lease_ttl,
-            };
+            let reply: Vec<Value> =
+                timed("cache.fetch", scripts::run(&mut conn, &scripts::CACHE_FETCH, &cmd))
+                    .await
+                    .map_err(Error::from_write)?;
+            let lease = || Lease { token: token.clone(), ttl: lease_ttl };
             let outcome = match reply.as_slice() {
                 [Value::Int(0), value, Value::Int(pttl)] => Some(FetchOutcome::Hit(entry(value, *pttl)?)),
-                [Value::Int(1), value, Value::Int(pttl)] => Some(FetchOutcome::Refresh(entry(value, *pttl)?, lease())),
+                [Value::Int(1), value, Value::Int(pttl)] => {
+                    Some(FetchOutcome::Refresh(entry(value, *pttl)?, lease()))
+                }
                 [Value::Int(2)] => Some(FetchOutcome::Fill(lease())),
                 [Value::Int(3), Value::Int(lease_pttl)] => {
                     let now = Instant::now();
@@ -577,7 +561,8 @@ impl Cache {
                     } else {
                         // Wake on a fill/release/write, or when the holder's lease runs out
                         // (it may have died), whichever comes first.
-                        let lease_end = now + ttl_from_pttl(*lease_pttl).unwrap_or_default() + Duration::from_millis(1);
+                        let lease_end =
+                            now + ttl_from_pttl(*lease_pttl).unwrap_or_default() + Duration::from_millis(1);
                         tokio::select! {
                             () = waiter.changed() => {}
                             () = tokio::time::sleep_until(lease_end.min(deadline)) => {}
@@ -598,7 +583,14 @@ impl Cache {
     }
 
     /// Stores a value under a lease; fails with FAILED_PRECONDITION if the lease is not current.
-    pub async fn fill(&self, ns: &Namespace, key: &str, token: &str, value: &[u8], options: &WriteOptions) -> Result<()> {
+    pub async fn fill(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        token: &str,
+        value: &[u8],
+        options: &WriteOptions,
+    ) -> Result<()> {
         self.check_key(key)?;
         self.check_value(value)?;
         self.check_tags(&options.tags)?;
@@ -646,10 +638,7 @@ fn check_token(token: &str) -> Result<()> {
 
 fn entry(value: &Value, pttl: i64) -> Result<Entry> {
     match value {
-        Value::BulkString(bytes) => Ok(Entry {
-            value: bytes.clone(),
-            ttl: ttl_from_pttl(pttl),
-        }),
+        Value::BulkString(bytes) => Ok(Entry { value: bytes.clone(), ttl: ttl_from_pttl(pttl) }),
         other => Err(unexpected("cache fetch value", other)),
     }
 }
@@ -669,6 +658,7 @@ fn record_fetch(outcome: &FetchOutcome, waited: Duration) {
     };
     metrics::counter!("rookery_cache_fetch_total", "outcome" => label).increment(1);
     metrics::histogram!("rookery_cache_fetch_wait_seconds").record(waited.as_secs_f64());
-    let lookup = if matches!(outcome, FetchOutcome::Hit(_) | FetchOutcome::Refresh(..)) { "hit" } else { "miss" };
+    let lookup =
+        if matches!(outcome, FetchOutcome::Hit(_) | FetchOutcome::Refresh(..)) { "hit" } else { "miss" };
     metrics::counter!("rookery_cache_lookups_total", "outcome" => lookup).increment(1);
 }

@@ -36,11 +36,7 @@ impl Waiters {
                 receiver
             }
         };
-        Waiter {
-            waiters: self.clone(),
-            key: key.to_owned(),
-            receiver: Some(receiver),
-        }
+        Waiter { waiters: self.clone(), key: key.to_owned(), receiver: Some(receiver) }
     }
 
     /// Wakes every waiter of `key`.

@@ -163,10 +163,7 @@ mod tests {
 
     fn any_text() -> impl Strategy<Value = String> {
         // Bias towards the characters that matter, plus arbitrary Unicode.
-        prop_oneof![
-            proptest::string::string_regex(r"[%{}:*?\[\]\\a-c ]{0,8}").unwrap(),
-            any::<String>(),
-        ]
+        prop_oneof![proptest::string::string_regex(r"[%{}:*?\[\]\\a-c ]{0,8}").unwrap(), any::<String>(),]
     }
 
     proptest! {

@@ -128,12 +128,7 @@ impl RedisPool {
             }
         }
         metrics::gauge!("rookery_redis_connections", "redis" => role.label()).set(connections.len() as f64);
-        Ok(Self {
-            client,
-            connections,
-            next: AtomicUsize::new(0),
-            role,
-        })
+        Ok(Self { client, connections, next: AtomicUsize::new(0), role })
     }
 
     /// A handle to one of the shared connections (round robin). Cloning is cheap; the handle
@@ -164,15 +159,14 @@ impl RedisPool {
     /// `allow_eviction` is set, in which case it only warns). Uses `INFO memory`, which managed
     /// Redis services allow even where `CONFIG` is disabled.
     pub async fn check_no_eviction(&self, allow_eviction: bool) -> Result<(), StartupError> {
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|source| StartupError::Unreachable {
-                role: self.role.label(),
-                url: String::new(),
-                timeout: Duration::ZERO,
-                source,
+        let info: String =
+            redis::cmd("INFO").arg("memory").query_async(&mut self.conn()).await.map_err(|source| {
+                StartupError::Unreachable {
+                    role: self.role.label(),
+                    url: String::new(),
+                    timeout: Duration::ZERO,
+                    source,
+                }
             })?;
         let policy = info
             .lines()
@@ -201,7 +195,8 @@ impl RedisPool {
 pub async fn timed<T>(op: &'static str, fut: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
     let start = Instant::now();
     let result = fut.await;
-    metrics::histogram!("rookery_redis_command_duration_seconds", "op" => op).record(start.elapsed().as_secs_f64());
+    metrics::histogram!("rookery_redis_command_duration_seconds", "op" => op)
+        .record(start.elapsed().as_secs_f64());
     if result.is_err() {
         metrics::counter!("rookery_redis_errors_total", "op" => op).increment(1);
     }

@@ -17,9 +17,11 @@ pub static CACHE_SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_st
 /// `cache/fill.lua`: write guarded by a lease token.
 pub static CACHE_FILL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/fill.lua")));
 /// `cache/release.lua`: give a lease back.
-pub static CACHE_RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/release.lua")));
+pub static CACHE_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../cache/release.lua")));
 /// `cache/delete.lua`: delete an entry and cancel its lease.
-pub static CACHE_DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/delete.lua")));
+pub static CACHE_DELETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../cache/delete.lua")));
 /// `cache/tag.lua`: add an entry to a tag index and keep the index's TTL above the entry's.
 pub static CACHE_TAG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/tag.lua")));
 
@@ -38,7 +40,11 @@ fn is_noscript(e: &RedisError) -> bool {
 /// Runs one script invocation; on NOSCRIPT (Redis restarted or failed over and lost its
 /// script cache) loads `script` and runs it again. NOSCRIPT means the script did not run, so
 /// the retry cannot apply a write twice.
-pub async fn run<T: FromRedisValue>(conn: &mut impl ConnectionLike, script: &Script, cmd: &Cmd) -> RedisResult<T> {
+pub async fn run<T: FromRedisValue>(
+    conn: &mut impl ConnectionLike,
+    script: &Script,
+    cmd: &Cmd,
+) -> RedisResult<T> {
     match cmd.query_async(conn).await {
         Err(e) if is_noscript(&e) => {
             script.load_async(conn).await?;
@@ -57,9 +63,8 @@ pub async fn run_batch(
     scripts: &[&Script],
 ) -> RedisResult<Vec<RedisResult<Value>>> {
     let mut results = query_each(conn, cmds.iter()).await?;
-    let missing: Vec<usize> = (0..results.len())
-        .filter(|&i| matches!(&results[i], Err(e) if is_noscript(e)))
-        .collect();
+    let missing: Vec<usize> =
+        (0..results.len()).filter(|&i| matches!(&results[i], Err(e) if is_noscript(e))).collect();
     if !missing.is_empty() {
         for script in scripts {
             script.load_async(conn).await?;

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make bench`: builds release binaries, starts a throwaway Redis (unless ROOKERY_REDIS_URL is
+# set) and a server on it, and runs the Cache benchmarks against redis-benchmark in one go.
+# BENCH_DURATION (default 10s) and ROOKERY_WORKER_THREADS (default 1) can be set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-tools.sh
+cargo build --release -p rookery-server -p rookery-client --features rookery-client/cli
+# shellcheck source=local-redis.sh
+. scripts/local-redis.sh
+export ROOKERY_LISTEN=127.0.0.1:50151 ROOKERY_ADMIN_LISTEN=127.0.0.1:50152
+export ROOKERY_WORKER_THREADS="${ROOKERY_WORKER_THREADS:-1}" ROOKERY_LOG_LEVEL=warn
+target/release/rookery-server &
+server_pid=$!
+trap 'kill -TERM "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}"' EXIT
+for _ in $(seq 200); do
+  (exec 3<>/dev/tcp/127.0.0.1/50151) 2>/dev/null && break
+  sleep 0.05
+done
+duration="${BENCH_DURATION:-10s}"
+bench() { target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" --compare-redis --redis-url "$ROOKERY_REDIS_URL" "$@"; }
+echo "# worker threads: $ROOKERY_WORKER_THREADS, duration: $duration"
+bench --op get --concurrency 64
+bench --op get --concurrency 1
+bench --op set --concurrency 64

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what `make run`, `make test` and `make bench` need and a fresh Debian/Ubuntu machine
+# with Rust lacks: redis-server and redis-benchmark (Debian's redis-server / redis-tools), and
+# the rustfmt and clippy components. Does nothing when everything is there.
+set -euo pipefail
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || need_apt+=(redis-tools)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]} (apt-get)..." >&2
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to install ${need_apt[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian starts a system-wide Redis on install; Rookery never uses it unless told to.
+fi
+
+if [ "${1:-}" = "--rust-components" ]; then
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi
