@@ -127,8 +127,10 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Worker threads; 0 means one per core. On small machines shared with Redis, 1 can be
-    /// faster than 2 (see BENCHMARKS.md).
+    /// Worker threads; 0 means one per core. 1 runs tokio's single-threaded scheduler, which
+    /// batches the socket writes of concurrent calls (one write per batch to Redis and to each
+    /// client instead of one per call): on a machine shared with Redis it is the fastest
+    /// setting (see BENCHMARKS.md).
     pub worker_threads: usize,
 }
 

@@ -2,6 +2,11 @@
 //! lives here, so everything the binary does is reachable from tests through the library.
 
 use clap::Parser;
+
+/// mimalloc instead of the system allocator: the gRPC stack allocates and frees small buffers
+/// on every call, and glibc's malloc cost a measurable share of the server's CPU (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use rookery_server::config::{Cli, Config};
 use rookery_server::{Listeners, serve, telemetry};
 
@@ -14,8 +19,15 @@ fn main() -> std::process::ExitCode {
         }
     };
     telemetry::init_tracing(&config.log);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.runtime.worker_threads > 0 {
+    // One worker: the current-thread scheduler runs every task woken by a batch of calls before
+    // the connection tasks flush, so writes batch; the multi-thread scheduler's LIFO slot would
+    // run each connection task right after each call and write once per call.
+    let mut runtime = if config.runtime.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if config.runtime.worker_threads > 1 {
         runtime.worker_threads(config.runtime.worker_threads);
     }
     let runtime = match runtime.enable_all().build() {

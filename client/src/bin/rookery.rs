@@ -8,6 +8,10 @@ use clap::{Parser, Subcommand};
 use rookery_client::bench::{self, BenchConfig, BenchOp};
 use rookery_client::{Client, SetCondition, SetOptions};
 
+/// The same allocator as the server, so the load generator costs as little CPU as it can.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "rookery", version, about = "Command-line client for the Rookery coordination service")]
 struct Cli {
@@ -93,18 +97,38 @@ struct BenchArgs {
     /// HTTP/2 connections to spread requests over.
     #[arg(long, default_value_t = 1)]
     connections: usize,
+    /// Runtime threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
     /// Also run redis-benchmark (same command, concurrency, value size) and print the ratio.
     #[arg(long)]
     compare_redis: bool,
+    /// With --compare-redis: alternate the two this many times and report the median ratio
+    /// (single runs on a small shared machine vary by 10-20%).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Redis for --compare-redis (the one the server uses).
     #[arg(long, env = "ROOKERY_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    // One runtime thread by default: on a small machine shared with the server and Redis, the
+    // load generator should take as little CPU as it can (see BENCHMARKS.md).
+    let threads = match &cli.command {
+        Command::Bench(args) => args.client_threads.max(1),
+        Command::Cache(_) => 1,
+    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("rookery: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("rookery: {e}");
@@ -171,6 +195,12 @@ async fn cache_command(
     }
 }
 
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3}ms", d.as_secs_f64() * 1000.0)
 }
@@ -190,28 +220,31 @@ async fn bench_command(
         value_size: args.value_size,
         connections: args.connections,
     };
-    let name = match args.op {
-        BenchOp::Get => "Cache.Get",
-        BenchOp::Set => "Cache.Set",
+    let (name, test) = match args.op {
+        BenchOp::Get => ("Cache.Get", "GET"),
+        BenchOp::Set => ("Cache.Set", "SET"),
     };
-    let report = bench::run(&config).await?;
-    println!(
-        "rookery {name:<9} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
-        config.concurrency,
-        config.value_size,
-        report.ops_per_sec,
-        ms(report.p50),
-        ms(report.p99),
-        ms(report.p999),
-        report.errors
-    );
-    if args.compare_redis {
+    let mut ratios = Vec::new();
+    let mut added = Vec::new();
+    let mut errors = 0;
+    for _ in 0..args.rounds.max(1) {
+        let report = bench::run(&config).await?;
+        errors += report.errors;
+        println!(
+            "rookery {name:<9} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
+            config.concurrency,
+            config.value_size,
+            report.ops_per_sec,
+            ms(report.p50),
+            ms(report.p99),
+            ms(report.p999),
+            report.errors
+        );
+        if !args.compare_redis {
+            continue;
+        }
         let requests = (report.ops_per_sec * config.duration.as_secs_f64()) as u64;
         let redis = bench::redis_benchmark(&args.redis_url, &config, requests).await?;
-        let test = match args.op {
-            BenchOp::Get => "GET",
-            BenchOp::Set => "SET",
-        };
         println!(
             "redis-benchmark {test:<3} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}",
             config.concurrency,
@@ -220,12 +253,19 @@ async fn bench_command(
             ms(redis.p50),
             ms(redis.p99)
         );
-        let added = report.p50.as_secs_f64() - redis.p50.as_secs_f64();
+        let ratio = 100.0 * report.ops_per_sec / redis.rps;
+        let extra = (report.p50.as_secs_f64() - redis.p50.as_secs_f64()) * 1e6;
+        println!("ratio: {ratio:.1}% of redis-benchmark throughput; p50 {extra:+.0}µs over Redis");
+        ratios.push(ratio);
+        added.push(extra);
+    }
+    if ratios.len() > 1 {
         println!(
-            "ratio: {:.1}% of redis-benchmark throughput; p50 {:+.0}µs over Redis",
-            100.0 * report.ops_per_sec / redis.rps,
-            added * 1e6
+            "median of {} rounds: {:.1}% of redis-benchmark throughput; p50 {:+.0}µs over Redis",
+            ratios.len(),
+            median(&mut ratios),
+            median(&mut added)
         );
     }
-    Ok(if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
