@@ -69,9 +69,12 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// The coordination Redis (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS).
-    /// Must run with `maxmemory-policy noeviction` unless `allow_eviction` is set.
+    /// The coordination Redis (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS);
+    /// with `cluster`, a comma-separated list of seed nodes. Must run with `maxmemory-policy
+    /// noeviction` unless `allow_eviction` is set.
     pub url: String,
+    /// Whether the Redis URLs name a Redis Cluster.
+    pub cluster: bool,
     /// Optional separate Redis for the Cache service; it may use any eviction policy.
     pub cache_url: Option<String>,
     /// Multiplexed connections per Redis (requests are pipelined over each).
@@ -182,6 +185,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".to_owned(),
+            cluster: false,
             cache_url: None,
             connections: 1,
             connect_timeout: Duration::from_secs(2),
@@ -244,6 +248,9 @@ pub struct Cli {
     /// Coordination Redis URL.
     #[arg(long, env = "ROOKERY_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// The Redis URLs name a Redis Cluster (seed nodes, comma-separated).
+    #[arg(long, env = "ROOKERY_REDIS_CLUSTER")]
+    pub redis_cluster: Option<bool>,
     /// Separate Redis URL for the Cache service.
     #[arg(long, env = "ROOKERY_CACHE_REDIS_URL")]
     pub cache_redis_url: Option<String>,
@@ -337,6 +344,7 @@ impl Config {
             listen,
             admin_listen,
             redis_url,
+            redis_cluster,
             cache_redis_url,
             redis_connections,
             redis_connect_timeout,
@@ -359,6 +367,7 @@ impl Config {
         set(&mut self.listen, listen);
         set(&mut self.admin_listen, admin_listen);
         set(&mut self.redis.url, redis_url);
+        set(&mut self.redis.cluster, redis_cluster);
         if cache_redis_url.is_some() {
             self.redis.cache_url = cache_redis_url;
         }
@@ -500,6 +509,7 @@ mod tests {
         let cases = [
             ("[redis]\nconnections = 0", "redis.connections"),
             ("[redis]\nurl = \"http://x\"", "redis.url"),
+            ("[redis]\nurl = \"redis://a:1,redis://b:2\"", "redis.url"),
             ("[limits]\nmax_value_bytes = 4194304", "limits.max_message_bytes"),
             ("[cache]\nlease_ttl = \"0s\"", "cache.lease_ttl"),
             ("[log]\nlevel = \"=&=\"", "log.level"),

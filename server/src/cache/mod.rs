@@ -181,7 +181,7 @@ impl Cache {
             Arc::new(move || waiters.wake_all())
         };
         let subscriber = Subscriber::spawn(
-            redis.client().clone(),
+            redis.seeds().to_vec(),
             vec![keys::CACHE_WAKE_CHANNEL.to_owned()],
             on_message,
             on_subscribed,
@@ -367,8 +367,7 @@ impl Cache {
             longest = longest.max(ttl);
             cmds.push(self.set_command(&keys::cache(ns.as_str(), name), value, ttl, condition));
         }
-        let mut conn = self.redis.conn();
-        let replies = timed("cache.set", scripts::run_batch(&mut conn, &cmds, &[&scripts::CACHE_SET]))
+        let replies = timed("cache.set", scripts::run_batch(&self.redis, &cmds, &[&scripts::CACHE_SET]))
             .await
             .map_err(Error::from_write)?;
         let stored = replies
@@ -400,8 +399,7 @@ impl Cache {
             return Ok(());
         }
         let cmds: Vec<redis::Cmd> = tags.iter().map(|tag| Self::tag_command(ns, tag, names, ttl)).collect();
-        let mut conn = self.redis.conn();
-        let replies = timed("cache.tag", scripts::run_batch(&mut conn, &cmds, &[&scripts::CACHE_TAG]))
+        let replies = timed("cache.tag", scripts::run_batch(&self.redis, &cmds, &[&scripts::CACHE_TAG]))
             .await
             .map_err(Error::from_write)?;
         for reply in replies {
@@ -428,10 +426,10 @@ impl Cache {
                 cmd
             })
             .collect();
-        let mut conn = self.redis.conn();
-        let replies = timed("cache.delete", scripts::run_batch(&mut conn, &cmds, &[&scripts::CACHE_DELETE]))
-            .await
-            .map_err(Error::from_write)?;
+        let replies =
+            timed("cache.delete", scripts::run_batch(&self.redis, &cmds, &[&scripts::CACHE_DELETE]))
+                .await
+                .map_err(Error::from_write)?;
         let mut deleted = 0;
         for reply in replies {
             let reply = reply.map_err(Error::from_write)?;
@@ -489,35 +487,31 @@ impl Cache {
         }
     }
 
-    /// SCANs for the prefix's keys (value and lease keys, so fills in flight are cancelled too)
-    /// and deletes the entries found, batch by batch.
+    /// SCANs every node (the one Redis, or each Cluster master) for the prefix's keys (value
+    /// and lease keys, so fills in flight are cancelled too) and deletes the entries found,
+    /// batch by batch.
     async fn invalidate_prefix(&self, ns: &Namespace, prefix: &str) -> Result<u64> {
         let pattern = keys::cache_prefix_pattern(ns.as_str(), prefix);
-        let mut cursor: u64 = 0;
         let mut removed = 0;
-        loop {
-            let mut conn = self.redis.conn();
-            let (next, found): (u64, Vec<String>) = timed(
-                "cache.scan",
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_BATCH)
-                    .query_async(&mut conn),
-            )
-            .await?;
-            let mut entries: Vec<CacheKeys> =
-                found.iter().filter_map(|k| keys::cache_keys_from_scanned(k)).collect();
-            entries.sort_by(|a, b| a.value.cmp(&b.value));
-            entries.dedup();
-            removed += self.delete_entries(entries).await?;
-            if next == 0 {
-                return Ok(removed);
+        for node in self.redis.nodes().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_BATCH);
+                let (next, found): (u64, Vec<String>) =
+                    timed("cache.scan", self.redis.query_node(&node, &scan)).await?;
+                let mut entries: Vec<CacheKeys> =
+                    found.iter().filter_map(|k| keys::cache_keys_from_scanned(k)).collect();
+                entries.sort_by(|a, b| a.value.cmp(&b.value));
+                entries.dedup();
+                removed += self.delete_entries(entries).await?;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     /// Reads an entry with the lease protocol (see the module docs).

@@ -5,8 +5,10 @@
 //! concurrent gRPC calls cost a handful of socket writes, not 64 connection checkouts. Each
 //! connection reconnects by itself after Redis restarts; calls made while Redis is down fail
 //! fast with UNAVAILABLE instead of hanging. The number of connections is `redis.connections`
-//! (BENCHMARKS.md shows what it costs). Blocking commands (XREAD BLOCK, BLPOP) must never run
-//! here: they get dedicated connections of their own.
+//! (BENCHMARKS.md shows what it costs: one is as fast as four). With `redis.cluster`, one
+//! slot-routing cluster connection (itself one multiplexed connection per node) takes their
+//! place. Blocking commands (XREAD BLOCK, BLPOP) must never run here: they get dedicated
+//! connections of their own.
 
 pub mod keys;
 pub mod pubsub;
@@ -16,8 +18,11 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisResult};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Client, Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::config::RedisConfig;
 
@@ -68,19 +73,83 @@ pub enum StartupError {
     },
 }
 
-/// A fixed set of self-healing multiplexed connections to one Redis.
+/// A connection handle for non-blocking commands: to a standalone Redis or to a Redis Cluster
+/// (which routes each command to the master of its key's slot). Cheap to clone.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// A self-healing multiplexed connection to one Redis.
+    Single(ConnectionManager),
+    /// A multiplexed, slot-routing connection to a Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// One Redis server that a keyspace-wide command (SCAN, INFO) must visit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// The only server of a standalone Redis.
+    Single,
+    /// A Cluster master, by address.
+    Master {
+        /// Host or IP, as the cluster announces it.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+enum Backend {
+    Single { connections: Vec<ConnectionManager>, next: AtomicUsize },
+    Cluster { conn: ClusterConnection },
+}
+
+/// The connections to one configured Redis (standalone or Cluster), plus the clients for the
+/// dedicated connections that must not be shared (pub/sub).
 pub struct RedisPool {
-    client: Client,
-    connections: Vec<ConnectionManager>,
-    next: AtomicUsize,
+    backend: Backend,
+    /// One client per seed URL, for pub/sub (on a Cluster, PUBLISH reaches every node, so a
+    /// subscriber on any one node hears everything).
+    seeds: Vec<Client>,
     role: RedisRole,
 }
 
 impl std::fmt::Debug for RedisPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (mode, connections) = match &self.backend {
+            Backend::Single { connections, .. } => ("standalone", connections.len()),
+            Backend::Cluster { .. } => ("cluster", 1),
+        };
         f.debug_struct("RedisPool")
             .field("role", &self.role)
-            .field("connections", &self.connections.len())
+            .field("mode", &mode)
+            .field("connections", &connections)
             .finish()
     }
 }
@@ -96,51 +165,96 @@ fn redacted(url: &str) -> String {
     }
 }
 
+/// Splits a config URL: one URL, or (for a Cluster) a comma-separated list of seed URLs.
+pub fn seed_urls(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+}
+
 impl RedisPool {
-    /// Connects `config.connections` connections to `url`, retrying for up to
+    /// Connects to `url` (several comma-separated seed URLs for a Cluster), retrying for up to
     /// `config.startup_timeout` while Redis is unreachable (it may be starting beside us).
     pub async fn connect(url: &str, config: &RedisConfig, role: RedisRole) -> Result<Self, StartupError> {
         let unreachable = |source| StartupError::Unreachable {
             role: role.label(),
-            url: redacted(url),
+            url: seed_urls(url).into_iter().map(redacted).collect::<Vec<_>>().join(","),
             timeout: config.startup_timeout,
             source,
         };
-        let client = Client::open(url).map_err(unreachable)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            // Reconnection happens in the background after a failure; a few quick attempts
-            // per failure keep calls made during an outage failing fast rather than queueing.
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500));
+        let seeds = seed_urls(url)
+            .into_iter()
+            .map(Client::open)
+            .collect::<RedisResult<Vec<_>>>()
+            .map_err(unreachable)?;
         let deadline = Instant::now() + config.startup_timeout;
-        let mut connections = Vec::with_capacity(config.connections);
-        while connections.len() < config.connections {
-            match client.get_connection_manager_with_config(manager_config.clone()).await {
-                Ok(conn) => connections.push(conn),
-                Err(e) if Instant::now() < deadline => {
-                    tracing::warn!(redis = role.label(), error = %e, "Redis not reachable yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+        let backend = if config.cluster {
+            let client = ClusterClientBuilder::new(seed_urls(url))
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.command_timeout)
+                .retries(2)
+                .build()
+                .map_err(unreachable)?;
+            loop {
+                match client.get_async_connection().await {
+                    Ok(conn) => break Backend::Cluster { conn },
+                    Err(e) if Instant::now() < deadline => {
+                        tracing::warn!(redis = role.label(), error = %e, "Redis Cluster not reachable yet; retrying");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(e) => return Err(unreachable(e)),
                 }
-                Err(e) => return Err(unreachable(e)),
             }
+        } else {
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.command_timeout))
+                // Reconnection happens in the background after a failure; a few quick
+                // attempts per failure keep calls made during an outage failing fast rather
+                // than queueing.
+                .set_number_of_retries(2)
+                .set_min_delay(Duration::from_millis(20))
+                .set_max_delay(Duration::from_millis(500));
+            let mut connections = Vec::with_capacity(config.connections);
+            while connections.len() < config.connections {
+                match seeds[0].get_connection_manager_with_config(manager_config.clone()).await {
+                    Ok(conn) => connections.push(conn),
+                    Err(e) if Instant::now() < deadline => {
+                        tracing::warn!(redis = role.label(), error = %e, "Redis not reachable yet; retrying");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(e) => return Err(unreachable(e)),
+                }
+            }
+            Backend::Single { connections, next: AtomicUsize::new(0) }
+        };
+        let pool = Self { backend, seeds, role };
+        let count = match &pool.backend {
+            Backend::Single { connections, .. } => connections.len(),
+            Backend::Cluster { .. } => 1,
+        };
+        metrics::gauge!("rookery_redis_connections", "redis" => role.label()).set(count as f64);
+        Ok(pool)
+    }
+
+    /// A handle to a shared connection (round robin over standalone connections). Cloning is
+    /// cheap; the handle may be used for any number of non-blocking commands.
+    pub fn conn(&self) -> RedisConn {
+        match &self.backend {
+            Backend::Single { connections, next } => {
+                let i = next.fetch_add(1, Ordering::Relaxed) % connections.len();
+                RedisConn::Single(connections[i].clone())
+            }
+            Backend::Cluster { conn } => RedisConn::Cluster(conn.clone()),
         }
-        metrics::gauge!("rookery_redis_connections", "redis" => role.label()).set(connections.len() as f64);
-        Ok(Self { client, connections, next: AtomicUsize::new(0), role })
     }
 
-    /// A handle to one of the shared connections (round robin). Cloning is cheap; the handle
-    /// may be used for any number of non-blocking commands.
-    pub fn conn(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        self.connections[i].clone()
+    /// Whether this is a Redis Cluster (pipelines must then stay within one slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster { .. })
     }
 
-    /// The client, for connections that must not be shared (pub/sub, blocking reads).
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// Clients for dedicated connections (pub/sub): one per seed.
+    pub fn seeds(&self) -> &[Client] {
+        &self.seeds
     }
 
     /// Which Redis this pool talks to.
@@ -148,45 +262,102 @@ impl RedisPool {
         self.role
     }
 
-    /// Whether Redis answers a PING now.
+    /// Whether Redis answers a PING now (every master, on a Cluster).
     pub async fn ping(&self) -> bool {
-        let mut conn = self.conn();
-        let reply: RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        let reply: RedisResult<Value> = redis::cmd("PING").query_async(&mut self.conn()).await;
         reply.is_ok()
     }
 
-    /// Refuses to continue unless Redis runs with `maxmemory-policy noeviction` (or
-    /// `allow_eviction` is set, in which case it only warns). Uses `INFO memory`, which managed
-    /// Redis services allow even where `CONFIG` is disabled.
-    pub async fn check_no_eviction(&self, allow_eviction: bool) -> Result<(), StartupError> {
-        let info: String =
-            redis::cmd("INFO").arg("memory").query_async(&mut self.conn()).await.map_err(|source| {
-                StartupError::Unreachable {
-                    role: self.role.label(),
-                    url: String::new(),
-                    timeout: Duration::ZERO,
-                    source,
-                }
-            })?;
-        let policy = info
+    /// The servers a keyspace-wide command must visit: the one server, or every Cluster master.
+    pub async fn nodes(&self) -> RedisResult<Vec<Node>> {
+        let Backend::Cluster { conn } = &self.backend else {
+            return Ok(vec![Node::Single]);
+        };
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn.clone()).await?;
+        Ok(nodes
             .lines()
-            .find_map(|line| line.strip_prefix("maxmemory_policy:"))
-            .unwrap_or("unknown")
-            .trim()
-            .to_owned();
-        if policy == "noeviction" {
-            return Ok(());
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = fields.get(2)?;
+                if !flags.split(',').any(|f| f == "master") || flags.contains("fail") || fields.len() < 9 {
+                    return None; // replicas, failed masters and masters without slots
+                }
+                let address = fields.get(1)?.split(['@', ',']).next()?;
+                let (host, port) = address.rsplit_once(':')?;
+                Some(Node::Master { host: host.to_owned(), port: port.parse().ok()? })
+            })
+            .collect())
+    }
+
+    /// Runs `cmd` on one node of [`Self::nodes`].
+    pub async fn query_node<T: FromRedisValue>(&self, node: &Node, cmd: &Cmd) -> RedisResult<T> {
+        match (node, &self.backend) {
+            (Node::Master { host, port }, Backend::Cluster { conn }) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                let value = conn.clone().route_command(cmd.clone(), routing).await?;
+                Ok(T::from_redis_value(value)?)
+            }
+            _ => cmd.query_async(&mut self.conn()).await,
         }
-        if allow_eviction {
+    }
+
+    /// Runs commands as one round trip and returns each command's own result. On a standalone
+    /// Redis they go as one pipeline; on a Cluster, where a pipeline must stay within one slot,
+    /// they are sent concurrently and the connection pipelines those bound for the same node.
+    pub async fn query_each(&self, cmds: &[&Cmd]) -> RedisResult<Vec<RedisResult<Value>>> {
+        match &self.backend {
+            Backend::Single { .. } => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command((*cmd).clone());
+                }
+                pipe.ignore_errors().query_async(&mut self.conn()).await
+            }
+            Backend::Cluster { conn } => Ok(futures::future::join_all(cmds.iter().map(|cmd| {
+                let mut conn = conn.clone();
+                async move { cmd.query_async::<Value>(&mut conn).await }
+            }))
+            .await),
+        }
+    }
+
+    /// Refuses to continue unless Redis runs with `maxmemory-policy noeviction` (every master,
+    /// on a Cluster), or `allow_eviction` is set, in which case it only warns. Uses `INFO
+    /// memory`, which managed Redis services allow even where `CONFIG` is disabled.
+    pub async fn check_no_eviction(&self, allow_eviction: bool) -> Result<(), StartupError> {
+        let unreachable = |source| StartupError::Unreachable {
+            role: self.role.label(),
+            url: String::new(),
+            timeout: Duration::ZERO,
+            source,
+        };
+        let mut info_cmd = redis::cmd("INFO");
+        info_cmd.arg("memory");
+        for node in self.nodes().await.map_err(unreachable)? {
+            let info: String = self.query_node(&node, &info_cmd).await.map_err(unreachable)?;
+            let policy = info
+                .lines()
+                .find_map(|line| line.strip_prefix("maxmemory_policy:"))
+                .unwrap_or("unknown")
+                .trim()
+                .to_owned();
+            if policy == "noeviction" {
+                continue;
+            }
+            if !allow_eviction {
+                return Err(StartupError::EvictionPolicy { policy });
+            }
             tracing::warn!(
                 policy = %policy,
                 "the coordination Redis may EVICT keys (maxmemory-policy is not noeviction); \
                  locks, sessions, limits and streams can vanish under memory pressure. Started \
                  anyway because allow_eviction is set"
             );
-            return Ok(());
         }
-        Err(StartupError::EvictionPolicy { policy })
+        Ok(())
     }
 }
 

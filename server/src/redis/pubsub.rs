@@ -41,15 +41,16 @@ impl Drop for Subscriber {
 }
 
 impl Subscriber {
-    /// Starts the subscriber task for `channels`.
+    /// Starts the subscriber task for `channels`, connecting to the first of `clients` that
+    /// answers (each failure moves on to the next).
     pub fn spawn(
-        client: Client,
+        clients: Vec<Client>,
         channels: Vec<String>,
         on_message: MessageHandler,
         on_subscribed: SubscribedHandler,
     ) -> Self {
         let (tx, connected) = watch::channel(false);
-        let task = tokio::spawn(run(client, channels, on_message, on_subscribed, tx));
+        let task = tokio::spawn(run(clients, channels, on_message, on_subscribed, tx));
         Self { connected, task }
     }
 
@@ -66,14 +67,14 @@ impl Subscriber {
 }
 
 async fn run(
-    client: Client,
+    clients: Vec<Client>,
     channels: Vec<String>,
     on_message: MessageHandler,
     on_subscribed: SubscribedHandler,
     connected: watch::Sender<bool>,
 ) {
     let mut backoff = MIN_BACKOFF;
-    loop {
+    for client in clients.iter().cycle() {
         match client.get_async_pubsub().await {
             Ok(pubsub) => {
                 let (mut sink, mut stream) = pubsub.split();

@@ -8,6 +8,8 @@
 use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
+
+use super::RedisPool;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 /// `cache/fetch.lua`: read with the lease protocol.
@@ -54,36 +56,26 @@ pub async fn run<T: FromRedisValue>(
     }
 }
 
-/// Runs commands as one pipeline (one round trip) and returns each command's own result.
-/// Commands that failed with NOSCRIPT, and only those, are re-sent after loading `scripts`;
-/// every other command ran exactly once.
+/// Runs commands in one round trip (see [`RedisPool::query_each`]) and returns each
+/// command's own result. Commands that failed with NOSCRIPT, and only those, are re-sent after
+/// loading `scripts`; every other command ran exactly once.
 pub async fn run_batch(
-    conn: &mut impl ConnectionLike,
+    pool: &RedisPool,
     cmds: &[Cmd],
     scripts: &[&Script],
 ) -> RedisResult<Vec<RedisResult<Value>>> {
-    let mut results = query_each(conn, cmds.iter()).await?;
+    let mut results = pool.query_each(&cmds.iter().collect::<Vec<_>>()).await?;
     let missing: Vec<usize> =
         (0..results.len()).filter(|&i| matches!(&results[i], Err(e) if is_noscript(e))).collect();
     if !missing.is_empty() {
+        let mut conn = pool.conn();
         for script in scripts {
-            script.load_async(conn).await?;
+            script.load_async(&mut conn).await?;
         }
-        let retried = query_each(conn, missing.iter().map(|&i| &cmds[i])).await?;
+        let retried = pool.query_each(&missing.iter().map(|&i| &cmds[i]).collect::<Vec<_>>()).await?;
         for (i, result) in missing.into_iter().zip(retried) {
             results[i] = result;
         }
     }
     Ok(results)
-}
-
-async fn query_each<'a>(
-    conn: &mut impl ConnectionLike,
-    cmds: impl Iterator<Item = &'a Cmd>,
-) -> RedisResult<Vec<RedisResult<Value>>> {
-    let mut pipe = redis::pipe();
-    for cmd in cmds {
-        pipe.add_command(cmd.clone());
-    }
-    pipe.ignore_errors().query_async(conn).await
 }
