@@ -410,8 +410,18 @@ impl Config {
             [("redis.url", Some(&self.redis.url)), ("redis.cache_url", self.redis.cache_url.as_ref())]
         {
             if let Some(url) = url {
-                redis::parse_redis_url(url)
-                    .ok_or_else(|| invalid(field, format!("{url:?} is not a redis:// or rediss:// URL")))?;
+                let seeds = crate::redis::seed_urls(url);
+                if seeds.is_empty() || (seeds.len() > 1 && !self.redis.cluster) {
+                    return Err(invalid(
+                        field,
+                        "give one URL (several, comma-separated, only with redis.cluster = true)",
+                    ));
+                }
+                for seed in seeds {
+                    redis::parse_redis_url(seed).ok_or_else(|| {
+                        invalid(field, format!("{seed:?} is not a redis:// or rediss:// URL"))
+                    })?;
+                }
             }
         }
         if self.redis.connections == 0 || self.redis.connections > 64 {

@@ -209,6 +209,12 @@ impl TestServer {
 
     /// Starts a server with `config`, returning its start-up error if it refuses to start.
     pub async fn try_start(config: Config) -> Result<Self, ServeError> {
+        // Server logs (warn and above, or ROOKERY_TEST_LOG) go to the captured test output,
+        // shown on failure.
+        rookery_server::telemetry::init_tracing(&rookery_server::config::LogConfig {
+            level: std::env::var("ROOKERY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            ..Default::default()
+        });
         let listeners = Listeners::bind(&config).await.unwrap();
         let (addr, admin) = (listeners.grpc_addr().unwrap(), listeners.admin_addr().unwrap());
         let (tx, rx) = oneshot::channel();
@@ -293,5 +299,77 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas) on free local ports.
+pub struct RedisCluster {
+    nodes: Vec<RedisProcess>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled Redis processes, assigns the slots, and waits until the
+    /// cluster reports `cluster_state:ok` on every node.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisProcess> = (0..3)
+            .map(|_| {
+                RedisProcess::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create (package redis-tools)");
+        assert!(
+            output.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            let client = redis::Client::open(node.url()).unwrap();
+            let mut conn = client.get_connection().unwrap();
+            loop {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "cluster did not converge: {info}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes }
+    }
+
+    /// The seed URLs, comma-separated, as `redis.url` takes them with `redis.cluster`.
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(RedisProcess::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The keys of `namespace` on each node.
+    pub async fn keys_per_node(&self, namespace: &str) -> Vec<Vec<String>> {
+        let mut per_node = Vec::new();
+        for node in &self.nodes {
+            per_node.push(node.keys_of(namespace).await);
+        }
+        per_node
+    }
+
+    /// Asserts that no node holds a key of `namespace` without a TTL.
+    pub async fn assert_no_key_without_ttl(&self, namespace: &str) {
+        for node in &self.nodes {
+            node.assert_no_key_without_ttl(namespace).await;
+        }
     }
 }

@@ -2,5 +2,6 @@
 //! driven through the real client crate. One test binary, so the server is linked once.
 
 mod cache;
+mod cluster;
 mod harness;
 mod server;

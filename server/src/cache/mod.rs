@@ -293,18 +293,23 @@ impl Cache {
     /// Reads many entries in one round trip; results in request order.
     pub async fn get_many(&self, ns: &Namespace, names: &[String]) -> Result<Vec<Option<Entry>>> {
         self.check_keys(names)?;
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(names.len() * 2);
         for name in names {
             let keys = keys::cache(ns.as_str(), name);
-            pipe.get(&keys.value).pttl(&keys.value);
+            cmds.push(redis::Cmd::get(&keys.value));
+            cmds.push(redis::Cmd::pttl(&keys.value));
         }
-        let mut conn = self.redis.conn();
-        let replies: Vec<(Option<Vec<u8>>, i64)> =
-            timed("cache.get_many", pipe.query_async(&mut conn)).await?;
-        Ok(replies
-            .into_iter()
-            .map(|(value, pttl)| count_lookup(value.map(|value| Entry { value, ttl: ttl_from_pttl(pttl) })))
-            .collect())
+        let replies =
+            timed("cache.get_many", self.redis.query_each(&cmds.iter().collect::<Vec<_>>())).await?;
+        let mut replies = replies.into_iter();
+        let mut entries = Vec::with_capacity(names.len());
+        while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
+            let value: Option<Vec<u8>> =
+                FromRedisValue::from_redis_value(value?).map_err(redis::RedisError::from)?;
+            let pttl: i64 = FromRedisValue::from_redis_value(pttl?).map_err(redis::RedisError::from)?;
+            entries.push(count_lookup(value.map(|value| Entry { value, ttl: ttl_from_pttl(pttl) })));
+        }
+        Ok(entries)
     }
 
     /// Builds the script call of one write.

@@ -368,8 +368,9 @@ pub async fn timed<T>(op: &'static str, fut: impl Future<Output = RedisResult<T>
     let result = fut.await;
     metrics::histogram!("rookery_redis_command_duration_seconds", "op" => op)
         .record(start.elapsed().as_secs_f64());
-    if result.is_err() {
+    if let Err(e) = &result {
         metrics::counter!("rookery_redis_errors_total", "op" => op).increment(1);
+        tracing::debug!(op, error = %e, "redis operation failed");
     }
     result
 }

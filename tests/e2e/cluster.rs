@@ -1,0 +1,76 @@
+//! The Cache on a Redis Cluster: keys spread over every master, batch calls across slots,
+//! invalidation by prefix across all masters and by tag across slots, and the lease protocol
+//! (wake-ups travel through cluster-wide pub/sub).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rookery_client::SetOptions;
+
+use crate::harness::{RedisCluster, TestServer, namespace, test_config};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn cache_spans_every_master_of_a_cluster() {
+    let cluster = RedisCluster::start();
+    let mut config = test_config(&cluster.url());
+    config.redis.cluster = true;
+    let (a, b) = tokio::join!(TestServer::start(config.clone()), TestServer::start(config));
+    let ns = namespace("cluster");
+    let cache = a.client(&ns).await.cache();
+    let other_replica = b.client(&ns).await.cache();
+
+    // Batch writes and reads across slots.
+    let names: Vec<String> = (0..60).map(|i| format!("user:{i}")).collect();
+    let tagged = SetOptions { ttl: Some(MINUTE), tags: vec!["users".into()], ..SetOptions::default() };
+    let stored =
+        cache.set_many(names.iter().map(|n| (n.clone(), n.as_bytes().to_vec())), tagged).await.unwrap();
+    assert!(stored.iter().all(|s| *s));
+    let got = other_replica.get_many(names.clone()).await.unwrap();
+    for (name, entry) in names.iter().zip(&got) {
+        assert_eq!(entry.as_ref().expect("every key readable").value, name.as_bytes());
+    }
+    let per_node = cluster.keys_per_node(&ns).await;
+    assert!(
+        per_node.iter().filter(|keys| !keys.is_empty()).count() >= 2,
+        "keys should spread over several masters: {:?}",
+        per_node.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+
+    // Tag invalidation reaches entries in every slot.
+    assert_eq!(cache.invalidate_tags(["users"]).await.unwrap(), 60);
+    assert!(other_replica.get_many(names.clone()).await.unwrap().iter().all(Option::is_none));
+
+    // Prefix invalidation visits every master.
+    let products: Vec<String> = (0..40).map(|i| format!("product:{i}")).collect();
+    let plain = SetOptions { ttl: Some(MINUTE), ..SetOptions::default() };
+    cache.set_many(products.iter().map(|n| (n.clone(), b"p".to_vec())), plain.clone()).await.unwrap();
+    cache.set("productive", b"not a product".to_vec(), MINUTE).await.unwrap();
+    assert_eq!(cache.invalidate_prefix("product:").await.unwrap(), 40);
+    assert!(cache.get("productive").await.unwrap().is_some());
+    assert_eq!(cache.delete(["productive", "missing"]).await.unwrap(), 1);
+
+    // The stampede guard holds on a cluster, across both replicas.
+    let loads = Arc::new(AtomicUsize::new(0));
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let cache = if i % 2 == 0 { cache.clone() } else { other_replica.clone() };
+        let loads = loads.clone();
+        calls.push(tokio::spawn(async move {
+            cache
+                .get_or_load("cold", MINUTE, || async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, std::io::Error>(b"loaded".to_vec())
+                })
+                .await
+        }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), b"loaded");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    cluster.assert_no_key_without_ttl(&ns).await;
+}
