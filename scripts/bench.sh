@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: builds release binaries, starts a throwaway Redis (unless ROOKERY_REDIS_URL is
 # set) and a server on it, and runs the Cache benchmarks against redis-benchmark in one go.
-# BENCH_DURATION (default 10s) and ROOKERY_WORKER_THREADS (default 1) can be set.
+# BENCH_DURATION (default 5s), BENCH_ROUNDS (default 5) and ROOKERY_WORKER_THREADS (default 1)
+# can be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-tools.sh
@@ -17,9 +18,13 @@ for _ in $(seq 200); do
   (exec 3<>/dev/tcp/127.0.0.1/50151) 2>/dev/null && break
   sleep 0.05
 done
-duration="${BENCH_DURATION:-10s}"
-bench() { target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" --compare-redis --redis-url "$ROOKERY_REDIS_URL" "$@"; }
-echo "# worker threads: $ROOKERY_WORKER_THREADS, duration: $duration"
+duration="${BENCH_DURATION:-5s}"
+rounds="${BENCH_ROUNDS:-5}"
+bench() {
+  target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" \
+    --rounds "$rounds" --compare-redis --redis-url "$ROOKERY_REDIS_URL" "$@"
+}
+echo "# server worker threads: $ROOKERY_WORKER_THREADS; $rounds rounds of $duration per scenario"
 bench --op get --concurrency 64
 bench --op get --concurrency 1
 bench --op set --concurrency 64
