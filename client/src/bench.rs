@@ -83,8 +83,10 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     }
     let value = vec![b'x'; config.value_size];
     let ttl = Duration::from_secs(600);
-    // Prefill, so that Get measures hits.
-    for chunk in (0..config.keys).collect::<Vec<_>>().chunks(500) {
+    // Prefill, so that Get measures hits; batches stay well under the server's default 4 MiB
+    // message limit whatever the value size.
+    let batch = (1024 * 1024 / config.value_size.max(1)).clamp(1, 500);
+    for chunk in (0..config.keys).collect::<Vec<_>>().chunks(batch) {
         clients[0]
             .set_many(
                 chunk.iter().map(|&i| (key_name(i), value.clone())),

@@ -343,9 +343,11 @@ impl CacheClient {
     /// `get_or_load` with options. The caller granted the lease runs `loader` and fills the
     /// key; if the loader fails, the lease is given back at once so the next waiter loads
     /// without waiting for the lease to expire, and the error is returned. If the fill is
-    /// rejected (the key was written or invalidated meanwhile), the loaded value is still
-    /// returned to this caller (and so it is if the fill fails). With `refresh_ahead`, the one caller granted a refresh lease
-    /// reloads and returns the fresh value; all others get the cached value at once.
+    /// rejected (the key was written or invalidated meanwhile) or fails, the loaded value is
+    /// still returned to this caller. With `refresh_ahead`, the one caller granted a refresh
+    /// lease reloads and returns the fresh value (or, if its loader fails, the cached one); all
+    /// others get the cached value at once. If this future is dropped or the loader panics
+    /// while the lease is held, the lease is released in the background.
     pub async fn get_or_load_with<F, Fut, E>(
         &self,
         key: &str,
@@ -357,36 +359,72 @@ impl CacheClient {
         Fut: Future<Output = Result<Vec<u8>, E>>,
     {
         let started = tokio::time::Instant::now();
-        let fetch_options =
-            FetchOptions { wait: None, lease_ttl: options.lease_ttl, refresh_ahead: options.refresh_ahead };
-        let lease_token = loop {
+        let (lease_token, cached) = loop {
+            let Some(wait) = options.max_wait.checked_sub(started.elapsed()).filter(|w| !w.is_zero()) else {
+                return Err(GetOrLoadError::WaitExpired(started.elapsed()));
+            };
+            let fetch_options = FetchOptions {
+                wait: Some(wait),
+                lease_ttl: options.lease_ttl,
+                refresh_ahead: options.refresh_ahead,
+            };
             match self.fetch(key, &fetch_options).await? {
                 Fetched::Hit(entry) => return Ok(entry.value),
-                Fetched::Refresh(_, token) | Fetched::Fill(token) => break token,
-                Fetched::WaitExpired => {
-                    if started.elapsed() >= options.max_wait {
-                        return Err(GetOrLoadError::WaitExpired(started.elapsed()));
-                    }
-                }
+                Fetched::Refresh(entry, token) => break (token, Some(entry.value)),
+                Fetched::Fill(token) => break (token, None),
+                Fetched::WaitExpired => {}
             }
         };
+        let mut lease = LeaseGuard { cache: self.clone(), key: key.to_owned(), token: Some(lease_token) };
         let value = match loader().await {
             Ok(value) => value,
             Err(e) => {
                 // Best effort: if this fails the lease still expires on its own.
-                let _ = self.release_lease(key, lease_token).await;
-                return Err(GetOrLoadError::Load(e));
+                let token = lease.take();
+                let _ = self.release_lease(key, token).await;
+                return match cached {
+                    Some(value) => Ok(value),
+                    None => Err(GetOrLoadError::Load(e)),
+                };
             }
         };
         let fill =
             SetOptions { ttl: Some(options.ttl), ttl_jitter: options.ttl_jitter, ..SetOptions::default() };
+        let token = lease.take();
         // The loaded value is correct whatever happens to the fill: a rejected fill means the
         // key changed meanwhile, and a failed one only means it is not cached.
-        if let Err(status) = self.fill(key, lease_token.clone(), value.clone(), fill).await
+        if let Err(status) = self.fill(key, token.clone(), value.clone(), fill).await
             && status.code() != Code::FailedPrecondition
         {
-            let _ = self.release_lease(key, lease_token).await;
+            let _ = self.release_lease(key, token).await;
         }
         Ok(value)
+    }
+}
+
+/// Releases a held lease in the background if `get_or_load` is dropped (or its loader panics)
+/// before it fills or releases the lease itself, so waiters need not wait for the lease TTL.
+struct LeaseGuard {
+    cache: CacheClient,
+    key: String,
+    token: Option<String>,
+}
+
+impl LeaseGuard {
+    /// Takes the token out: the caller now owns releasing or filling.
+    fn take(&mut self) -> String {
+        self.token.take().unwrap_or_default()
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let (Some(token), Ok(runtime)) = (self.token.take(), tokio::runtime::Handle::try_current()) {
+            let cache = self.cache.clone();
+            let key = std::mem::take(&mut self.key);
+            runtime.spawn(async move {
+                let _ = cache.release_lease(key, token).await;
+            });
+        }
     }
 }

@@ -447,8 +447,8 @@ impl Config {
                 ),
             ));
         }
-        if self.limits.max_batch_keys == 0 {
-            return Err(invalid("limits.max_batch_keys", "must be at least 1"));
+        if self.limits.max_batch_keys == 0 || self.limits.max_batch_keys > 10_000 {
+            return Err(invalid("limits.max_batch_keys", "must be between 1 and 10000"));
         }
         if self.limits.max_concurrent_streams == 0 {
             return Err(invalid("limits.max_concurrent_streams", "must be at least 1"));

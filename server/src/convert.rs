@@ -28,9 +28,45 @@ pub fn duration_out(value: Duration) -> prost_types::Duration {
     }
 }
 
+/// The time left before the caller's deadline, from the `grpc-timeout` header (gRPC over
+/// HTTP/2: up to 8 digits and a unit, `H` `M` `S` `m` `u` `n`); `None` without a deadline.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_grpc_timeouts() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        assert_eq!(grpc_timeout(&metadata), None);
+        for (text, expected) in [
+            ("250m", Duration::from_millis(250)),
+            ("3S", Duration::from_secs(3)),
+            ("2M", Duration::from_secs(120)),
+            ("1H", Duration::from_secs(3600)),
+            ("700u", Duration::from_micros(700)),
+            ("5n", Duration::from_nanos(5)),
+        ] {
+            metadata.insert("grpc-timeout", text.parse().unwrap());
+            assert_eq!(grpc_timeout(&metadata), Some(expected), "{text}");
+        }
+        metadata.insert("grpc-timeout", "12x".parse().unwrap());
+        assert_eq!(grpc_timeout(&metadata), None);
+    }
 
     #[test]
     fn round_trip_and_rejects_negative() {

@@ -53,7 +53,7 @@ impl Error {
     /// Classifies a failed Redis write: if the command may have reached Redis (a timeout or a
     /// dropped connection after sending), say that it may have happened.
     pub fn from_write(e: RedisError) -> Self {
-        if e.is_timeout() || e.is_connection_dropped() {
+        if !e.is_connection_refusal() && (e.is_timeout() || e.is_connection_dropped()) {
             Self::WriteOutcomeUnknown(e)
         } else {
             Self::Redis(e)
@@ -92,6 +92,10 @@ fn redis_status(e: &RedisError, write_unknown: bool) -> Status {
             _,
         ) => Status::unavailable(format!(
             "Redis cannot take this request right now (failover or resharding); retry with backoff.{unknown}"
+        )),
+        (ErrorKind::ClusterConnectionNotFound, _) | (_, Some("BUSY")) => Status::unavailable(format!(
+            "Redis cannot take this request right now (a node is unreachable or busy running a \
+             script); retry with backoff.{unknown}"
         )),
         (ErrorKind::AuthenticationFailed, _) | (ErrorKind::Server(ServerErrorKind::NoPerm), _) => {
             Status::unavailable("The server's Redis credentials were refused; an operator must fix them.")

@@ -100,6 +100,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    // The metrics recorder must exist before anything records (connection gauges included).
+    telemetry::prometheus();
     let coordination =
         Arc::new(RedisPool::connect(&config.redis.url, &config.redis, RedisRole::Coordination).await?);
     coordination.check_no_eviction(config.redis.allow_eviction).await?;
@@ -148,7 +150,6 @@ pub async fn serve(
             tracing::error!(error = %e, "admin server failed");
         }
     });
-    telemetry::prometheus();
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "rookery-server listening");
 
     let drain_control = Arc::new(drain_control);
@@ -158,7 +159,10 @@ pub async fn serve(
         async move {
             shutdown.await;
             tracing::info!("shutting down: refusing new calls, draining in-flight ones");
+            // Stop the health follower (and wait until it has stopped, so that a check already
+            // running cannot write SERVING after the NOT_SERVING below).
             health_task.abort();
+            let _ = health_task.await;
             serving_tx.send_replace(false);
             set_all(&reporter, ServingStatus::NotServing).await;
             drain_control.start_draining();

@@ -254,6 +254,16 @@ async fn tag_index_has_a_ttl_at_least_the_longest_entry() {
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }
 
+/// Starts a `Fetch` that may wait up to 20 s; resolves to its outcome and how long it took.
+fn spawn_waiting_fetch(cache: &CacheClient, key: &str) -> tokio::task::JoinHandle<(Fetched, Duration)> {
+    let (cache, key) = (cache.clone(), key.to_owned());
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let outcome = cache.fetch(key, &quick(20_000, 30_000)).await.unwrap();
+        (outcome, started.elapsed())
+    })
+}
+
 fn quick(wait_ms: u64, lease_ms: u64) -> FetchOptions {
     FetchOptions {
         wait: Some(Duration::from_millis(wait_ms)),
@@ -285,19 +295,12 @@ async fn fetch_grants_one_lease_and_fill_serves_everyone() {
 
 #[tokio::test]
 async fn waiters_wake_on_fill_without_waiting_for_the_lease() {
-    let (_server, cache, ns) = setup("wake").await;
+    let (server, cache, ns) = setup("wake").await;
     let Fetched::Fill(token) = cache.fetch("k", &quick(100, 30_000)).await.unwrap() else {
         panic!("expected the lease")
     };
-    let waiter = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            let outcome = cache.fetch("k", &quick(20_000, 30_000)).await.unwrap();
-            (outcome, started.elapsed())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiter = spawn_waiting_fetch(&cache, "k");
+    server.wait_for_fetch_waiter().await;
     cache.fill("k", token, b"v".to_vec(), opts(MINUTE)).await.unwrap();
     let (outcome, waited) = waiter.await.unwrap();
     assert!(matches!(outcome, Fetched::Hit(ref e) if e.value == b"v"), "{outcome:?}");
@@ -307,18 +310,12 @@ async fn waiters_wake_on_fill_without_waiting_for_the_lease() {
 
 #[tokio::test]
 async fn release_hands_the_lease_to_the_next_waiter_at_once() {
-    let (_server, cache, ns) = setup("release").await;
+    let (server, cache, ns) = setup("release").await;
     let Fetched::Fill(token) = cache.fetch("k", &quick(100, 30_000)).await.unwrap() else {
         panic!("expected the lease")
     };
-    let waiter = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            (cache.fetch("k", &quick(20_000, 30_000)).await.unwrap(), started.elapsed())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiter = spawn_waiting_fetch(&cache, "k");
+    server.wait_for_fetch_waiter().await;
     assert!(cache.release_lease("k", token.clone()).await.unwrap());
     assert!(!cache.release_lease("k", token).await.unwrap(), "a released lease cannot be released twice");
     let (outcome, waited) = waiter.await.unwrap();
@@ -330,17 +327,16 @@ async fn release_hands_the_lease_to_the_next_waiter_at_once() {
 
 #[tokio::test]
 async fn writes_and_deletes_cancel_a_pending_lease() {
-    let (_server, cache, ns) = setup("cancel").await;
+    let (server, cache, ns) = setup("cancel").await;
     let Fetched::Fill(token) = cache.fetch("k", &quick(100, 30_000)).await.unwrap() else {
         panic!("expected the lease")
     };
-    let waiter = {
-        let cache = cache.clone();
-        tokio::spawn(async move { cache.fetch("k", &quick(20_000, 30_000)).await.unwrap() })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiter = spawn_waiting_fetch(&cache, "k");
+    server.wait_for_fetch_waiter().await;
     cache.set("k", b"fresh".to_vec(), MINUTE).await.unwrap();
-    assert!(matches!(waiter.await.unwrap(), Fetched::Hit(ref e) if e.value == b"fresh"));
+    let (outcome, waited) = waiter.await.unwrap();
+    assert!(matches!(outcome, Fetched::Hit(ref e) if e.value == b"fresh"), "{outcome:?}");
+    assert!(waited < Duration::from_secs(5), "the write should wake the waiter, it took {waited:?}");
     let stale = cache.fill("k", token, b"stale".to_vec(), opts(MINUTE)).await.unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition);
     assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"fresh");
@@ -431,14 +427,15 @@ async fn a_vanished_lease_holder_is_replaced_within_the_lease_ttl() {
         .unwrap();
     let took = started.elapsed();
     assert_eq!(value, b"recovered");
-    assert!(took < lease_ttl + Duration::from_secs(1), "took {took:?}");
+    assert!(took > lease_ttl / 2, "took {took:?}: it cannot have the lease before the old one expires");
+    assert!(took < lease_ttl + Duration::from_secs(3), "took {took:?}");
     assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"recovered");
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }
 
 #[tokio::test]
 async fn a_failing_loader_gives_the_lease_back_at_once() {
-    let (_server, cache, ns) = setup("fail").await;
+    let (server, cache, ns) = setup("fail").await;
     let options = LoadOptions { lease_ttl: Some(Duration::from_secs(30)), ..LoadOptions::new(MINUTE) };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let failing = {
@@ -471,11 +468,93 @@ async fn a_failing_loader_gives_the_lease_back_at_once() {
             (value, started.elapsed())
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_for_fetch_waiter().await;
     tx.send(()).unwrap();
     assert!(matches!(failing.await.unwrap(), Err(GetOrLoadError::Load("database down"))));
     let (value, waited) = second.await.unwrap();
     assert_eq!(value, b"ok");
     assert!(waited < Duration::from_secs(5), "second caller waited {waited:?}, not for the 30 s lease");
+    shared_redis().assert_no_key_without_ttl(&ns).await;
+}
+
+#[tokio::test]
+async fn fetch_answers_wait_expired_before_the_callers_deadline() {
+    let (_server, cache, ns) = setup("deadline").await;
+    let Fetched::Fill(_token) = cache.fetch("k", &quick(100, 30_000)).await.unwrap() else {
+        panic!("expected the lease")
+    };
+    let mut request = tonic::Request::new(rookery_client::pb::CacheFetchRequest {
+        key: "k".into(),
+        wait: Some(prost_types::Duration { seconds: 20, nanos: 0 }),
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(500));
+    let started = tokio::time::Instant::now();
+    let response = cache.raw().fetch(request).await.expect("an answer, not a timeout").into_inner();
+    assert_eq!(response.outcome(), rookery_client::pb::CacheFetchOutcome::WaitExpired);
+    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+    shared_redis().assert_no_key_without_ttl(&ns).await;
+}
+
+#[tokio::test]
+async fn get_or_load_gives_up_after_max_wait() {
+    let (_server, cache, ns) = setup("max-wait").await;
+    let Fetched::Fill(_token) = cache.fetch("k", &quick(100, 30_000)).await.unwrap() else {
+        panic!("expected the lease")
+    };
+    let options = LoadOptions { max_wait: Duration::from_millis(400), ..LoadOptions::new(MINUTE) };
+    let started = tokio::time::Instant::now();
+    let result =
+        cache.get_or_load_with("k", options, || async { Ok::<_, std::io::Error>(b"x".to_vec()) }).await;
+    assert!(matches!(result, Err(GetOrLoadError::WaitExpired(_))), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited {:?} for a 400 ms max_wait",
+        started.elapsed()
+    );
+    shared_redis().assert_no_key_without_ttl(&ns).await;
+}
+
+#[tokio::test]
+async fn a_failed_refresh_still_serves_the_cached_value() {
+    let (_server, cache, ns) = setup("refresh-fail").await;
+    cache.set("hot", b"cached".to_vec(), Duration::from_secs(5)).await.unwrap();
+    let options = LoadOptions { refresh_ahead: Some(Duration::from_secs(10)), ..LoadOptions::new(MINUTE) };
+    let value = cache
+        .get_or_load_with("hot", options.clone(), || async { Err::<Vec<u8>, _>("database down") })
+        .await
+        .unwrap();
+    assert_eq!(value, b"cached");
+    // The refresh lease was given back: the next caller refreshes at once.
+    let value =
+        cache.get_or_load_with("hot", options, || async { Ok::<_, &str>(b"fresh".to_vec()) }).await.unwrap();
+    assert_eq!(value, b"fresh");
+    assert_eq!(cache.get("hot").await.unwrap().unwrap().value, b"fresh");
+    shared_redis().assert_no_key_without_ttl(&ns).await;
+}
+
+#[tokio::test]
+async fn a_dropped_get_or_load_releases_its_lease() {
+    let (server, cache, ns) = setup("dropped").await;
+    let options = LoadOptions { lease_ttl: Some(Duration::from_secs(30)), ..LoadOptions::new(MINUTE) };
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let abandoned = {
+        let (cache, options) = (cache.clone(), options.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load_with("k", options, || async move {
+                    let _ = started_tx.send(());
+                    std::future::pending::<Result<Vec<u8>, std::io::Error>>().await
+                })
+                .await
+        })
+    };
+    started_rx.await.unwrap();
+    let waiter = spawn_waiting_fetch(&cache, "k");
+    server.wait_for_fetch_waiter().await;
+    abandoned.abort();
+    let (outcome, waited) = waiter.await.unwrap();
+    assert!(matches!(outcome, Fetched::Fill(_)), "the waiter should get the released lease: {outcome:?}");
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}, as if for the 30 s lease");
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }

@@ -53,7 +53,26 @@ impl RedisProcess {
         redis
     }
 
+    /// Starts redis-server on `self.port`; if another process took that port first (free
+    /// ports are only reserved until bound), moves to a new port unless `keep_port`.
+    fn spawn_on_free_port(&mut self, keep_port: bool) {
+        for _ in 0..5 {
+            if self.try_spawn() {
+                return;
+            }
+            assert!(!keep_port, "port {} was taken while Redis restarted", self.port);
+            self.port = free_port();
+        }
+        panic!("could not start redis-server on a free port");
+    }
+
     fn spawn(&mut self) {
+        self.spawn_on_free_port(false);
+    }
+
+    /// Starts redis-server and waits until it answers; false if what answers on the port is
+    /// not this Redis (its `dir` differs) or it exited.
+    fn try_spawn(&mut self) -> bool {
         // A watchdog shell kills redis-server when this test process exits, even if it never
         // runs destructors (statics, panics, kill).
         let mut args = vec![
@@ -82,7 +101,7 @@ impl RedisProcess {
                  `sudo apt-get install redis-server` (or run `make test`, which does)"
             );
         }
-        let child = Command::new("sh")
+        let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)
             .arg("redis-watchdog")
@@ -91,14 +110,24 @@ impl RedisProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return false; // redis-server exited: most likely the port was taken
+            }
             let client = redis::Client::open(self.url()).unwrap();
             if let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+                && let Ok((_, dir)) =
+                    redis::cmd("CONFIG").arg("GET").arg("dir").query::<(String, String)>(&mut conn)
             {
-                return;
+                let ours = std::fs::canonicalize(&self.dir).ok() == std::fs::canonicalize(&dir).ok();
+                if ours {
+                    self.child = Some(child);
+                    return true;
+                }
+                let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+                let _ = child.wait();
+                return false;
             }
             assert!(std::time::Instant::now() < deadline, "redis-server did not start on port {}", self.port);
             std::thread::sleep(Duration::from_millis(20));
@@ -123,7 +152,7 @@ impl RedisProcess {
     /// Starts Redis again on the same port (empty, as after an unpersisted restart).
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn_on_free_port(true);
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -261,6 +290,20 @@ impl TestServer {
             .unwrap()
             .unwrap();
         started.elapsed()
+    }
+
+    /// Waits until some `Fetch` call is waiting for a fill (the `rookery_cache_fetch_waiting`
+    /// gauge), so a test fills only after its waiter really waits.
+    pub async fn wait_for_fetch_waiter(&self) {
+        let waiting = eventually(Duration::from_secs(10), || async {
+            let (_, body) = self.admin_get("/metrics").await;
+            body.lines()
+                .find_map(|line| line.strip_prefix("rookery_cache_fetch_waiting "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0)
+        })
+        .await;
+        assert!(waiting, "no Fetch call started waiting");
     }
 
     /// GETs a path of the admin HTTP server; returns (status code, body).

@@ -105,7 +105,7 @@ async fn fetch_waiters_survive_a_pubsub_reconnect() {
             (cache.fetch("k", &options).await.unwrap(), started.elapsed())
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_for_fetch_waiter().await;
     cache
         .fill(
             "k",
@@ -211,37 +211,54 @@ async fn health_reflection_and_metrics_are_served() {
 }
 
 #[tokio::test]
-async fn shutdown_drains_within_the_bound_even_with_a_stuck_call() {
-    let mut config = test_config(&shared_redis().url());
-    config.shutdown.drain_timeout = Duration::from_millis(500);
-    let server = TestServer::start(config).await;
-    let ns = namespace("drain");
+async fn shutdown_ends_waiting_calls_at_once_with_unavailable() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let ns = namespace("drain-wait");
     let cache = server.client(&ns).await.cache();
-    // A Fetch that waits 10 s for a fill that never comes.
+    // A Fetch that would wait 10 s for a fill that never comes.
     let rookery_client::Fetched::Fill(_token) =
         cache.fetch("k", &rookery_client::FetchOptions::default()).await.unwrap()
     else {
         panic!("expected the lease")
     };
-    let stuck = {
+    let waiting = {
         let cache = cache.clone();
         tokio::spawn(async move {
-            cache
-                .fetch(
-                    "k",
-                    &rookery_client::FetchOptions {
-                        wait: Some(Duration::from_secs(10)),
-                        ..Default::default()
-                    },
-                )
-                .await
+            let options =
+                rookery_client::FetchOptions { wait: Some(Duration::from_secs(10)), ..Default::default() };
+            cache.fetch("k", &options).await
         })
     };
+    server.wait_for_fetch_waiter().await;
+    let took = server.stop().await;
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn shutdown_cuts_calls_still_running_after_the_drain_timeout() {
+    // A Redis that stops answering (DEBUG SLEEP) leaves a call stuck inside the server.
+    let redis = RedisProcess::start(&["--enable-debug-command", "yes"]);
+    let mut config = test_config(&redis.url());
+    config.redis.command_timeout = Duration::from_secs(30);
+    config.shutdown.drain_timeout = Duration::from_millis(500);
+    let server = TestServer::start(config).await;
+    let cache = server.client(&namespace("cut")).await.cache();
+    let mut conn = redis.conn().await;
+    let sleeper = tokio::spawn(async move {
+        let _: Result<(), _> = redis::cmd("DEBUG").arg("SLEEP").arg(5).query_async(&mut conn).await;
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stuck = tokio::spawn(async move { cache.get("k").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let took = server.stop().await;
-    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
-    let result = tokio::time::timeout(Duration::from_secs(5), stuck).await.unwrap().unwrap();
-    assert!(result.is_err(), "the stuck call is cut, not answered: {result:?}");
+    assert!(took >= Duration::from_millis(450), "shutdown took {took:?}: the call was not in flight");
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?} with a stuck call");
+    let status = tokio::time::timeout(Duration::from_secs(5), stuck).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    sleeper.await.unwrap();
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use rookery::v1::cache_server;
 use tonic::{Request, Response, Status};
 
 use super::{Cache, Condition, Entry, FetchOptions, FetchOutcome, InvalidateTarget, WriteOptions};
-use crate::convert::{duration_in, duration_out};
+use crate::convert::{duration_in, duration_out, grpc_timeout};
 use crate::error::Error;
 use crate::namespace;
 
@@ -132,11 +132,13 @@ impl cache_server::Cache for CacheApi {
         request: Request<pb::CacheFetchRequest>,
     ) -> Result<Response<pb::CacheFetchResponse>, Status> {
         let ns = namespace::of(&request)?;
+        let deadline = grpc_timeout(request.metadata());
         let pb::CacheFetchRequest { key, wait, lease_ttl, refresh_ahead } = request.into_inner();
         let options = FetchOptions {
             wait: duration_in("wait", wait)?.filter(|w| !w.is_zero()),
             lease_ttl: duration_in("lease_ttl", lease_ttl)?,
             refresh_ahead: duration_in("refresh_ahead", refresh_ahead)?.filter(|w| !w.is_zero()),
+            deadline,
         };
         let response = match self.cache.fetch(&ns, &key, &options).await? {
             FetchOutcome::Hit(Entry { value, ttl }) => pb::CacheFetchResponse {

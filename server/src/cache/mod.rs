@@ -116,6 +116,9 @@ pub struct FetchOptions {
     pub lease_ttl: Option<Duration>,
     /// Grant a refresh lease when the entry has less than this left to live.
     pub refresh_ahead: Option<Duration>,
+    /// Time left before the caller's own deadline: the wait ends early enough to answer
+    /// WAIT_EXPIRED before it (rather than the call failing with a timeout).
+    pub deadline: Option<Duration>,
 }
 
 /// What [`Cache::invalidate`] removes.
@@ -375,14 +378,22 @@ impl Cache {
         let replies = timed("cache.set", scripts::run_batch(&self.redis, &cmds, &[&scripts::CACHE_SET]))
             .await
             .map_err(Error::from_write)?;
-        let stored = replies
-            .into_iter()
-            .map(|reply| {
-                Ok(i64::from_redis_value(reply.map_err(Error::from_write)?)
-                    .map_err(redis::RedisError::from)?
-                    == 1)
-            })
-            .collect::<Result<Vec<bool>>>()?;
+        // Record the tags of every entry that was written before reporting any failure, so a
+        // partly failed batch leaves no written entry out of its tag indexes.
+        let mut first_error = None;
+        let mut stored = Vec::with_capacity(replies.len());
+        for reply in replies {
+            let written = reply
+                .and_then(|value| i64::from_redis_value(value).map_err(redis::RedisError::from))
+                .map_err(Error::from_write);
+            match written {
+                Ok(n) => stored.push(n == 1),
+                Err(e) => {
+                    stored.push(false);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
         let written: Vec<&str> = entries
             .iter()
             .zip(&stored)
@@ -390,6 +401,9 @@ impl Cache {
             .map(|((name, _, _), _)| name.as_str())
             .collect();
         self.record_tags(ns, &options.tags, &written, longest).await?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         Ok(stored)
     }
 
@@ -522,7 +536,11 @@ impl Cache {
     /// Reads an entry with the lease protocol (see the module docs).
     pub async fn fetch(&self, ns: &Namespace, key: &str, options: &FetchOptions) -> Result<FetchOutcome> {
         self.check_key(key)?;
-        let wait = options.wait.unwrap_or(self.config.max_fetch_wait).min(self.config.max_fetch_wait);
+        let mut wait = options.wait.unwrap_or(self.config.max_fetch_wait).min(self.config.max_fetch_wait);
+        if let Some(deadline) = options.deadline {
+            // Keep a margin for the answer to travel back.
+            wait = wait.min(deadline.saturating_sub((deadline / 10).max(Duration::from_millis(20))));
+        }
         let lease_ttl = options.lease_ttl.unwrap_or(self.config.lease_ttl);
         if lease_ttl < Duration::from_millis(1) || lease_ttl > self.config.max_ttl {
             return Err(Error::InvalidArgument(format!(
@@ -562,6 +580,7 @@ impl Cache {
                         // (it may have died), whichever comes first.
                         let lease_end =
                             now + ttl_from_pttl(*lease_pttl).unwrap_or_default() + Duration::from_millis(1);
+                        let _waiting = WaitingGauge::enter();
                         tokio::select! {
                             () = waiter.changed() => {}
                             () = tokio::time::sleep_until(lease_end.min(deadline)) => {}
@@ -625,6 +644,23 @@ impl Cache {
             .await
             .map_err(Error::from_write)?;
         Ok(released == 1)
+    }
+}
+
+/// Counts `Fetch` callers waiting for someone else's fill right now
+/// (`rookery_cache_fetch_waiting`), including when the wait is cancelled.
+struct WaitingGauge;
+
+impl WaitingGauge {
+    fn enter() -> Self {
+        metrics::gauge!("rookery_cache_fetch_waiting").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for WaitingGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("rookery_cache_fetch_waiting").decrement(1.0);
     }
 }
 

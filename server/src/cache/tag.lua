@@ -7,7 +7,11 @@
 -- ARGV[2…] entry names
 --
 -- Returns the number of names newly added.
-local added = redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+local added = 0
+-- SADD in chunks: unpack() of thousands of arguments would overflow Lua's stack.
+for first = 2, #ARGV, 1000 do
+  added = added + redis.call('SADD', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+end
 local ttl = tonumber(ARGV[1])
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)

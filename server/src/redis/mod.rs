@@ -279,8 +279,10 @@ impl RedisPool {
             .filter_map(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
                 let flags = fields.get(2)?;
-                if !flags.split(',').any(|f| f == "master") || flags.contains("fail") || fields.len() < 9 {
-                    return None; // replicas, failed masters and masters without slots
+                // Every master that serves slots, including one suspected down: a keyspace-wide
+                // command must fail (UNAVAILABLE) rather than silently skip its keys.
+                if !flags.split(',').any(|f| f == "master") || fields.len() < 9 {
+                    return None;
                 }
                 let address = fields.get(1)?.split(['@', ',']).next()?;
                 let (host, port) = address.rsplit_once(':')?;

@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a PING may take before the connection is declared dead.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on connecting and subscribing, so an unreachable host cannot stall the subscriber.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reconnect backoff bounds.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -75,11 +77,11 @@ async fn run(
 ) {
     let mut backoff = MIN_BACKOFF;
     for client in clients.iter().cycle() {
-        match client.get_async_pubsub().await {
-            Ok(pubsub) => {
+        match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => {
                 let (mut sink, mut stream) = pubsub.split();
-                match sink.subscribe(&channels).await {
-                    Ok(()) => {
+                match tokio::time::timeout(CONNECT_TIMEOUT, sink.subscribe(&channels)).await {
+                    Ok(Ok(())) => {
                         backoff = MIN_BACKOFF;
                         connected.send_replace(true);
                         on_subscribed();
@@ -102,10 +104,12 @@ async fn run(
                         connected.send_replace(false);
                         tracing::warn!("Redis pub/sub connection lost; reconnecting");
                     }
-                    Err(e) => tracing::warn!(error = %e, "Redis pub/sub subscribe failed; retrying"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "Redis pub/sub subscribe failed; retrying"),
+                    Err(_) => tracing::warn!("Redis pub/sub subscribe timed out; retrying"),
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "Redis pub/sub connect failed; retrying"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "Redis pub/sub connect failed; retrying"),
+            Err(_) => tracing::debug!("Redis pub/sub connect timed out; retrying"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
