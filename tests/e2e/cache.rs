@@ -1,8 +1,6 @@
 //! The Cache service end to end: every RPC's behaviour and errors, namespaces, glob-safe
 //! invalidation, the lease protocol, and the stampede across two server replicas.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rookery_client::{
@@ -10,7 +8,7 @@ use rookery_client::{
 };
 use tonic::Code;
 
-use crate::harness::{TestServer, namespace, shared_redis, test_config};
+use crate::harness::{TestServer, namespace, shared_redis, stampede, test_config};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -385,25 +383,7 @@ async fn stampede_across_two_replicas_loads_once() {
     let (a, b) = tokio::join!(TestServer::start(config.clone()), TestServer::start(config));
     let ns = namespace("stampede");
     let caches = [a.client(&ns).await.cache(), b.client(&ns).await.cache()];
-    let loads = Arc::new(AtomicUsize::new(0));
-    let mut calls = Vec::new();
-    for i in 0..200 {
-        let cache = caches[i % 2].clone();
-        let loads = loads.clone();
-        calls.push(tokio::spawn(async move {
-            cache
-                .get_or_load("cold", MINUTE, || async move {
-                    loads.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    Ok::<_, std::io::Error>(b"expensive".to_vec())
-                })
-                .await
-        }));
-    }
-    for call in calls {
-        assert_eq!(call.await.unwrap().unwrap(), b"expensive");
-    }
-    assert_eq!(loads.load(Ordering::SeqCst), 1, "the loader must run exactly once");
+    assert_eq!(stampede(&caches, 200).await, 1, "the loader must run exactly once");
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }
 

@@ -2,13 +2,11 @@
 //! invalidation by prefix across all masters and by tag across slots, and the lease protocol
 //! (wake-ups travel through cluster-wide pub/sub).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rookery_client::SetOptions;
 
-use crate::harness::{RedisCluster, TestServer, namespace, test_config};
+use crate::harness::{RedisCluster, TestServer, namespace, stampede, test_config};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -53,24 +51,6 @@ async fn cache_spans_every_master_of_a_cluster() {
     assert_eq!(cache.delete(["productive", "missing"]).await.unwrap(), 1);
 
     // The stampede guard holds on a cluster, across both replicas.
-    let loads = Arc::new(AtomicUsize::new(0));
-    let mut calls = Vec::new();
-    for i in 0..40 {
-        let cache = if i % 2 == 0 { cache.clone() } else { other_replica.clone() };
-        let loads = loads.clone();
-        calls.push(tokio::spawn(async move {
-            cache
-                .get_or_load("cold", MINUTE, || async move {
-                    loads.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    Ok::<_, std::io::Error>(b"loaded".to_vec())
-                })
-                .await
-        }));
-    }
-    for call in calls {
-        assert_eq!(call.await.unwrap().unwrap(), b"loaded");
-    }
-    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(stampede(&[cache.clone(), other_replica.clone()], 40).await, 1);
     cluster.assert_no_key_without_ttl(&ns).await;
 }

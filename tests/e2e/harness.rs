@@ -327,6 +327,34 @@ impl Drop for TestServer {
     }
 }
 
+/// `callers` concurrent `get_or_load` calls on one cold key, spread round robin over `caches`
+/// (clients of different server replicas), each loader taking 100 ms. Asserts every caller got
+/// the loaded value; returns how many times the loader ran.
+pub async fn stampede(caches: &[rookery_client::CacheClient], callers: usize) -> usize {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let loads = Arc::new(AtomicUsize::new(0));
+    let calls: Vec<_> = (0..callers)
+        .map(|i| {
+            let cache = caches[i % caches.len()].clone();
+            let loads = loads.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_load("cold", Duration::from_secs(60), || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, std::io::Error>(b"expensive".to_vec())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), b"expensive");
+    }
+    loads.load(Ordering::SeqCst)
+}
+
 /// Polls `check` until it returns true or `timeout` passes; returns whether it did.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
