@@ -69,7 +69,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// The coordination Redis (`redis://[user:pass@]host:port[/db]`, `rediss://` for TLS);
+    /// The coordination Redis (`redis://[user:pass@]host:port[/db]`; TLS is not built in yet);
     /// with `cluster`, a comma-separated list of seed nodes. Must run with `maxmemory-policy
     /// noeviction` unless `allow_eviction` is set.
     pub url: String,
@@ -418,9 +418,14 @@ impl Config {
                     ));
                 }
                 for seed in seeds {
-                    redis::parse_redis_url(seed).ok_or_else(|| {
-                        invalid(field, format!("{seed:?} is not a redis:// or rediss:// URL"))
-                    })?;
+                    if seed.starts_with("rediss://") {
+                        return Err(invalid(
+                            field,
+                            "TLS to Redis (rediss://) is not supported by this build",
+                        ));
+                    }
+                    redis::parse_redis_url(seed)
+                        .ok_or_else(|| invalid(field, format!("{seed:?} is not a redis:// URL")))?;
                 }
             }
         }
