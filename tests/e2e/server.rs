@@ -281,3 +281,23 @@ async fn bench_drives_the_server_through_the_client() {
         assert!(report.p50 <= report.p99 && report.p99 <= report.p999);
     }
 }
+
+#[tokio::test]
+async fn redis_out_of_memory_is_resource_exhausted_and_reads_still_work() {
+    let redis = RedisProcess::start(&["--maxmemory", "2mb"]);
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let cache = server.client(&namespace("oom")).await.cache();
+    cache.set("kept", b"v".to_vec(), MINUTE).await.unwrap();
+    let value = vec![b'x'; 64 * 1024];
+    let mut status = None;
+    for i in 0..200 {
+        if let Err(e) = cache.set(format!("fill:{i}"), value.clone(), MINUTE).await {
+            status = Some(e);
+            break;
+        }
+    }
+    let status = status.expect("a 2 MB Redis must refuse 12 MB of writes");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("out of memory"), "{}", status.message());
+    assert_eq!(cache.get("kept").await.unwrap().unwrap().value, b"v");
+}
