@@ -8,9 +8,9 @@
 use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 use super::RedisPool;
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 /// `cache/fetch.lua`: read with the lease protocol.
 pub static CACHE_FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/fetch.lua")));
