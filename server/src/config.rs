@@ -164,6 +164,12 @@ pub struct ShutdownConfig {
     /// After SIGTERM/SIGINT, how long in-flight calls get to finish before the process exits.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long the server keeps accepting calls while health already
+    /// says NOT_SERVING, so that load balancers and Kubernetes readiness stop sending traffic
+    /// before the listener closes. Zero by default; add it to the pod's termination grace
+    /// period.
+    #[serde(with = "humantime_serde")]
+    pub pre_drain_delay: Duration,
 }
 
 impl Default for Config {
@@ -227,7 +233,7 @@ impl Default for LogConfig {
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self { drain_timeout: Duration::from_secs(10) }
+        Self { drain_timeout: Duration::from_secs(10), pre_drain_delay: Duration::ZERO }
     }
 }
 
@@ -305,6 +311,9 @@ pub struct Cli {
     /// Shutdown drain timeout (e.g. `10s`).
     #[arg(long, env = "ROOKERY_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Time to keep serving while NOT_SERVING before draining (e.g. `5s`).
+    #[arg(long, env = "ROOKERY_PRE_DRAIN_DELAY", value_parser = humantime::parse_duration)]
+    pub pre_drain_delay: Option<Duration>,
 }
 
 impl Config {
@@ -363,6 +372,7 @@ impl Config {
             log_format,
             log_level,
             drain_timeout,
+            pre_drain_delay,
         } = cli;
         set(&mut self.listen, listen);
         set(&mut self.admin_listen, admin_listen);
@@ -390,6 +400,7 @@ impl Config {
         set(&mut self.log.format, log_format);
         set(&mut self.log.level, log_level);
         set(&mut self.shutdown.drain_timeout, drain_timeout);
+        set(&mut self.shutdown.pre_drain_delay, pre_drain_delay);
     }
 
     /// Checks every field; the error names the first one at fault.

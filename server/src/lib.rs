@@ -88,8 +88,9 @@ impl Listeners {
 }
 
 /// Runs the server on `listeners` until `shutdown` resolves, then drains: health turns
-/// NOT_SERVING, new calls are refused, in-flight calls get `shutdown.drain_timeout` to finish,
-/// and whatever is still running after that is cut.
+/// NOT_SERVING (calls are still accepted for `shutdown.pre_drain_delay`), then new calls are
+/// refused, in-flight calls get `shutdown.drain_timeout` to finish, and whatever is still
+/// running after that is cut.
 ///
 /// Fails before serving if the config is invalid, Redis stays unreachable for
 /// `redis.startup_timeout`, or the coordination Redis may evict keys (see
@@ -153,6 +154,7 @@ pub async fn serve(
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "rookery-server listening");
 
     let drain_control = Arc::new(drain_control);
+    let pre_drain_delay = config.shutdown.pre_drain_delay;
     let signal = {
         let reporter = health_reporter.clone();
         let drain_control = drain_control.clone();
@@ -165,6 +167,13 @@ pub async fn serve(
             let _ = health_task.await;
             serving_tx.send_replace(false);
             set_all(&reporter, ServingStatus::NotServing).await;
+            if !pre_drain_delay.is_zero() {
+                tracing::info!(
+                    ?pre_drain_delay,
+                    "NOT_SERVING; still accepting calls until load balancers notice"
+                );
+                tokio::time::sleep(pre_drain_delay).await;
+            }
             drain_control.start_draining();
         }
     };

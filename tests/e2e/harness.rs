@@ -279,10 +279,17 @@ impl TestServer {
         Client::connect(self.url()).await.unwrap().with_namespace(namespace).unwrap()
     }
 
+    /// Signals shutdown (as SIGTERM does) without waiting for the server to stop.
+    pub fn begin_stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
     /// Signals shutdown and waits for the server to stop; returns how long that took.
     pub async fn stop(mut self) -> Duration {
         let started = tokio::time::Instant::now();
-        let _ = self.shutdown.take().unwrap().send(());
+        self.begin_stop();
         let task = self.task.take().unwrap();
         tokio::time::timeout(Duration::from_secs(30), task)
             .await

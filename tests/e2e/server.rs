@@ -80,15 +80,24 @@ async fn fetch_waiters_survive_a_pubsub_reconnect() {
     let server = TestServer::start(test_config(&redis.url())).await;
     let ns = namespace("pubsub");
     let cache = server.client(&ns).await.cache();
+    // Take Redis down until the Cache reports NOT_SERVING (its subscriber has noticed), then
+    // bring it back: SERVING again means the subscriber has re-subscribed, and a fill must
+    // wake waiters again.
+    redis.kill();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            health(&server, "rookery.v1.Cache").await == Some(ServingStatus::NotServing)
+        })
+        .await
+    );
     redis.restart();
-    // After the restart the server's subscriber reconnects; a fill must wake waiters again.
-    assert!(eventually(Duration::from_secs(10), || async { cache.get("x").await.is_ok() }).await);
     assert!(
         eventually(Duration::from_secs(10), || async {
             health(&server, "rookery.v1.Cache").await == Some(ServingStatus::Serving)
         })
         .await
     );
+    assert!(eventually(Duration::from_secs(10), || async { cache.get("x").await.is_ok() }).await);
     let options = rookery_client::FetchOptions {
         wait: Some(Duration::from_secs(20)),
         lease_ttl: Some(Duration::from_secs(30)),
@@ -300,4 +309,30 @@ async fn redis_out_of_memory_is_resource_exhausted_and_reads_still_work() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("out of memory"), "{}", status.message());
     assert_eq!(cache.get("kept").await.unwrap().unwrap().value, b"v");
+}
+
+#[tokio::test]
+async fn pre_drain_delay_keeps_serving_while_health_says_not_serving() {
+    let mut config = test_config(&shared_redis().url());
+    config.shutdown.pre_drain_delay = Duration::from_millis(1500);
+    let mut server = TestServer::start(config).await;
+    let cache = server.client(&namespace("pre-drain")).await.cache();
+    let health_client = rookery_client::Client::connect(server.url()).await.unwrap();
+    let status = || async {
+        HealthClient::new(health_client.channel())
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .map(|r| r.into_inner().status())
+    };
+    server.begin_stop();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            status().await.ok() == Some(ServingStatus::NotServing)
+        })
+        .await
+    );
+    // Still answering on the open connection while load balancers catch up.
+    cache.set("k", b"v".to_vec(), MINUTE).await.unwrap();
+    let took = server.stop().await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }
