@@ -151,6 +151,7 @@ pub async fn serve(
             tracing::error!(error = %e, "admin server failed");
         }
     });
+    let upkeep_task = tokio::spawn(telemetry::run_metrics_upkeep());
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "rookery-server listening");
 
     let drain_control = Arc::new(drain_control);
@@ -202,6 +203,7 @@ pub async fn serve(
         }
     };
     admin_task.abort();
+    upkeep_task.abort();
     tracing::info!("rookery-server stopped");
     result
 }

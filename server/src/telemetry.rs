@@ -48,20 +48,18 @@ pub fn prometheus() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("another metrics recorder is installed; /metrics will be empty");
         }
-        // Histograms and counters are drained by upkeep; without the exporter's HTTP listener
-        // we run it ourselves.
-        let upkeep = handle.clone();
-        std::thread::Builder::new()
-            .name("metrics-upkeep".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_secs(5));
-                    upkeep.run_upkeep();
-                }
-            })
-            .expect("spawn metrics upkeep thread");
         handle
     })
+}
+
+/// Runs the recorder's periodic upkeep (draining histogram buckets) until dropped; the
+/// exporter's own HTTP listener would do this, but we serve `/metrics` ourselves.
+pub async fn run_metrics_upkeep() {
+    let mut interval = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        interval.tick().await;
+        prometheus().run_upkeep();
+    }
 }
 
 /// The admin HTTP router: `/metrics` (Prometheus text) and `/healthz` (200 while serving,
