@@ -70,8 +70,7 @@ impl RedisProcess {
         self.spawn_on_free_port(false);
     }
 
-    /// Starts redis-server and waits until it answers; false if what answers on the port is
-    /// not this Redis (its `dir` differs) or it exited.
+    /// Starts redis-server and waits until it is ready; false if it exited instead.
     fn try_spawn(&mut self) -> bool {
         // A watchdog shell kills redis-server when this test process exits, even if it never
         // runs destructors (statics, panics, kill).
@@ -91,7 +90,7 @@ impl RedisProcess {
         ];
         args.extend(self.extra.iter().cloned());
         let script = format!(
-            "redis-server \"$@\" & r=$!; trap 'kill -9 $r 2>/dev/null' EXIT TERM; \
+            "redis-server \"$@\" & r=$!; trap 'kill -9 $r 2>/dev/null; wait $r 2>/dev/null' EXIT TERM; \
              while kill -0 {} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done",
             std::process::id()
         );
@@ -106,31 +105,40 @@ impl RedisProcess {
             .arg(script)
             .arg("redis-watchdog")
             .args(args)
-            .stdout(Stdio::null())
+            .args(["--logfile", ""])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return false; // redis-server exited: most likely the port was taken
-            }
-            let client = redis::Client::open(self.url()).unwrap();
-            if let Ok(mut conn) = client.get_connection()
-                && let Ok((_, dir)) =
-                    redis::cmd("CONFIG").arg("GET").arg("dir").query::<(String, String)>(&mut conn)
-            {
-                let ours = std::fs::canonicalize(&self.dir).ok() == std::fs::canonicalize(&dir).ok();
-                if ours {
-                    self.child = Some(child);
-                    return true;
+        // Wait for Redis's own signal, its "Ready to accept connections" log line; the log
+        // ends without it when redis-server exits (most likely: the port was taken). The
+        // reader keeps draining the log afterwards so Redis never blocks on a full pipe.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut ready_tx = Some(ready_tx);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("Ready to accept connections")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(());
                 }
-                let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-                let _ = child.wait();
-                return false;
             }
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(20));
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(()) => {
+                self.child = Some(child);
+                true
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = child.wait();
+                false
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("redis-server did not start on port {}", self.port)
+            }
         }
     }
 
