@@ -12,7 +12,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn cache_spans_every_master_of_a_cluster() {
-    let cluster = RedisCluster::start();
+    let cluster = RedisCluster::start().await;
     let mut config = test_config(&cluster.url());
     config.redis.cluster = true;
     let (a, b) = tokio::join!(TestServer::start(config.clone()), TestServer::start(config));

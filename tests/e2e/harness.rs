@@ -146,15 +146,17 @@ impl RedisProcess {
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM makes the watchdog shell's trap SIGKILL redis-server (a crash, no
-            // shutdown save); then wait until the port no longer answers.
+            // shutdown save) and reap it before the shell exits.
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let _ = child.wait();
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // The shell exits only after redis-server is dead and reaped, and a dead process's
+        // listening socket is closed.
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err(),
+            "redis-server still answers on port {} after it was killed",
+            self.port
+        );
     }
 
     /// Starts Redis again on the same port (empty, as after an unpersisted restart).
@@ -396,7 +398,7 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three cluster-enabled Redis processes, assigns the slots, and waits until the
     /// cluster reports `cluster_state:ok` on every node.
-    pub fn start() -> Self {
+    pub async fn start() -> Self {
         let nodes: Vec<RedisProcess> = (0..3)
             .map(|_| {
                 RedisProcess::start(&[
@@ -422,18 +424,18 @@ impl RedisCluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&output.stdout)
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
         for node in &nodes {
-            let client = redis::Client::open(node.url()).unwrap();
-            let mut conn = client.get_connection().unwrap();
-            loop {
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
-                if info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3") {
-                    break;
+            let conn = node.conn().await;
+            let converged = eventually(Duration::from_secs(20), || {
+                let mut conn = conn.clone();
+                async move {
+                    let info: String =
+                        redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.unwrap();
+                    info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
                 }
-                assert!(std::time::Instant::now() < deadline, "cluster did not converge: {info}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            })
+            .await;
+            assert!(converged, "the cluster did not converge");
         }
         Self { nodes }
     }
