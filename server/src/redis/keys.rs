@@ -4,7 +4,7 @@
 //! braces is the Redis Cluster hash tag, so all keys of one object live in one slot and
 //! multi-key scripts never fail with CROSSSLOT.
 //!
-//! User input is data, never syntax. Namespaces and names are escaped with [`escape`]: `%`,
+//! User input is data, never syntax. Namespaces and names are escaped: `%`,
 //! the hash-tag braces, the `:` separator, the glob characters `*?[]\` and control bytes and
 //! space become `%XX`. The escaping is injective (`%` itself is escaped), so two different
 //! (namespace, name) pairs never share a key; no name can close the hash tag early, reach
@@ -41,13 +41,6 @@ fn escape_into(out: &mut String, input: &str) {
             _ => out.push(ch),
         }
     }
-}
-
-/// Escapes a user-supplied string for use inside a key (see the module docs).
-pub fn escape(input: &str) -> String {
-    let mut out = String::with_capacity(input.len());
-    escape_into(&mut out, input);
-    out
 }
 
 /// Escapes glob metacharacters (`*?[]\`) so that `input` matches itself literally in a Redis
@@ -126,6 +119,12 @@ pub fn cache_keys_from_scanned(key: &str) -> Option<CacheKeys> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn escape(input: &str) -> String {
+        let mut out = String::new();
+        escape_into(&mut out, input);
+        out
+    }
 
     /// The hash tag Redis Cluster hashes: the bytes between the first `{` and the next `}`,
     /// when non-empty; otherwise the whole key.

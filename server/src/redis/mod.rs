@@ -247,11 +247,6 @@ impl RedisPool {
         }
     }
 
-    /// Whether this is a Redis Cluster (pipelines must then stay within one slot).
-    pub fn is_cluster(&self) -> bool {
-        matches!(self.backend, Backend::Cluster { .. })
-    }
-
     /// Clients for dedicated connections (pub/sub): one per seed.
     pub fn seeds(&self) -> &[Client] {
         &self.seeds
