@@ -57,6 +57,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The Cache service.
     pub cache: CacheConfig,
+    /// The Lock service.
+    pub lock: LockConfig,
     /// The async runtime.
     pub runtime: RuntimeConfig,
     /// Logging.
@@ -126,6 +128,32 @@ pub struct CacheConfig {
     pub max_fetch_wait: Duration,
 }
 
+/// Defaults and bounds of the Lock service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockConfig {
+    /// Lease TTL of requests that carry none.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// Longest lease TTL a request may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Longest wait an `Acquire` or `Hold` may ask for (`Campaign` waits as long as its stream
+    /// is open).
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl: Duration::from_secs(10),
+            max_ttl: Duration::from_secs(24 * 3600),
+            max_wait: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// The tokio runtime.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -180,6 +208,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             limits: LimitsConfig::default(),
             cache: CacheConfig::default(),
+            lock: LockConfig::default(),
             runtime: RuntimeConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -478,6 +507,11 @@ impl Config {
         positive("cache.max_ttl", self.cache.max_ttl)?;
         positive("cache.lease_ttl", self.cache.lease_ttl)?;
         positive("cache.max_fetch_wait", self.cache.max_fetch_wait)?;
+        positive("lock.default_ttl", self.lock.default_ttl)?;
+        if self.lock.default_ttl > self.lock.max_ttl {
+            return Err(invalid("lock.default_ttl", "must not exceed lock.max_ttl"));
+        }
+        positive("lock.max_wait", self.lock.max_wait)?;
         if self.runtime.worker_threads > 1024 {
             return Err(invalid("runtime.worker_threads", "must be between 0 (one per core) and 1024"));
         }

@@ -28,6 +28,11 @@ pub fn duration_out(value: Duration) -> prost_types::Duration {
     }
 }
 
+/// Milliseconds of a duration for Redis, at least 1 (Redis rejects 0 in PX).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// The time left before the caller's deadline, from the `grpc-timeout` header (gRPC over
 /// HTTP/2: up to 8 digits and a unit, `H` `M` `S` `m` `u` `n`); `None` without a deadline.
 pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {

@@ -26,6 +26,9 @@ pub enum Error {
     /// A version or token mismatch that retrying cannot resolve.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller's deadline passed before the answer was known.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The server is shutting down or cannot serve right now.
     #[error("{0}")]
     Unavailable(String),
@@ -50,6 +53,11 @@ impl From<RedisError> for Error {
 }
 
 impl Error {
+    /// A bug: Redis answered a script or command with a shape the server does not expect.
+    pub fn unexpected(what: &str, value: &redis::Value) -> Self {
+        Self::Internal(format!("unexpected reply to {what}: {value:?}"))
+    }
+
     /// Classifies a failed Redis write: if the command may have reached Redis (a timeout or a
     /// dropped connection after sending), say that it may have happened.
     pub fn from_write(e: RedisError) -> Self {
@@ -112,6 +120,7 @@ impl From<Error> for Status {
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::Aborted(m) => Status::aborted(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::DeadlineExceeded(m) => Status::deadline_exceeded(m),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::Redis(e) => {
                 let status = redis_status(&e, false);
@@ -151,6 +160,7 @@ mod tests {
             (Error::AlreadyExists("x".into()), Code::AlreadyExists),
             (Error::Aborted("x".into()), Code::Aborted),
             (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
+            (Error::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
             (Error::Unavailable("x".into()), Code::Unavailable),
             (Error::Internal("secret detail".into()), Code::Internal),
         ];

@@ -13,6 +13,7 @@ pub mod config;
 mod convert;
 pub mod drain;
 pub mod error;
+pub mod lock;
 pub mod namespace;
 pub mod redis;
 pub mod telemetry;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rookery::v1::cache_server::CacheServer;
+use rookery::v1::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
@@ -33,11 +35,14 @@ use tonic_health::server::HealthReporter;
 use crate::cache::{Cache, CacheApi};
 pub use crate::config::Config;
 use crate::drain::CutLayer;
+use crate::lock::{LockApi, Locks};
 use crate::redis::{RedisPool, RedisRole, StartupError};
 use crate::telemetry::RpcMetricsLayer;
 
 /// The gRPC name of the Cache service, as used by grpc.health.v1.
 pub const CACHE_SERVICE_NAME: &str = "rookery.v1.Cache";
+/// The gRPC name of the Lock service, as used by grpc.health.v1.
+pub const LOCK_SERVICE_NAME: &str = "rookery.v1.Lock";
 /// How often health follows Redis reachability.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -121,14 +126,24 @@ pub async fn serve(
         )
         .await,
     );
+    let locks = Arc::new(
+        Locks::start(
+            coordination.clone(),
+            config.limits.clone(),
+            config.lock.clone(),
+            drain.clone(),
+            config.redis.startup_timeout,
+        )
+        .await,
+    );
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let (serving_tx, serving_rx) = watch::channel(false);
     let serving_tx = Arc::new(serving_tx);
     let health_task = tokio::spawn(follow_health(
         health_reporter.clone(),
-        coordination.clone(),
         cache.clone(),
+        locks.clone(),
         serving_tx.clone(),
     ));
 
@@ -140,6 +155,9 @@ pub async fn serve(
 
     let message_limit = config.limits.max_message_bytes;
     let cache_service = CacheServer::new(CacheApi::new(cache.clone()))
+        .max_decoding_message_size(message_limit)
+        .max_encoding_message_size(message_limit);
+    let lock_service = LockServer::new(LockApi::new(locks.clone()))
         .max_decoding_message_size(message_limit)
         .max_encoding_message_size(message_limit);
 
@@ -186,6 +204,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(cache_service, namespace::interceptor))
+        .add_service(InterceptedService::new(lock_service, namespace::interceptor))
         .serve_with_incoming_shutdown(incoming, signal);
     let drain_timeout = config.shutdown.drain_timeout;
     let drain_deadline = async move {
@@ -210,17 +229,17 @@ pub async fn serve(
 
 /// Sets every service's health status, and the overall one ("").
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
-    for name in ["", CACHE_SERVICE_NAME] {
+    for name in ["", CACHE_SERVICE_NAME, LOCK_SERVICE_NAME] {
         reporter.set_service_status(name, status).await;
     }
 }
 
 /// Keeps grpc.health.v1 and `/healthz` following Redis: a service is SERVING only while the
-/// Redis it needs answers (and, for the Cache, its wake-up subscription is live).
+/// Redis it needs answers and its wake-up subscription is live.
 async fn follow_health(
     reporter: HealthReporter,
-    coordination: Arc<RedisPool>,
     cache: Arc<Cache>,
+    locks: Arc<Locks>,
     serving: Arc<watch::Sender<bool>>,
 ) {
     let mut interval = tokio::time::interval(HEALTH_INTERVAL);
@@ -228,17 +247,18 @@ async fn follow_health(
     let status = |ok: bool| if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
     loop {
         interval.tick().await;
-        let (coordination_ok, cache_ok) = tokio::join!(
-            tokio::time::timeout(HEALTH_INTERVAL, coordination.ping()),
+        let (cache_ok, lock_ok) = tokio::join!(
             tokio::time::timeout(HEALTH_INTERVAL, cache.is_healthy()),
+            tokio::time::timeout(HEALTH_INTERVAL, locks.is_healthy()),
         );
-        let coordination_ok = coordination_ok.unwrap_or(false);
         let cache_ok = cache_ok.unwrap_or(false);
-        for (role, ok) in [(coordination.role(), coordination_ok), (cache.redis().role(), cache_ok)] {
+        let lock_ok = lock_ok.unwrap_or(false);
+        for (role, ok) in [(locks.redis().role(), lock_ok), (cache.redis().role(), cache_ok)] {
             metrics::gauge!("rookery_redis_up", "redis" => role.label()).set(if ok { 1.0 } else { 0.0 });
         }
-        let all_ok = coordination_ok && cache_ok;
+        let all_ok = cache_ok && lock_ok;
         reporter.set_service_status(CACHE_SERVICE_NAME, status(cache_ok)).await;
+        reporter.set_service_status(LOCK_SERVICE_NAME, status(lock_ok)).await;
         reporter.set_service_status("", status(all_ok)).await;
         serving.send_if_modified(|current| std::mem::replace(current, all_ok) != all_ok);
     }

@@ -79,6 +79,24 @@ async fn healthz(State(serving): State<Arc<watch::Receiver<bool>>>) -> (StatusCo
     }
 }
 
+/// Counts itself in a gauge while it lives: callers waiting, streams open.
+#[derive(Debug)]
+pub struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    /// Adds one to `gauge` until the guard is dropped.
+    pub fn new(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// Tower layer recording, per RPC, `rookery_rpc_requests_total{method,code}` and
 /// `rookery_rpc_duration_seconds{method}`, inside a `tracing` span named after the method.
 #[derive(Debug, Clone, Copy, Default)]

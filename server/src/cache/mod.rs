@@ -18,7 +18,6 @@
 //! TTL; after every pub/sub reconnect all waiters are woken to re-check.
 
 mod grpc;
-mod waiters;
 
 pub use grpc::CacheApi;
 
@@ -30,14 +29,15 @@ use redis::{FromRedisValue, Value};
 use tokio::time::Instant;
 
 use crate::config::{CacheConfig, LimitsConfig};
+use crate::convert::millis;
 use crate::drain::{Drain, SHUTDOWN_MESSAGE};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::redis::keys::{self, CacheKeys};
-use crate::redis::pubsub::Subscriber;
 use crate::redis::scripts::{self, evalsha};
+use crate::redis::wakeups::Wakeups;
 use crate::redis::{RedisPool, timed};
-use waiters::Waiters;
+use crate::telemetry::GaugeGuard;
 
 /// Entries popped from a tag index per round trip during invalidation.
 const TAG_POP_BATCH: usize = 500;
@@ -135,8 +135,7 @@ pub struct Cache {
     redis: Arc<RedisPool>,
     limits: LimitsConfig,
     config: CacheConfig,
-    waiters: Arc<Waiters>,
-    subscriber: Subscriber,
+    wakeups: Wakeups,
     drain: Drain,
 }
 
@@ -146,18 +145,9 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-/// Milliseconds of a duration, at least 1 (Redis rejects 0 in PX).
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
 /// Converts a PTTL reply (negative when the key has no TTL) to a duration.
 fn ttl_from_pttl(pttl: i64) -> Option<Duration> {
     u64::try_from(pttl).ok().map(Duration::from_millis)
-}
-
-fn unexpected(what: &str, value: &Value) -> Error {
-    Error::Internal(format!("unexpected reply to {what}: {value:?}"))
 }
 
 impl Cache {
@@ -170,36 +160,15 @@ impl Cache {
         drain: Drain,
         startup_wait: Duration,
     ) -> Self {
-        let waiters = Arc::new(Waiters::default());
-        let on_message = {
-            let waiters = waiters.clone();
-            Arc::new(move |_channel: &str, payload: &[u8]| {
-                if let Ok(key) = std::str::from_utf8(payload) {
-                    waiters.wake(key);
-                }
-            })
-        };
-        let on_subscribed = {
-            let waiters = waiters.clone();
-            Arc::new(move || waiters.wake_all())
-        };
-        let subscriber = Subscriber::spawn(
-            redis.seeds().to_vec(),
-            vec![keys::CACHE_WAKE_CHANNEL.to_owned()],
-            on_message,
-            on_subscribed,
-        );
-        if !subscriber.wait_connected(startup_wait).await {
-            tracing::warn!(
-                "cache pub/sub subscription not live yet; Fetch waiters fall back to lease expiry"
-            );
-        }
-        Self { redis, limits, config, waiters, subscriber, drain }
+        let wakeups =
+            Wakeups::start(redis.seeds().to_vec(), keys::CACHE_WAKE_CHANNEL, startup_wait, "Fetch waiters")
+                .await;
+        Self { redis, limits, config, wakeups, drain }
     }
 
     /// Whether this service's Redis answers and its wake-up subscription is live.
     pub async fn is_healthy(&self) -> bool {
-        self.subscriber.is_connected() && self.redis.ping().await
+        self.wakeups.is_connected() && self.redis.ping().await
     }
 
     /// The Redis this service uses.
@@ -555,7 +524,7 @@ impl Cache {
         loop {
             // Register before asking Redis: a fill that lands between the script and the wait
             // below still wakes us.
-            let mut waiter = self.waiters.register(&keys.value);
+            let mut waiter = self.wakeups.register(&keys.value);
             let token = uuid::Uuid::new_v4().simple().to_string();
             let mut cmd = evalsha(&scripts::CACHE_FETCH, &[&keys.value, &keys.lease]);
             cmd.arg(&token).arg(millis(lease_ttl)).arg(refresh_window);
@@ -580,7 +549,7 @@ impl Cache {
                         // (it may have died), whichever comes first.
                         let lease_end =
                             now + ttl_from_pttl(*lease_pttl).unwrap_or_default() + Duration::from_millis(1);
-                        let _waiting = WaitingGauge::enter();
+                        let _waiting = GaugeGuard::new(metrics::gauge!("rookery_cache_fetch_waiting"));
                         tokio::select! {
                             () = waiter.changed() => {}
                             () = tokio::time::sleep_until(lease_end.min(deadline)) => {}
@@ -591,7 +560,7 @@ impl Cache {
                         None
                     }
                 }
-                _ => return Err(unexpected("cache fetch", &Value::Array(reply))),
+                _ => return Err(Error::unexpected("cache fetch", &Value::Array(reply))),
             };
             if let Some(outcome) = outcome {
                 record_fetch(&outcome, started.elapsed());
@@ -649,21 +618,6 @@ impl Cache {
 
 /// Counts `Fetch` callers waiting for someone else's fill right now
 /// (`rookery_cache_fetch_waiting`), including when the wait is cancelled.
-struct WaitingGauge;
-
-impl WaitingGauge {
-    fn enter() -> Self {
-        metrics::gauge!("rookery_cache_fetch_waiting").increment(1.0);
-        Self
-    }
-}
-
-impl Drop for WaitingGauge {
-    fn drop(&mut self) {
-        metrics::gauge!("rookery_cache_fetch_waiting").decrement(1.0);
-    }
-}
-
 fn check_token(token: &str) -> Result<()> {
     if token.is_empty() || token.len() > 64 {
         return Err(Error::InvalidArgument("lease_token must be the token Fetch returned".into()));
@@ -674,7 +628,7 @@ fn check_token(token: &str) -> Result<()> {
 fn entry(value: &Value, pttl: i64) -> Result<Entry> {
     match value {
         Value::BulkString(bytes) => Ok(Entry { value: bytes.clone(), ttl: ttl_from_pttl(pttl) }),
-        other => Err(unexpected("cache fetch value", other)),
+        other => Err(Error::unexpected("cache fetch value", other)),
     }
 }
 

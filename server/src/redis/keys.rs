@@ -20,6 +20,15 @@ const VERSION: &str = "rk1";
 /// `Fetch` callers waiting on any replica wake up. The message is the key's value key.
 pub const CACHE_WAKE_CHANNEL: &str = "rk1:cache:wake";
 
+/// Pub/sub channel on which lock releases (and election changes) are announced, so that
+/// waiters and observers on any replica wake up. The message is the lock's holders key.
+pub const LOCK_WAKE_CHANNEL: &str = "rk1:lock:wake";
+
+/// Kind of a lock's or semaphore's keys.
+const KIND_LOCK: &str = "lock";
+/// Kind of an election's keys.
+const KIND_ELECTION: &str = "elect";
+
 /// Kind of a cache entry's keys.
 const KIND_CACHE: &str = "cache";
 /// Kind of a cache tag's index set.
@@ -113,6 +122,41 @@ pub fn cache_prefix_pattern(namespace: &str, prefix: &str) -> String {
 pub fn cache_keys_from_scanned(key: &str) -> Option<CacheKeys> {
     let value = key.strip_suffix(LEASE_SUFFIX).unwrap_or(key);
     value.ends_with('}').then(|| CacheKeys::from_value_key(value.to_owned()))
+}
+
+/// The Redis keys of one lock, semaphore or election: all share its hash tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LockKeys {
+    /// Sorted set of the live holders' tokens, scored by lease expiry (Redis ms). Its TTL is
+    /// the last lease's expiry; deleted when the last holder leaves.
+    pub holders: String,
+    /// Hash of token -> grant details, and the permit count; lives and dies with `holders`.
+    pub info: String,
+    /// The last fencing token granted, with a long TTL (tokens stay increasing without it).
+    pub fence: String,
+    /// Elections only: the recent terms, newest first, for observers; a long TTL.
+    pub history: String,
+}
+
+fn lock_keys(namespace: &str, kind: &str, name: &str) -> LockKeys {
+    let mut head = object_head(namespace, kind, name);
+    head.push('}');
+    LockKeys {
+        info: format!("{head}:info"),
+        fence: format!("{head}:fence"),
+        history: format!("{head}:history"),
+        holders: head,
+    }
+}
+
+/// The keys of lock (or semaphore) `name` in `namespace`.
+pub fn lock(namespace: &str, name: &str) -> LockKeys {
+    lock_keys(namespace, KIND_LOCK, name)
+}
+
+/// The keys of election `name` in `namespace`.
+pub fn election(namespace: &str, name: &str) -> LockKeys {
+    lock_keys(namespace, KIND_ELECTION, name)
 }
 
 #[cfg(test)]
@@ -209,6 +253,27 @@ mod tests {
         }
 
         #[test]
+        fn lock_keys_are_injective_and_share_one_hash_tag(
+            ns1 in any_text(), n1 in any_text(), ns2 in any_text(), n2 in any_text()
+        ) {
+            let keys = [lock(&ns1, &n1), election(&ns1, &n1), lock(&ns2, &n2), election(&ns2, &n2)];
+            for k in &keys {
+                let tag = hash_tag(&k.holders);
+                for part in [&k.info, &k.fence, &k.history] {
+                    prop_assert_eq!(hash_tag(part), tag);
+                }
+            }
+            // A lock and an election of the same name never share keys, nor do two names.
+            let distinct = if (&ns1, &n1) == (&ns2, &n2) { 2 } else { 4 };
+            let all: std::collections::HashSet<&String> = keys[..distinct]
+                .iter()
+                .flat_map(|k| [&k.holders, &k.info, &k.fence, &k.history])
+                .collect();
+            prop_assert_eq!(all.len(), distinct * 4);
+            prop_assert_ne!(&keys[0].holders, &cache(&ns1, &n1).value);
+        }
+
+        #[test]
         fn glob_escape_matches_itself_only(text in any_text(), other in any_text()) {
             let pattern = glob_escape(&text);
             prop_assert!(glob_match(pattern.as_bytes(), text.as_bytes()));
@@ -223,5 +288,7 @@ mod tests {
         assert_eq!(keys.lease, "rk1:{team-a:cache:user%3A42}:lease");
         assert_eq!(cache_tag("team-a", "users"), "rk1:{team-a:ctag:users}");
         assert_eq!(cache_prefix_pattern("team-a", "a*"), "rk1:{team-a:cache:a%2A*");
+        assert_eq!(lock("team-a", "jobs").fence, "rk1:{team-a:lock:jobs}:fence");
+        assert_eq!(election("team-a", "jobs").holders, "rk1:{team-a:elect:jobs}");
     }
 }

@@ -13,6 +13,7 @@
 pub mod keys;
 pub mod pubsub;
 pub mod scripts;
+pub mod wakeups;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -27,6 +27,22 @@ pub static CACHE_DELETE: LazyLock<Script> =
 /// `cache/tag.lua`: add an entry to a tag index and keep the index's TTL above the entry's.
 pub static CACHE_TAG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/tag.lua")));
 
+/// A Lock script: `lock/lib.lua` (shared helpers) followed by the named file.
+macro_rules! lock_script {
+    ($file:literal) => {
+        LazyLock::new(|| Script::new(concat!(include_str!("../lock/lib.lua"), include_str!($file))))
+    };
+}
+
+/// `lock/acquire.lua`: grant a lease if a permit is free.
+pub static LOCK_ACQUIRE: LazyLock<Script> = lock_script!("../lock/acquire.lua");
+/// `lock/release.lua`: end a live lease and wake waiters.
+pub static LOCK_RELEASE: LazyLock<Script> = lock_script!("../lock/release.lua");
+/// `lock/extend.lua`: move a live lease's expiry.
+pub static LOCK_EXTEND: LazyLock<Script> = lock_script!("../lock/extend.lua");
+/// `lock/inspect.lua`: read a lock's holders, last fence and an election's recent terms.
+pub static LOCK_INSPECT: LazyLock<Script> = lock_script!("../lock/inspect.lua");
+
 /// Starts an EVALSHA of `script` over `keys`; append ARGV with `.arg(..)`. Run it with
 /// [`run`] or [`run_batch`], which load the script when Redis has lost it.
 pub fn evalsha(script: &Script, keys: &[&str]) -> Cmd {

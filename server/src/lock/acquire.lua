@@ -1,0 +1,51 @@
+-- Lock.Acquire: grant a lease on a lock, semaphore or election if a permit is free, atomically.
+--
+-- KEYS[1]  holders: sorted set, token -> lease expiry (ms)
+-- KEYS[2]  info: hash, token -> "fence:acquired_ms:owner", and '#limit' -> permits
+-- KEYS[3]  fence: the last fencing token granted
+-- KEYS[4]  history: list of recent terms "fence:acquired_ms:owner", newest first (written
+--          only when ARGV[5] is set)
+-- ARGV[1]  token of the new holder
+-- ARGV[2]  lease TTL in ms
+-- ARGV[3]  permits (1 for a mutual-exclusion lock)
+-- ARGV[4]  owner label
+-- ARGV[5]  channel to announce the grant on (elections, for observers), or '' for none
+-- ARGV[6]  TTL in ms of the fence and history keys
+--
+-- Fencing tokens: max(last + 1, Redis time in us). While the fence key survives, tokens
+-- increase by construction; if Redis lost it, the clock still puts the new token above every
+-- token granted before (each was at most its grant time, as grants are far fewer than one per
+-- microsecond), unless Redis's clock went back.
+--
+-- Returns one of
+--   {1, fence, expires_ms, now_ms}   granted
+--   {0, wait_ms}                     no permit free; the earliest lease ends in wait_ms
+--   {-1, limit}                      held with a different number of permits
+local us, now = clock()
+local limit = tonumber(ARGV[3])
+prune(KEYS[1], KEYS[2], now)
+local count = redis.call('ZCARD', KEYS[1])
+if count > 0 then
+  local held_limit = tonumber(redis.call('HGET', KEYS[2], '#limit'))
+  if held_limit and held_limit ~= limit then
+    return {-1, held_limit}
+  end
+  if count >= limit then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return {0, tonumber(first[2]) - now}
+  end
+end
+local fence = math.max(tonumber(redis.call('GET', KEYS[3]) or '0') + 1, us)
+local expires = now + tonumber(ARGV[2])
+local term = int(fence) .. ':' .. int(now) .. ':' .. ARGV[4]
+redis.call('SET', KEYS[3], int(fence), 'PX', ARGV[6])
+redis.call('ZADD', KEYS[1], int(expires), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], term, '#limit', ARGV[3])
+keep_until_last_lease(KEYS[1], KEYS[2])
+if ARGV[5] ~= '' then
+  redis.call('LPUSH', KEYS[4], term)
+  redis.call('LTRIM', KEYS[4], 0, 15)
+  redis.call('PEXPIRE', KEYS[4], ARGV[6])
+  redis.call('PUBLISH', ARGV[5], KEYS[1])
+end
+return {1, fence, expires, now}
