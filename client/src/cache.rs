@@ -6,6 +6,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 
 use crate::ClientChannel;
+use crate::convert::{duration, from_duration};
 use crate::pb;
 use crate::pb::cache_client::CacheClient as RawCacheClient;
 
@@ -110,17 +111,6 @@ pub enum GetOrLoadError<E> {
     /// Another caller held the lease for longer than `max_wait` without filling.
     #[error("gave up after waiting {0:?} for another caller to load the value")]
     WaitExpired(Duration),
-}
-
-fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
-fn from_duration(d: Option<prost_types::Duration>) -> Option<Duration> {
-    d.and_then(|d| Some(Duration::new(u64::try_from(d.seconds).ok()?, u32::try_from(d.nanos).ok()?)))
 }
 
 fn condition(c: SetCondition) -> i32 {

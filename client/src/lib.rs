@@ -25,9 +25,15 @@
 //! ergonomic API does not wrap.
 
 mod cache;
+mod convert;
+mod lock;
 
 pub use cache::{
     CacheClient, Entry, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions,
+};
+pub use lock::{
+    CampaignEvent, CampaignStream, HeldLock, Leader, LeaderStream, Lease, LockClient, LockContext, LockLost,
+    LockOptions, WithLockError,
 };
 /// The generated `rookery.v1` messages and client stubs.
 pub use rookery::v1 as pb;
@@ -112,6 +118,11 @@ impl Client {
     /// The Cache service.
     pub fn cache(&self) -> CacheClient {
         CacheClient::new(self.intercepted())
+    }
+
+    /// The Lock service.
+    pub fn lock(&self) -> LockClient {
+        LockClient::new(self.intercepted())
     }
 
     /// The underlying channel, for the raw stubs in [`pb`].

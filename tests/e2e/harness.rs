@@ -312,15 +312,22 @@ impl TestServer {
     /// Waits until some `Fetch` call is waiting for a fill (the `rookery_cache_fetch_waiting`
     /// gauge), so a test fills only after its waiter really waits.
     pub async fn wait_for_fetch_waiter(&self) {
-        let waiting = eventually(Duration::from_secs(10), || async {
+        self.wait_for_gauge("rookery_cache_fetch_waiting", 1.0).await;
+    }
+
+    /// Waits until the unlabelled gauge `name` on `/metrics` reads at least `at_least` (e.g.
+    /// `rookery_lock_waiting`, so a test releases only after its waiters really wait).
+    pub async fn wait_for_gauge(&self, name: &str, at_least: f64) {
+        let prefix = format!("{name} ");
+        let reached = eventually(Duration::from_secs(10), || async {
             let (_, body) = self.admin_get("/metrics").await;
             body.lines()
-                .find_map(|line| line.strip_prefix("rookery_cache_fetch_waiting "))
+                .find_map(|line| line.strip_prefix(prefix.as_str()))
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .is_some_and(|v| v >= 1.0)
+                .is_some_and(|v| v >= at_least)
         })
         .await;
-        assert!(waiting, "no Fetch call started waiting");
+        assert!(reached, "gauge {name} never reached {at_least}");
     }
 
     /// GETs a path of the admin HTTP server; returns (status code, body).

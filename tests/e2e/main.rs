@@ -4,4 +4,5 @@
 mod cache;
 mod cluster;
 mod harness;
+mod lock;
 mod server;
