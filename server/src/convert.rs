@@ -33,6 +33,13 @@ pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// How long a server-side wait may last within a caller's `deadline`: long enough before it
+/// (a tenth, at least 20 ms) that the server's own answer reaches the caller before the call
+/// times out (tonic answers CANCELLED on its own at the deadline).
+pub fn wait_within(deadline: Duration) -> Duration {
+    deadline.saturating_sub((deadline / 10).max(Duration::from_millis(20)))
+}
+
 /// The time left before the caller's deadline, from the `grpc-timeout` header (gRPC over
 /// HTTP/2: up to 8 digits and a unit, `H` `M` `S` `m` `u` `n`); `None` without a deadline.
 pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {

@@ -29,7 +29,7 @@ use redis::{FromRedisValue, Value};
 use tokio::time::Instant;
 
 use crate::config::{CacheConfig, LimitsConfig};
-use crate::convert::millis;
+use crate::convert::{millis, wait_within};
 use crate::drain::{Drain, SHUTDOWN_MESSAGE};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
@@ -508,7 +508,7 @@ impl Cache {
         let mut wait = options.wait.unwrap_or(self.config.max_fetch_wait).min(self.config.max_fetch_wait);
         if let Some(deadline) = options.deadline {
             // Keep a margin for the answer to travel back.
-            wait = wait.min(deadline.saturating_sub((deadline / 10).max(Duration::from_millis(20))));
+            wait = wait.min(wait_within(deadline));
         }
         let lease_ttl = options.lease_ttl.unwrap_or(self.config.lease_ttl);
         if lease_ttl < Duration::from_millis(1) || lease_ttl > self.config.max_ttl {

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{LimitsConfig, LockConfig};
-use crate::convert::millis;
+use crate::convert::{millis, wait_within};
 use crate::drain::{Drain, SHUTDOWN_MESSAGE};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
@@ -453,7 +453,9 @@ impl Locks {
         let started = Instant::now();
         let (wait_until, deadline_first) = match (lease.wait, deadline) {
             (wait, _) if wait.is_zero() => (Some(started), false),
-            (wait, Some(deadline)) if deadline < wait => (Some(started + deadline), true),
+            (wait, Some(deadline)) if wait_within(deadline) < wait => {
+                (Some(started + wait_within(deadline)), true)
+            }
             (wait, _) => (Some(started + wait), false),
         };
         let (mut tx, rx) = oneshot::channel();
