@@ -10,7 +10,14 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::{Client, SetOptions};
+use crate::{Client, LockClient, LockOptions, SetOptions};
+
+/// The Lock scripts as the server runs them (shared helpers first), for the redis-benchmark
+/// reference of the lock scenario.
+const LOCK_ACQUIRE_SCRIPT: &str =
+    concat!(include_str!("../../server/src/lock/lib.lua"), include_str!("../../server/src/lock/acquire.lua"));
+const LOCK_RELEASE_SCRIPT: &str =
+    concat!(include_str!("../../server/src/lock/lib.lua"), include_str!("../../server/src/lock/release.lua"));
 
 /// The operation a benchmark drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,13 +26,21 @@ pub enum BenchOp {
     Get,
     /// `Cache.Set` (compared with redis-benchmark SET).
     Set,
+    /// `Lock.Acquire` + `Lock.Release` pairs on distinct, uncontended names (compared with
+    /// redis-benchmark running the same two scripts with EVALSHA).
+    Lock,
+    /// `Lock.Acquire` (waiting) + `Lock.Release` pairs, every worker on one name.
+    LockContended,
 }
 
 impl BenchOp {
-    fn redis_test(self) -> &'static str {
+    /// What one operation is, for reports.
+    pub fn label(self) -> &'static str {
         match self {
-            Self::Get => "GET",
-            Self::Set => "SET",
+            Self::Get => "Cache.Get",
+            Self::Set => "Cache.Set",
+            Self::Lock => "Lock.Acquire+Release",
+            Self::LockContended => "Lock.Acquire+Release (one contended name)",
         }
     }
 }
@@ -79,27 +94,31 @@ fn key_name(i: usize) -> String {
 pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let mut clients = Vec::with_capacity(config.connections.max(1));
     for _ in 0..config.connections.max(1) {
-        clients.push(Client::connect(config.url.clone()).await?.with_namespace(&config.namespace)?.cache());
+        clients.push(Client::connect(config.url.clone()).await?.with_namespace(&config.namespace)?);
     }
     let value = vec![b'x'; config.value_size];
     let ttl = Duration::from_secs(600);
-    // Prefill, so that Get measures hits; batches stay well under the server's default 4 MiB
-    // message limit whatever the value size.
-    let batch = (1024 * 1024 / config.value_size.max(1)).clamp(1, 500);
-    for chunk in (0..config.keys).collect::<Vec<_>>().chunks(batch) {
-        clients[0]
-            .set_many(
-                chunk.iter().map(|&i| (key_name(i), value.clone())),
-                SetOptions { ttl: Some(ttl), ..SetOptions::default() },
-            )
-            .await?;
+    if config.op == BenchOp::Get {
+        // Prefill, so that Get measures hits; batches stay well under the server's default
+        // 4 MiB message limit whatever the value size.
+        let batch = (1024 * 1024 / config.value_size.max(1)).clamp(1, 500);
+        for chunk in (0..config.keys).collect::<Vec<_>>().chunks(batch) {
+            clients[0]
+                .cache()
+                .set_many(
+                    chunk.iter().map(|&i| (key_name(i), value.clone())),
+                    SetOptions { ttl: Some(ttl), ..SetOptions::default() },
+                )
+                .await?;
+        }
     }
     let warmup = Duration::from_millis(500).min(config.duration / 4);
     let start = Instant::now() + warmup;
     let end = start + config.duration;
     let mut tasks = Vec::with_capacity(config.concurrency);
     for worker in 0..config.concurrency {
-        let cache = clients[worker % clients.len()].clone();
+        let client = &clients[worker % clients.len()];
+        let (cache, lock) = (client.cache(), client.lock());
         let value = value.clone();
         let (op, keys) = (config.op, config.keys);
         tasks.push(tokio::spawn(async move {
@@ -115,6 +134,11 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
                 let ok = match op {
                     BenchOp::Get => cache.get(key).await.map(|found| found.is_some()),
                     BenchOp::Set => cache.set(key, value.clone(), ttl).await,
+                    // Distinct names per worker: never contended.
+                    BenchOp::Lock => lock_pair(&lock, format!("bench:lock:{worker}"), None).await,
+                    BenchOp::LockContended => {
+                        lock_pair(&lock, "bench:contended".into(), Some(Duration::from_secs(30))).await
+                    }
                 };
                 if sent < start {
                     continue;
@@ -148,6 +172,15 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     })
 }
 
+/// One acquire + release; `Ok(false)` if the lock was not granted.
+async fn lock_pair(lock: &LockClient, name: String, wait: Option<Duration>) -> Result<bool, tonic::Status> {
+    let options = LockOptions { ttl: Some(Duration::from_secs(10)), wait, ..LockOptions::default() };
+    match lock.acquire(name.clone(), &options).await? {
+        Some(lease) => lock.release(name, lease.token).await,
+        None => Ok(false),
+    }
+}
+
 /// Throughput and latency that redis-benchmark reported.
 #[derive(Debug, Clone)]
 pub struct RedisReport {
@@ -159,22 +192,97 @@ pub struct RedisReport {
     pub p99: Duration,
 }
 
-/// Runs `redis-benchmark` for the same command, concurrency, value size and key space against
-/// the Redis at `redis_url` (SET first, so that GET reads existing keys).
+/// Runs `redis-benchmark` for the same work, at the same concurrency, against the Redis at
+/// `redis_url`: SET/GET with the same value size and key space for the Cache, and for
+/// [`BenchOp::Lock`] the server's own acquire and release scripts with EVALSHA.
+///
+/// redis-benchmark runs one command per request and cannot carry a token from an acquire to
+/// a release, so the lock reference runs the two scripts one after the other (acquires on fresh
+/// names, releases on random names, which mostly find no lease: the cheap path) and reports
+/// the pair rate `1 / (1/acquires + 1/releases)`. That makes Redis look faster than a real
+/// pair is, so the ratio printed is conservative.
 pub async fn redis_benchmark(
     redis_url: &str,
     config: &BenchConfig,
     requests: u64,
 ) -> Result<RedisReport, BenchError> {
     let url = url_parts(redis_url)?;
+    let requests = requests.max(10_000);
+    match config.op {
+        BenchOp::Get | BenchOp::Set => {
+            let test = if config.op == BenchOp::Get { "GET" } else { "SET" };
+            let args =
+                ["-d", &config.value_size.to_string(), "-r", &config.keys.to_string(), "-t", "set,get"]
+                    .map(str::to_owned);
+            let csv = redis_benchmark_csv(&url, config.concurrency, requests, &args).await?;
+            parse_redis_benchmark_csv(&csv, Some(test))
+        }
+        BenchOp::Lock => {
+            let acquire_sha = script_load(&url, LOCK_ACQUIRE_SCRIPT).await?;
+            let release_sha = script_load(&url, LOCK_RELEASE_SCRIPT).await?;
+            let name = "rk1:{bench-reference:lock:__rand_int__}";
+            let token = "0123456789abcdef0123456789abcdef";
+            let acquire = [
+                "-r",
+                "100000000",
+                "EVALSHA",
+                &acquire_sha,
+                "4",
+                name,
+                &format!("{name}:info"),
+                &format!("{name}:fence"),
+                &format!("{name}:history"),
+                token,
+                "10000",
+                "1",
+                "bench",
+                "",
+                "60000",
+            ]
+            .map(str::to_owned);
+            let release = [
+                "-r",
+                "100000000",
+                "EVALSHA",
+                &release_sha,
+                "2",
+                name,
+                &format!("{name}:info"),
+                token,
+                "rk1:lock:wake",
+            ]
+            .map(str::to_owned);
+            let acquire = parse_redis_benchmark_csv(
+                &redis_benchmark_csv(&url, config.concurrency, requests, &acquire).await?,
+                None,
+            )?;
+            let release = parse_redis_benchmark_csv(
+                &redis_benchmark_csv(&url, config.concurrency, requests, &release).await?,
+                None,
+            )?;
+            Ok(RedisReport {
+                rps: 1.0 / (1.0 / acquire.rps + 1.0 / release.rps),
+                p50: acquire.p50 + release.p50,
+                p99: acquire.p99 + release.p99,
+            })
+        }
+        BenchOp::LockContended => Err("there is no redis-benchmark reference for the contended lock".into()),
+    }
+}
+
+/// Runs redis-benchmark with `args` and returns its CSV output.
+async fn redis_benchmark_csv(
+    url: &RedisUrl,
+    concurrency: usize,
+    requests: u64,
+    args: &[String],
+) -> Result<String, BenchError> {
     let mut command = tokio::process::Command::new("redis-benchmark");
     command
         .args(["-h", &url.host, "-p", &url.port.to_string()])
-        .args(["-c", &config.concurrency.to_string()])
-        .args(["-n", &requests.max(10_000).to_string()])
-        .args(["-d", &config.value_size.to_string()])
-        .args(["-r", &config.keys.to_string()])
-        .args(["-t", "set,get", "--csv"]);
+        .args(["-c", &concurrency.to_string()])
+        .args(["-n", &requests.to_string(), "--csv"])
+        .args(args);
     if let Some(password) = &url.password {
         command.env("REDISCLI_AUTH", password);
     }
@@ -184,7 +292,30 @@ pub async fn redis_benchmark(
     if !output.status.success() {
         return Err(format!("redis-benchmark failed: {}", String::from_utf8_lossy(&output.stderr)).into());
     }
-    parse_redis_benchmark_csv(&String::from_utf8_lossy(&output.stdout), config.op.redis_test())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Loads a script into Redis with `redis-cli SCRIPT LOAD`; returns its SHA1.
+async fn script_load(url: &RedisUrl, script: &str) -> Result<String, BenchError> {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::new("redis-cli");
+    command.args(["-h", &url.host, "-p", &url.port.to_string(), "-x", "SCRIPT", "LOAD"]);
+    if let Some(password) = &url.password {
+        command.env("REDISCLI_AUTH", password);
+    }
+    let mut child =
+        command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().map_err(
+            |e| format!("cannot run redis-cli ({e}); install it with `apt-get install redis-tools`"),
+        )?;
+    let mut stdin = child.stdin.take().ok_or("redis-cli has no stdin")?;
+    stdin.write_all(script.as_bytes()).await?;
+    drop(stdin);
+    let output = child.wait_with_output().await?;
+    let sha = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || sha.len() != 40 {
+        return Err(format!("SCRIPT LOAD failed: {sha}").into());
+    }
+    Ok(sha)
 }
 
 struct RedisUrl {
@@ -209,14 +340,15 @@ fn url_parts(url: &str) -> Result<RedisUrl, BenchError> {
 
 /// Reads the line of `test` from redis-benchmark's `--csv` output
 /// (`"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"`).
-fn parse_redis_benchmark_csv(csv: &str, test: &str) -> Result<RedisReport, BenchError> {
+/// `None` takes the first line (a custom command's line is named by the whole command).
+fn parse_redis_benchmark_csv(csv: &str, test: Option<&str>) -> Result<RedisReport, BenchError> {
     let mut lines = csv.lines().map(|line| line.split(',').map(|f| f.trim_matches('"')).collect::<Vec<_>>());
     let header = lines.next().ok_or("redis-benchmark printed nothing")?;
     let column = |name: &str| header.iter().position(|h| *h == name).ok_or(format!("no {name} column"));
     let (rps, p50, p99) = (column("rps")?, column("p50_latency_ms")?, column("p99_latency_ms")?);
     let row = lines
-        .find(|fields| fields.first() == Some(&test))
-        .ok_or(format!("redis-benchmark printed no {test} line"))?;
+        .find(|fields| test.is_none_or(|test| fields.first() == Some(&test)))
+        .ok_or(format!("redis-benchmark printed no {} line", test.unwrap_or("result")))?;
     let number =
         |i: usize| -> Result<f64, BenchError> { Ok(row.get(i).ok_or("short line")?.parse::<f64>()?) };
     Ok(RedisReport {
@@ -235,11 +367,12 @@ mod tests {
         let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\
                    \"SET\",\"80000.00\",\"0.5\",\"0.1\",\"0.400\",\"0.9\",\"1.200\",\"3.0\"\n\
                    \"GET\",\"90000.00\",\"0.4\",\"0.1\",\"0.300\",\"0.8\",\"1.000\",\"2.0\"\n";
-        let report = parse_redis_benchmark_csv(csv, "GET").unwrap();
+        let report = parse_redis_benchmark_csv(csv, Some("GET")).unwrap();
         assert_eq!(report.rps, 90000.0);
         assert_eq!(report.p50, Duration::from_micros(300));
         assert_eq!(report.p99, Duration::from_millis(1));
-        assert!(parse_redis_benchmark_csv(csv, "INCR").is_err());
+        assert!(parse_redis_benchmark_csv(csv, Some("INCR")).is_err());
+        assert_eq!(parse_redis_benchmark_csv(csv, None).unwrap().rps, 80000.0);
     }
 
     #[test]

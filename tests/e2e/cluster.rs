@@ -1,10 +1,11 @@
 //! The Cache on a Redis Cluster: keys spread over every master, batch calls across slots,
 //! invalidation by prefix across all masters and by tag across slots, and the lease protocol
-//! (wake-ups travel through cluster-wide pub/sub).
+//! (wake-ups travel through cluster-wide pub/sub); locks, waiters and elections on a Cluster.
 
 use std::time::Duration;
 
-use rookery_client::SetOptions;
+use rookery_client::{CampaignEvent, LockOptions, SetOptions};
+use tokio_stream::StreamExt;
 
 use crate::harness::{RedisCluster, TestServer, namespace, stampede, test_config};
 
@@ -52,5 +53,47 @@ async fn cache_spans_every_master_of_a_cluster() {
 
     // The stampede guard holds on a cluster, across both replicas.
     assert_eq!(stampede(&[cache.clone(), other_replica.clone()], 40).await, 1);
+    cluster.assert_no_key_without_ttl(&ns).await;
+}
+
+#[tokio::test]
+async fn locks_work_across_the_slots_of_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    let mut config = test_config(&cluster.url());
+    config.redis.cluster = true;
+    let (a, b) = tokio::join!(TestServer::start(config.clone()), TestServer::start(config));
+    let ns = namespace("cluster-lock");
+    let lock = a.client(&ns).await.lock();
+    let other = b.client(&ns).await.lock();
+
+    // Names in many slots: every script's keys share one slot (no CROSSSLOT).
+    for i in 0..30 {
+        let name = format!("lock:{i}");
+        let lease = lock.acquire(&name, &LockOptions::new(MINUTE)).await.unwrap().expect("free");
+        assert_eq!(other.acquire(&name, &LockOptions::new(MINUTE)).await.unwrap(), None);
+        assert_eq!(other.inspect(&name).await.unwrap().holders.len(), 1);
+        assert!(lock.release(&name, &lease.token).await.unwrap());
+    }
+    assert!(cluster.keys_per_node(&ns).await.iter().filter(|keys| !keys.is_empty()).count() >= 2);
+
+    // A release on one replica wakes a waiter on the other (cluster-wide pub/sub), long before
+    // the lease's minute would have run out.
+    let held = lock.hold("held", &LockOptions::new(MINUTE)).await.unwrap().unwrap();
+    let waiter = tokio::spawn({
+        let other = other.clone();
+        async move { other.acquire("held", &LockOptions::new(MINUTE).wait(Duration::from_secs(30))).await }
+    });
+    b.wait_for_gauge("rookery_lock_waiting", 1.0).await;
+    assert!(held.release().await.unwrap());
+    let granted = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken by the release");
+    assert!(granted.unwrap().unwrap().is_some());
+
+    // Elections, observed across replicas.
+    let mut observer = other.observe("leader").await.unwrap();
+    assert_eq!(observer.next().await.unwrap().unwrap(), None);
+    let mut campaign = lock.campaign("leader", "a", Duration::from_secs(1)).await.unwrap();
+    let Some(Ok(CampaignEvent::Elected(term))) = campaign.next().await else { panic!("not elected") };
+    let seen = observer.next().await.unwrap().unwrap().expect("a leader");
+    assert_eq!((seen.candidate.as_str(), seen.fence), ("a", term.fence));
     cluster.assert_no_key_without_ttl(&ns).await;
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rookery_client::bench::{self, BenchConfig, BenchOp};
-use rookery_client::{Client, SetCondition, SetOptions};
+use rookery_client::{CampaignEvent, Client, LockClient, LockOptions, SetCondition, SetOptions};
+use tokio_stream::StreamExt;
 
 /// The same allocator as the server, so the load generator costs as little CPU as it can.
 #[global_allocator]
@@ -30,8 +31,83 @@ enum Command {
     /// Cache calls.
     #[command(subcommand)]
     Cache(CacheCommand),
-    /// Load-test Cache.Get or Cache.Set and compare with redis-benchmark.
+    /// Lock calls: leases, semaphores, elections.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// Load-test an operation and compare with redis-benchmark.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LeaseArgs {
+    /// Lease TTL, e.g. `30s` (server default when absent).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+    /// How long to wait while others hold the lock, e.g. `10s` (default: try once).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wait: Option<Duration>,
+    /// Permits: more than 1 makes a counting semaphore.
+    #[arg(long, default_value_t = 1)]
+    limit: u32,
+    /// A label shown by `inspect` (default: this host's name).
+    #[arg(long)]
+    owner: Option<String>,
+}
+
+impl LeaseArgs {
+    fn options(self) -> LockOptions {
+        let owner = self.owner.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_default();
+        LockOptions { ttl: self.ttl, wait: self.wait, limit: self.limit, owner }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum LockCommand {
+    /// Acquire a lease; prints its token and fencing token (exit code 1 if held by others).
+    Acquire {
+        /// The lock's name.
+        name: String,
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Release a lease (exit code 1 if the token held none).
+    Release {
+        /// The lock's name.
+        name: String,
+        /// The token `acquire` printed.
+        token: String,
+    },
+    /// Hold a lock while a command runs (its exit code is returned; the fencing token is in
+    /// ROOKERY_FENCE), or until Ctrl-C without a command.
+    Hold {
+        /// The lock's name.
+        name: String,
+        #[command(flatten)]
+        lease: LeaseArgs,
+        /// The command to run under the lock.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Show a lock's holders and last fencing token.
+    Inspect {
+        /// The lock's name.
+        name: String,
+    },
+    /// Campaign for leadership until Ctrl-C, printing when elected or when leadership is lost.
+    Campaign {
+        /// The election's name.
+        election: String,
+        /// This candidate's value (e.g. its address).
+        candidate: String,
+        /// Leadership TTL, e.g. `10s`.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        ttl: Duration,
+    },
+    /// Print an election's leader and every change, until Ctrl-C.
+    Observe {
+        /// The election's name.
+        election: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,7 +194,7 @@ fn main() -> ExitCode {
     // load generator should take as little CPU as it can (see BENCHMARKS.md).
     let threads = match &cli.command {
         Command::Bench(args) => args.client_threads.max(1),
-        Command::Cache(_) => 1,
+        Command::Cache(_) | Command::Lock(_) => 1,
     };
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
@@ -143,7 +219,127 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sy
             let cache = Client::connect(cli.url).await?.with_namespace(&cli.namespace)?.cache();
             cache_command(&cache, command).await
         }
+        Command::Lock(command) => {
+            let lock = Client::connect(cli.url).await?.with_namespace(&cli.namespace)?.lock();
+            lock_command(&lock, command).await
+        }
         Command::Bench(args) => bench_command(cli.url, cli.namespace, args).await,
+    }
+}
+
+/// A time as seconds since the Unix epoch with milliseconds, for scripts to parse.
+fn unix(time: std::time::SystemTime) -> String {
+    let since = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:03}", since.as_secs(), since.subsec_millis())
+}
+
+async fn lock_command(
+    lock: &LockClient,
+    command: LockCommand,
+) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
+    match command {
+        LockCommand::Acquire { name, lease } => match lock.acquire(name, &lease.options()).await? {
+            Some(lease) => {
+                println!(
+                    "token {}\nfence {}\nexpires_at {}",
+                    lease.token,
+                    lease.fence,
+                    unix(lease.expires_at)
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("held by others");
+                Ok(ExitCode::from(1))
+            }
+        },
+        LockCommand::Release { name, token } => {
+            let released = lock.release(name, token).await?;
+            println!("{}", if released { "released" } else { "not held by this token" });
+            Ok(if released { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        LockCommand::Hold { name, lease, command } => {
+            let Some(held) = lock.hold(name, &lease.options()).await? else {
+                eprintln!("held by others");
+                return Ok(ExitCode::from(1));
+            };
+            eprintln!("holding; fence {}", held.fence());
+            let Some((program, args)) = command.split_first() else {
+                tokio::select! {
+                    lost = held.lost() => {
+                        eprintln!("lost: {lost}");
+                        return Ok(ExitCode::from(3));
+                    }
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                held.release().await?;
+                return Ok(ExitCode::SUCCESS);
+            };
+            let mut child = tokio::process::Command::new(program)
+                .args(args)
+                .env("ROOKERY_FENCE", held.fence().to_string())
+                .spawn()?;
+            let status = tokio::select! {
+                status = child.wait() => status?,
+                lost = held.lost() => {
+                    eprintln!("lost the lock ({lost}); stopping the command");
+                    child.kill().await?;
+                    return Ok(ExitCode::from(3));
+                }
+            };
+            held.release().await?;
+            Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)))
+        }
+        LockCommand::Inspect { name } => {
+            let state = lock.inspect(name).await?;
+            println!("limit {}\nlast_fence {}", state.limit, state.last_fence);
+            for holder in state.holders {
+                let time = |t: Option<prost_types::Timestamp>| {
+                    t.and_then(|t| std::time::SystemTime::try_from(t).ok()).map(unix).unwrap_or_default()
+                };
+                println!(
+                    "holder owner={:?} fence={} acquired_at={} expires_at={}",
+                    holder.owner,
+                    holder.fence,
+                    time(holder.acquired_at),
+                    time(holder.expires_at)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LockCommand::Campaign { election, candidate, ttl } => {
+            let mut events = lock.campaign(election, candidate, ttl).await?;
+            loop {
+                tokio::select! {
+                    event = events.next() => match event {
+                        Some(Ok(CampaignEvent::Elected(term))) => println!("elected fence {}", term.fence),
+                        Some(Ok(CampaignEvent::Lost(lost))) => {
+                            println!("lost: {lost}");
+                            return Ok(ExitCode::from(3));
+                        }
+                        Some(Err(status)) => return Err(status.into()),
+                        None => return Ok(ExitCode::from(3)),
+                    },
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                }
+            }
+        }
+        LockCommand::Observe { election } => {
+            let mut leaders = lock.observe(election).await?;
+            loop {
+                tokio::select! {
+                    leader = leaders.next() => match leader {
+                        Some(Ok(Some(leader))) => {
+                            println!("leader {:?} fence {} elected_at {}", leader.candidate, leader.fence, unix(leader.elected_at));
+                        }
+                        Some(Ok(None)) => println!("no leader"),
+                        Some(Err(status)) => return Err(status.into()),
+                        None => return Ok(ExitCode::SUCCESS),
+                    },
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                }
+            }
+        }
     }
 }
 
@@ -220,9 +416,11 @@ async fn bench_command(
         value_size: args.value_size,
         connections: args.connections,
     };
-    let (name, test) = match args.op {
-        BenchOp::Get => ("Cache.Get", "GET"),
-        BenchOp::Set => ("Cache.Set", "SET"),
+    let name = args.op.label();
+    let test = match args.op {
+        BenchOp::Get => "GET",
+        BenchOp::Set => "SET",
+        BenchOp::Lock | BenchOp::LockContended => "EVALSHA acquire, release",
     };
     let mut ratios = Vec::new();
     let mut added = Vec::new();
@@ -231,7 +429,7 @@ async fn bench_command(
         let report = bench::run(&config).await?;
         errors += report.errors;
         println!(
-            "rookery {name:<9} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
+            "rookery {name} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
             config.concurrency,
             config.value_size,
             report.ops_per_sec,
@@ -246,7 +444,7 @@ async fn bench_command(
         let requests = (report.ops_per_sec * config.duration.as_secs_f64()) as u64;
         let redis = bench::redis_benchmark(&args.redis_url, &config, requests).await?;
         println!(
-            "redis-benchmark {test:<3} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}",
+            "redis-benchmark {test} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}",
             config.concurrency,
             config.value_size,
             redis.rps,
