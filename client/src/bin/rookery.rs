@@ -441,6 +441,10 @@ async fn bench_command(
         if !args.compare_redis {
             continue;
         }
+        if args.op == BenchOp::LockContended {
+            println!("(no redis-benchmark reference: it cannot wait for a lock)");
+            continue;
+        }
         let requests = (report.ops_per_sec * config.duration.as_secs_f64()) as u64;
         let redis = bench::redis_benchmark(&args.redis_url, &config, requests).await?;
         println!(
