@@ -17,6 +17,17 @@
 //!     })
 //!     .await?;
 //! # let _ = user;
+//!
+//! // A lock held (and renewed) while the closure runs; the fencing token goes with every
+//! // write to the protected resource, so a holder that paused past its lease is refused.
+//! let options = rookery_client::LockOptions::new(Duration::from_secs(10)).wait(Duration::from_secs(30));
+//! let written = client
+//!     .lock()
+//!     .with_lock("nightly-report", &options, |context| async move {
+//!         if context.is_held() { Some(context.fence()) } else { None }
+//!     })
+//!     .await?;
+//! # let _ = written;
 //! # Ok(())
 //! # }
 //! ```
