@@ -1,7 +1,8 @@
 -- Lock.Acquire: grant a lease on a lock, semaphore or election if a permit is free, atomically.
 --
 -- KEYS[1]  holders: sorted set, token -> lease expiry (ms)
--- KEYS[2]  info: hash, token -> "fence:acquired_ms:owner", and '#limit' -> permits
+-- KEYS[2]  info: hash, token -> "fence:acquired_ms:owner", '#limit' -> permits, and
+--          '#waited' once a caller was told to wait (releases then announce themselves)
 -- KEYS[3]  fence: the last fencing token granted
 -- KEYS[4]  history: list of recent terms "fence:acquired_ms:owner", newest first (written
 --          only when ARGV[5] is set)
@@ -31,6 +32,8 @@ if count > 0 then
     return {-1, held_limit}
   end
   if count >= limit then
+    -- The caller may wait: from now until the lock is free, releases wake waiters.
+    redis.call('HSET', KEYS[2], '#waited', 1)
     local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     return {0, tonumber(first[2]) - now}
   end

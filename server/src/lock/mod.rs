@@ -6,8 +6,10 @@
 //! history of terms. Every decision runs in one Lua script on Redis's clock (`TIME`), so the
 //! server replicas agree on who holds what without trusting their own clocks.
 //!
-//! Waiting never polls. A waiter registers in [`Wakeups`] before it asks Redis; releases (and
-//! election grants) PUBLISH the lock's key, which wakes the waiters on every replica; and a
+//! Waiting never polls. A waiter registers in [`Wakeups`] before it asks Redis; the attempt that
+//! tells it to wait also marks the lock as waited for, and from then on until the lock is free
+//! every release PUBLISHes the lock's key, which wakes the waiters on every replica (elections
+//! announce every grant and release, for observers). Locks nobody waits for cost no PUBLISH. A
 //! waiter that finds the lock held also sleeps no longer than the earliest lease's end, so a
 //! holder that vanished without releasing costs at most its lease.
 //!
@@ -259,6 +261,13 @@ fn parse_term(details: &str) -> Option<(u64, SystemTime, String)> {
     Some((fence, redis_time(at), parts.next()?.to_owned()))
 }
 
+/// The script call releasing `token`'s lease; elections announce every release to observers.
+fn release_command(kind: Kind, keys: &LockKeys, token: &str) -> redis::Cmd {
+    let mut cmd = evalsha(&scripts::LOCK_RELEASE, &[&keys.holders, &keys.info]);
+    cmd.arg(token).arg(keys::LOCK_WAKE_CHANNEL).arg(if kind == Kind::Election { "1" } else { "0" });
+    cmd
+}
+
 fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -376,7 +385,7 @@ impl Locks {
             Ok(reply) => reply,
             Err(e) => {
                 // The script may have run: give back a grant nobody will ever learn of.
-                self.release_in_background(keys.clone(), token.to_owned());
+                self.release_in_background(lease.kind, keys.clone(), token.to_owned());
                 return Err(e);
             }
         };
@@ -413,8 +422,9 @@ impl Locks {
     ) -> Result<Waited> {
         tokio::pin!(gone);
         // Registered before the first attempt, so a release between an attempt and the wait
-        // still wakes this waiter.
-        let mut waiter = self.wakeups.register(&lease.keys.holders);
+        // still wakes this waiter; a caller that only tries once never waits.
+        let may_wait = until.is_none_or(|until| until > Instant::now());
+        let mut waiter = may_wait.then(|| self.wakeups.register(&lease.keys.holders));
         let token = new_token();
         loop {
             let retry_in = match self.try_acquire(lease, &token).await? {
@@ -428,6 +438,7 @@ impl Locks {
                 Some(until) => lease_end.min(until),
                 None => lease_end,
             };
+            let Some(waiter) = waiter.as_mut() else { return Ok(Waited::TimedOut) };
             let _waiting = GaugeGuard::new(metrics::gauge!("rookery_lock_waiting"));
             tokio::select! {
                 () = waiter.changed() => {}
@@ -472,7 +483,7 @@ impl Locks {
                 Err(e) => Err(e),
             };
             if let Err(Ok(Some(grant))) = tx.send(answer) {
-                this.release_quietly(&lease.keys, &grant.token).await;
+                this.release_quietly(lease.kind, &lease.keys, &grant.token).await;
             }
         });
         rx.await.map_err(|_| Error::Internal("the acquire task ended without an answer".into()))?
@@ -482,12 +493,11 @@ impl Locks {
     pub async fn release(&self, kind: Kind, ns: &Namespace, name: &str, token: &str) -> Result<bool> {
         self.check_name(if kind == Kind::Lock { "name" } else { "election" }, name)?;
         check_token(token)?;
-        self.release_keys(&kind.keys(ns, name), token).await
+        self.release_keys(kind, &kind.keys(ns, name), token).await
     }
 
-    async fn release_keys(&self, keys: &LockKeys, token: &str) -> Result<bool> {
-        let mut cmd = evalsha(&scripts::LOCK_RELEASE, &[&keys.holders, &keys.info]);
-        cmd.arg(token).arg(keys::LOCK_WAKE_CHANNEL);
+    async fn release_keys(&self, kind: Kind, keys: &LockKeys, token: &str) -> Result<bool> {
+        let cmd = release_command(kind, keys, token);
         let mut conn = self.redis.conn();
         let released: i64 = timed("lock.release", scripts::run(&mut conn, &scripts::LOCK_RELEASE, &cmd))
             .await
@@ -496,17 +506,16 @@ impl Locks {
     }
 
     /// Releases a lease whose holder is gone; a failure only means it ends at its TTL.
-    async fn release_quietly(&self, keys: &LockKeys, token: &str) {
-        if let Err(e) = self.release_keys(keys, token).await {
+    async fn release_quietly(&self, kind: Kind, keys: &LockKeys, token: &str) {
+        if let Err(e) = self.release_keys(kind, keys, token).await {
             tracing::warn!(error = %e, "could not release an abandoned lease; it ends at its TTL");
         }
     }
 
-    fn release_in_background(&self, keys: LockKeys, token: String) {
+    fn release_in_background(&self, kind: Kind, keys: LockKeys, token: String) {
         let redis = self.redis.clone();
         tokio::spawn(async move {
-            let mut cmd = evalsha(&scripts::LOCK_RELEASE, &[&keys.holders, &keys.info]);
-            cmd.arg(&token).arg(keys::LOCK_WAKE_CHANNEL);
+            let cmd = release_command(kind, &keys, &token);
             let mut conn = redis.conn();
             let _: redis::RedisResult<i64> = scripts::run(&mut conn, &scripts::LOCK_RELEASE, &cmd).await;
         });
@@ -583,22 +592,23 @@ impl Locks {
         // The lease surely lasts until this instant on our clock: the request was sent no later.
         let mut valid_until = sent + grant.lease.ttl;
         if tx.send(Ok(HoldEvent::Acquired(grant))).await.is_err() {
-            self.release_quietly(&lease.keys, &token).await;
+            self.release_quietly(lease.kind, &lease.keys, &token).await;
             return;
         }
         let renew_every = lease.ttl / 3;
         let retry_every = (lease.ttl / 10).max(Duration::from_millis(10));
         let mut next_renewal = Instant::now() + renew_every;
-        // A release by token (or Resign) elsewhere publishes on this key: check at once.
+        // A release by token elsewhere (always announced for elections: Resign) may publish on
+        // this key: check at once rather than at the next renewal.
         let mut waiter = self.wakeups.register(&lease.keys.holders);
         loop {
             tokio::select! {
                 () = tx.closed() => {
-                    self.release_quietly(&lease.keys, &token).await;
+                    self.release_quietly(lease.kind, &lease.keys, &token).await;
                     return;
                 }
                 () = self.drain.draining() => {
-                    self.release_quietly(&lease.keys, &token).await;
+                    self.release_quietly(lease.kind, &lease.keys, &token).await;
                     let _ = tx.send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()))).await;
                     return;
                 }
@@ -611,7 +621,7 @@ impl Locks {
                     valid_until = sent + renewed.ttl;
                     next_renewal = Instant::now() + renew_every;
                     if tx.send(Ok(HoldEvent::Renewed(renewed))).await.is_err() {
-                        self.release_quietly(&lease.keys, &token).await;
+                        self.release_quietly(lease.kind, &lease.keys, &token).await;
                         return;
                     }
                     continue;
@@ -628,7 +638,7 @@ impl Locks {
                 .increment(1);
             if lost == LostReason::Unreachable {
                 // If Redis comes back before the lease ends there, free it for the next holder.
-                self.release_in_background(lease.keys.clone(), token);
+                self.release_in_background(lease.kind, lease.keys.clone(), token);
             }
             let _ = tx.send(Ok(HoldEvent::Lost(lost))).await;
             return;
