@@ -238,6 +238,7 @@ pub async fn redis_benchmark(
                 "bench",
                 "",
                 "60000",
+                "0",
             ]
             .map(str::to_owned);
             let release = [

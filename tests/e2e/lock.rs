@@ -15,6 +15,7 @@ use tonic::Code;
 use crate::harness::{RedisProcess, TestServer, eventually, namespace, shared_redis, test_config};
 
 const TEN_SECONDS: Duration = Duration::from_secs(10);
+const TEN_MINUTES: Duration = Duration::from_secs(600);
 
 /// Two server replicas on the shared Redis, and a lock client of each in a fresh namespace.
 async fn two_replicas(test: &str) -> (TestServer, TestServer, LockClient, LockClient, String) {
@@ -127,7 +128,9 @@ async fn twenty_clients_never_overlap_and_fences_increase() {
         let lock = if client % 2 == 0 { lock_a.clone() } else { lock_b.clone() };
         let (inside, fences) = (inside.clone(), fences.clone());
         tasks.push(tokio::spawn(async move {
-            let options = LockOptions::new(TEN_SECONDS).wait(Duration::from_secs(60));
+            // Leases far longer than the wait: a waiter that missed a release's wake-up fails
+            // instead of being rescued by the lease's expiry.
+            let options = LockOptions::new(TEN_MINUTES).wait(Duration::from_secs(20));
             for _ in 0..50 {
                 let lease =
                     lock.acquire("counter", &options).await.unwrap().expect("granted within the wait");
@@ -309,7 +312,7 @@ async fn a_semaphore_admits_at_most_its_limit() {
         let lock = if contender % 2 == 0 { lock_a.clone() } else { lock_b.clone() };
         let (inside, most) = (inside.clone(), most.clone());
         tasks.push(tokio::spawn(async move {
-            let options = LockOptions::new(TEN_SECONDS).wait(Duration::from_secs(60)).limit(3);
+            let options = LockOptions::new(TEN_MINUTES).wait(Duration::from_secs(20)).limit(3);
             for _ in 0..5 {
                 let lease = lock.acquire("pool", &options).await.unwrap().expect("a permit within the wait");
                 let now = inside.fetch_add(1, Ordering::SeqCst) + 1;

@@ -12,6 +12,8 @@
 -- ARGV[4]  owner label
 -- ARGV[5]  channel to announce the grant on (elections, for observers), or '' for none
 -- ARGV[6]  TTL in ms of the fence and history keys
+-- ARGV[7]  '1' if other callers wait for this lock on the caller's replica: a grant then keeps
+--          releases announced, although the caller itself no longer waits
 --
 -- Fencing tokens: max(last + 1, Redis time in us). While the fence key survives, tokens
 -- increase by construction; if Redis lost it, the clock still puts the new token above every
@@ -19,7 +21,7 @@
 -- microsecond), unless Redis's clock went back.
 --
 -- Returns one of
---   {1, fence, expires_ms, now_ms}   granted
+--   {1, fence, expires_ms, now_ms, free}   granted; `free` permits are left
 --   {0, wait_ms}                     no permit free; the earliest lease ends in wait_ms
 --   {-1, limit}                      held with a different number of permits
 local us, now = clock()
@@ -44,6 +46,9 @@ local term = int(fence) .. ':' .. int(now) .. ':' .. ARGV[4]
 redis.call('SET', KEYS[3], int(fence), 'PX', ARGV[6])
 redis.call('ZADD', KEYS[1], int(expires), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], term, '#limit', ARGV[3])
+if ARGV[7] == '1' then
+  redis.call('HSET', KEYS[2], '#waited', 1)
+end
 keep_until_last_lease(KEYS[1], KEYS[2])
 if ARGV[5] ~= '' then
   redis.call('LPUSH', KEYS[4], term)
@@ -51,4 +56,4 @@ if ARGV[5] ~= '' then
   redis.call('PEXPIRE', KEYS[4], ARGV[6])
   redis.call('PUBLISH', ARGV[5], KEYS[1])
 end
-return {1, fence, expires, now}
+return {1, fence, expires, now, limit - count - 1}

@@ -11,7 +11,9 @@
 //! every release PUBLISHes the lock's key, which wakes the waiters on every replica (elections
 //! announce every grant and release, for observers). Locks nobody waits for cost no PUBLISH. A
 //! waiter that finds the lock held also sleeps no longer than the earliest lease's end, so a
-//! holder that vanished without releasing costs at most its lease.
+//! holder that vanished without releasing costs at most its lease. Waiters for a permit queue
+//! per replica: each announced release wakes one of them (see `redis::wakeups`), so a release
+//! costs one retry per replica, not one per waiter.
 //!
 //! Grants the caller can no longer receive are given back: `Acquire` runs in a task of its own
 //! and releases a grant whose caller went away before it arrived, and `Hold`/`Campaign`
@@ -39,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use crate::redis::keys::{self, LockKeys};
 use crate::redis::scripts::{self, evalsha};
-use crate::redis::wakeups::Wakeups;
+use crate::redis::wakeups::{QueuedWaiter, Wakeups};
 use crate::redis::{RedisPool, timed};
 use crate::telemetry::GaugeGuard;
 
@@ -212,7 +214,8 @@ struct Lease {
 
 /// What one acquisition attempt found.
 enum Attempt {
-    Granted(Grant),
+    /// Granted, with this many permits still free.
+    Granted(Grant, u32),
     /// No permit free; the earliest lease ends in this long.
     Busy(Duration),
 }
@@ -365,7 +368,9 @@ impl Locks {
     }
 
     /// One acquisition attempt: one script call.
-    async fn try_acquire(&self, lease: &Lease, token: &str) -> Result<Attempt> {
+    /// `others_waiting`: other callers on this replica wait for the lock (the grant must keep
+    /// releases announced for them).
+    async fn try_acquire(&self, lease: &Lease, token: &str, others_waiting: bool) -> Result<Attempt> {
         let keys = &lease.keys;
         let mut cmd =
             evalsha(&scripts::LOCK_ACQUIRE, &[&keys.holders, &keys.info, &keys.fence, &keys.history]);
@@ -375,7 +380,8 @@ impl Locks {
             .arg(lease.limit)
             .arg(&lease.owner)
             .arg(announce)
-            .arg(millis(FENCE_TTL.max(lease.ttl * 2)));
+            .arg(millis(FENCE_TTL.max(lease.ttl * 2)))
+            .arg(if others_waiting { "1" } else { "0" });
         let mut conn = self.redis.conn();
         let reply: Result<Vec<Value>> =
             timed("lock.acquire", scripts::run(&mut conn, &scripts::LOCK_ACQUIRE, &cmd))
@@ -391,13 +397,14 @@ impl Locks {
         };
         let kind = lease.kind.label();
         match reply.as_slice() {
-            [Value::Int(1), Value::Int(fence), Value::Int(expires), Value::Int(now)] => {
+            [Value::Int(1), Value::Int(fence), Value::Int(expires), Value::Int(now), Value::Int(free)] => {
                 metrics::counter!("rookery_lock_grants_total", "kind" => kind).increment(1);
-                Ok(Attempt::Granted(Grant {
+                let grant = Grant {
                     token: token.to_owned(),
                     fence: u64::try_from(*fence).unwrap_or(0),
                     lease: lease_time(*expires, *now),
-                }))
+                };
+                Ok(Attempt::Granted(grant, u32::try_from(*free).unwrap_or(0)))
             }
             [Value::Int(0), Value::Int(wait_ms)] => {
                 metrics::counter!("rookery_lock_busy_total", "kind" => kind).increment(1);
@@ -424,11 +431,19 @@ impl Locks {
         // Registered before the first attempt, so a release between an attempt and the wait
         // still wakes this waiter; a caller that only tries once never waits.
         let may_wait = until.is_none_or(|until| until > Instant::now());
-        let mut waiter = may_wait.then(|| self.wakeups.register(&lease.keys.holders));
+        let mut waiter = may_wait.then(|| self.wakeups.queue(&lease.keys.holders));
         let token = new_token();
         loop {
-            let retry_in = match self.try_acquire(lease, &token).await? {
-                Attempt::Granted(grant) => return Ok(Waited::Granted(grant)),
+            let others_waiting = waiter.as_ref().is_some_and(QueuedWaiter::others_waiting);
+            let retry_in = match self.try_acquire(lease, &token, others_waiting).await? {
+                Attempt::Granted(grant, free) => {
+                    // A release wakes one waiter per replica; if permits are left (several
+                    // were freed), the next local waiter may take one too.
+                    if let Some(waiter) = waiter.take().filter(|_| free > 0) {
+                        waiter.leave_waking_next();
+                    }
+                    return Ok(Waited::Granted(grant));
+                }
                 Attempt::Busy(retry_in) => retry_in,
             };
             let now = Instant::now();

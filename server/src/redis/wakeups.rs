@@ -12,13 +12,21 @@
 //! while the subscription was down are lost, so after every (re)subscription all waiters are
 //! woken to re-check; and every waiter also bounds its wait by what Redis told it (a lease's
 //! expiry), so a lost wake costs a delay, never a hang.
+//!
+//! Two kinds of waiters. [`Waiter`]s (from [`Wakeups::register`]) all see every wake: cache
+//! readers waiting for one fill, lock holders and election observers watching for a change.
+//! [`QueuedWaiter`]s (from [`Wakeups::queue`]) compete for something one of them can take, such
+//! as a released lock: each wake goes to one of them, the one that waited longest and is not
+//! already woken, so a release costs one retry per replica rather than one per waiter. A queued
+//! waiter that leaves with a wake it did not use passes it on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Client;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::pubsub::Subscriber;
 
@@ -62,6 +70,11 @@ impl Wakeups {
         self.waiters.register(key)
     }
 
+    /// Queues a waiter for `key`; each wake of `key` goes to one queued waiter.
+    pub fn queue(&self, key: &str) -> QueuedWaiter {
+        self.waiters.queue(key)
+    }
+
     /// Whether the subscription is live now.
     pub fn is_connected(&self) -> bool {
         self.subscriber.is_connected()
@@ -72,6 +85,85 @@ impl Wakeups {
 #[derive(Debug, Default)]
 struct Waiters {
     channels: Mutex<HashMap<String, watch::Sender<()>>>,
+    queues: Mutex<HashMap<String, VecDeque<Arc<Slot>>>>,
+}
+
+/// A queued waiter's mailbox: `woken` is set while a wake is delivered but not yet used.
+#[derive(Debug, Default)]
+struct Slot {
+    notify: Notify,
+    woken: AtomicBool,
+}
+
+impl Slot {
+    fn wake(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        // Stores a permit if the waiter is not waiting right now: the wake is not lost.
+        self.notify.notify_one();
+    }
+}
+
+/// One queued waiter; dropping it leaves the queue (passing on a wake it did not use).
+#[derive(Debug)]
+pub struct QueuedWaiter {
+    waiters: Arc<Waiters>,
+    key: String,
+    slot: Arc<Slot>,
+}
+
+impl QueuedWaiter {
+    /// Resolves once a wake was delivered to this waiter since it queued (or since the last
+    /// `changed`).
+    pub async fn changed(&mut self) {
+        self.slot.notify.notified().await;
+        self.slot.woken.store(false, Ordering::SeqCst);
+    }
+}
+
+impl QueuedWaiter {
+    /// Whether other waiters queue for the same key on this replica.
+    pub fn others_waiting(&self) -> bool {
+        let queues = self.waiters.queues.lock().expect("waiters lock poisoned");
+        queues.get(&self.key).is_some_and(|queue| queue.len() > 1)
+    }
+
+    /// Leaves the queue and wakes the next waiter (say, because what this waiter took left
+    /// more for others).
+    pub fn leave_waking_next(self) {
+        self.leave(true);
+    }
+
+    fn leave(&self, wake_next: bool) {
+        let mut queues = self.waiters.queues.lock().expect("waiters lock poisoned");
+        let Some(queue) = queues.get_mut(&self.key) else { return };
+        let before = queue.len();
+        queue.retain(|slot| !Arc::ptr_eq(slot, &self.slot));
+        if queue.len() == before {
+            return;
+        }
+        if queue.is_empty() {
+            queues.remove(&self.key);
+        } else if wake_next || self.slot.woken.load(Ordering::SeqCst) {
+            wake_one(queue);
+        }
+    }
+}
+
+impl Drop for QueuedWaiter {
+    fn drop(&mut self) {
+        self.leave(false);
+    }
+}
+
+/// Delivers a wake to the longest-waiting waiter of `queue` that has none pending, and moves it
+/// to the back; does nothing if every waiter already has one.
+fn wake_one(queue: &mut VecDeque<Arc<Slot>>) {
+    if let Some(position) = queue.iter().position(|slot| !slot.woken.load(Ordering::SeqCst))
+        && let Some(slot) = queue.remove(position)
+    {
+        slot.wake();
+        queue.push_back(slot);
+    }
 }
 
 /// One registered waiter; dropping it unregisters.
@@ -97,23 +189,38 @@ impl Waiters {
         Waiter { waiters: self.clone(), key: key.to_owned(), receiver: Some(receiver) }
     }
 
-    /// Wakes every waiter of `key`.
+    /// Queues a waiter for `key`.
+    fn queue(self: &Arc<Self>, key: &str) -> QueuedWaiter {
+        let slot = Arc::new(Slot::default());
+        let mut queues = self.queues.lock().expect("waiters lock poisoned");
+        queues.entry(key.to_owned()).or_default().push_back(slot.clone());
+        QueuedWaiter { waiters: self.clone(), key: key.to_owned(), slot }
+    }
+
+    /// Wakes every registered waiter of `key`, and one queued waiter.
     fn wake(&self, key: &str) {
         if let Some(sender) = self.channels.lock().expect("waiters lock poisoned").get(key) {
             sender.send_replace(());
         }
+        if let Some(queue) = self.queues.lock().expect("waiters lock poisoned").get_mut(key) {
+            wake_one(queue);
+        }
     }
 
-    /// Wakes every waiter of every key (after a pub/sub reconnect, when wakes may have been lost).
+    /// Wakes every waiter of every key, queued ones included (after a pub/sub reconnect, when
+    /// wakes may have been lost).
     fn wake_all(&self) {
         for sender in self.channels.lock().expect("waiters lock poisoned").values() {
             sender.send_replace(());
+        }
+        for slot in self.queues.lock().expect("waiters lock poisoned").values().flatten() {
+            slot.wake();
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.channels.lock().unwrap().len()
+        self.channels.lock().unwrap().len() + self.queues.lock().unwrap().len()
     }
 }
 
@@ -157,6 +264,51 @@ mod tests {
         assert_eq!(waiters.len(), 1);
         drop(other);
         assert_eq!(waiters.len(), 0);
+    }
+
+    /// Whether `waiter` has a wake to use, without waiting.
+    async fn is_woken(waiter: &mut QueuedWaiter) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), waiter.changed()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn each_wake_goes_to_one_queued_waiter_in_turn() {
+        let waiters = Arc::new(Waiters::default());
+        let mut first = waiters.queue("k");
+        let mut second = waiters.queue("k");
+        let mut watcher = waiters.register("k");
+        waiters.wake("k");
+        // Registered waiters see every wake; queued ones share them.
+        tokio::time::timeout(Duration::from_secs(1), watcher.changed()).await.unwrap();
+        assert!(is_woken(&mut first).await, "the longest waiting is woken first");
+        assert!(!is_woken(&mut second).await);
+        waiters.wake("k");
+        assert!(is_woken(&mut second).await, "the next wake goes to the next waiter");
+        assert!(!is_woken(&mut first).await);
+        // Two wakes before anyone waits reach two different waiters.
+        waiters.wake("k");
+        waiters.wake("k");
+        assert!(is_woken(&mut first).await && is_woken(&mut second).await);
+        drop((first, second, watcher));
+        assert_eq!(waiters.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_queued_waiter_that_leaves_passes_its_wake_on() {
+        let waiters = Arc::new(Waiters::default());
+        let first = waiters.queue("k");
+        let mut second = waiters.queue("k");
+        waiters.wake("k");
+        drop(first);
+        assert!(is_woken(&mut second).await, "the unused wake was lost");
+        let mut third = waiters.queue("k");
+        waiters.wake_all();
+        assert!(is_woken(&mut second).await && is_woken(&mut third).await);
+        // Leaving on purpose wakes the next one even without a wake of its own.
+        assert!(second.others_waiting());
+        second.leave_waking_next();
+        assert!(is_woken(&mut third).await);
+        assert!(!third.others_waiting());
     }
 
     #[tokio::test]
