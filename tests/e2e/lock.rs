@@ -449,3 +449,43 @@ async fn shutdown_releases_held_locks_and_ends_streams_unavailable() {
     // Released by the server on its way out, not left for the 10 s TTL.
     assert!(lock_b.acquire("s", &LockOptions::new(TEN_SECONDS)).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_leader_whose_server_dies_is_replaced_within_its_ttl() {
+    let ns = namespace("vanish");
+    let ttl = Duration::from_secs(1);
+    // The leader's server runs on a runtime of its own, which is then dropped without any
+    // shutdown: every task of that server stops where it is, as in a crash. Nobody releases.
+    let crashed = {
+        let (url, ns) = (shared_redis().url(), ns.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let doomed = runtime.block_on(async {
+                let server = TestServer::start(test_config(&url)).await;
+                let client = server.client(&ns).await;
+                let mut campaign = client.lock().campaign("leader", "doomed", ttl).await.unwrap();
+                let Some(Ok(CampaignEvent::Elected(term))) = campaign.next().await else {
+                    panic!("the first candidate was not elected")
+                };
+                (server, client, campaign, term.fence)
+            });
+            drop(runtime);
+            let fence = doomed.3;
+            // Dropped after their runtime; forget them rather than run their destructors.
+            std::mem::forget(doomed);
+            (Instant::now(), fence)
+        })
+    };
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let lock = server.client(&ns).await.lock();
+    let (crashed_at, doomed_fence) =
+        tokio::task::spawn_blocking(move || crashed.join().unwrap()).await.unwrap();
+    let mut follower = lock.campaign("leader", "follower", ttl).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(3), follower.next()).await.expect("a new leader");
+    let Some(Ok(CampaignEvent::Elected(term))) = event else { panic!("{event:?}") };
+    let took = crashed_at.elapsed();
+    assert!(took <= ttl + Duration::from_millis(300), "took over after {took:?}");
+    // Nobody released: the crashed leader's lease ran out (it was renewed at most ttl/3 ago).
+    assert!(took >= ttl / 2, "took over after only {took:?}: the lease was released, not lost");
+    assert!(term.fence > doomed_fence);
+}
