@@ -59,6 +59,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The Lock service.
     pub lock: LockConfig,
+    /// The Session service.
+    pub session: SessionConfig,
     /// The async runtime.
     pub runtime: RuntimeConfig,
     /// Logging.
@@ -154,6 +156,54 @@ impl Default for LockConfig {
     }
 }
 
+/// What `Session.Create` does when a subject is at its cap on live sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionLimitPolicy {
+    /// End the subject's least recently used session.
+    EvictOldest,
+    /// Refuse the new session (RESOURCE_EXHAUSTED).
+    Refuse,
+}
+
+/// Defaults and bounds of the Session service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Idle timeout of sessions created without one.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Absolute timeout of sessions created without one.
+    #[serde(with = "humantime_serde")]
+    pub absolute_timeout: Duration,
+    /// Longest absolute timeout a session may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_absolute_timeout: Duration,
+    /// Live sessions per subject (a call may ask for another cap); at most 1000.
+    pub max_per_subject: u32,
+    /// What happens at the cap.
+    pub on_limit: SessionLimitPolicy,
+    /// Attributes per session.
+    pub max_attributes: u32,
+    /// Longest grace period of a rotated ID.
+    #[serde(with = "humantime_serde")]
+    pub max_rotation_grace: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            max_absolute_timeout: Duration::from_secs(30 * 24 * 3600),
+            max_per_subject: 100,
+            on_limit: SessionLimitPolicy::EvictOldest,
+            max_attributes: 64,
+            max_rotation_grace: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
 /// The tokio runtime.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -209,6 +259,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             cache: CacheConfig::default(),
             lock: LockConfig::default(),
+            session: SessionConfig::default(),
             runtime: RuntimeConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -512,6 +563,19 @@ impl Config {
             return Err(invalid("lock.default_ttl", "must not exceed lock.max_ttl"));
         }
         positive("lock.max_wait", self.lock.max_wait)?;
+        positive("session.idle_timeout", self.session.idle_timeout)?;
+        if self.session.absolute_timeout < self.session.idle_timeout {
+            return Err(invalid("session.absolute_timeout", "must be at least session.idle_timeout"));
+        }
+        if self.session.absolute_timeout > self.session.max_absolute_timeout {
+            return Err(invalid("session.absolute_timeout", "must not exceed session.max_absolute_timeout"));
+        }
+        if self.session.max_per_subject == 0 || self.session.max_per_subject > 1000 {
+            return Err(invalid("session.max_per_subject", "must be between 1 and 1000"));
+        }
+        if self.session.max_attributes == 0 || self.session.max_attributes > 1000 {
+            return Err(invalid("session.max_attributes", "must be between 1 and 1000"));
+        }
         if self.runtime.worker_threads > 1024 {
             return Err(invalid("runtime.worker_threads", "must be between 0 (one per core) and 1024"));
         }

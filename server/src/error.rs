@@ -26,6 +26,9 @@ pub enum Error {
     /// A version or token mismatch that retrying cannot resolve.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A quota was reached (a subject's cap on sessions, with the refuse policy).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The caller's deadline passed before the answer was known.
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -121,6 +124,7 @@ impl From<Error> for Status {
             Error::Aborted(m) => Status::aborted(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::DeadlineExceeded(m) => Status::deadline_exceeded(m),
+            Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::Redis(e) => {
                 let status = redis_status(&e, false);
@@ -161,6 +165,7 @@ mod tests {
             (Error::Aborted("x".into()), Code::Aborted),
             (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
             (Error::DeadlineExceeded("x".into()), Code::DeadlineExceeded),
+            (Error::ResourceExhausted("x".into()), Code::ResourceExhausted),
             (Error::Unavailable("x".into()), Code::Unavailable),
             (Error::Internal("secret detail".into()), Code::Internal),
         ];

@@ -16,6 +16,7 @@ pub mod error;
 pub mod lock;
 pub mod namespace;
 pub mod redis;
+pub mod session;
 pub mod telemetry;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use rookery::v1::cache_server::CacheServer;
 use rookery::v1::lock_server::LockServer;
+use rookery::v1::session_server::SessionServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
@@ -37,12 +39,15 @@ pub use crate::config::Config;
 use crate::drain::CutLayer;
 use crate::lock::{LockApi, Locks};
 use crate::redis::{RedisPool, RedisRole, StartupError};
+use crate::session::{SessionApi, Sessions};
 use crate::telemetry::RpcMetricsLayer;
 
 /// The gRPC name of the Cache service, as used by grpc.health.v1.
 pub const CACHE_SERVICE_NAME: &str = "rookery.v1.Cache";
 /// The gRPC name of the Lock service, as used by grpc.health.v1.
 pub const LOCK_SERVICE_NAME: &str = "rookery.v1.Lock";
+/// The gRPC name of the Session service, as used by grpc.health.v1.
+pub const SESSION_SERVICE_NAME: &str = "rookery.v1.Session";
 /// How often health follows Redis reachability.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -137,6 +142,9 @@ pub async fn serve(
         .await,
     );
 
+    let sessions =
+        Arc::new(Sessions::new(coordination.clone(), config.limits.clone(), config.session.clone()));
+
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let (serving_tx, serving_rx) = watch::channel(false);
     let serving_tx = Arc::new(serving_tx);
@@ -155,6 +163,9 @@ pub async fn serve(
 
     let message_limit = config.limits.max_message_bytes;
     let cache_service = CacheServer::new(CacheApi::new(cache.clone()))
+        .max_decoding_message_size(message_limit)
+        .max_encoding_message_size(message_limit);
+    let session_service = SessionServer::new(SessionApi::new(sessions))
         .max_decoding_message_size(message_limit)
         .max_encoding_message_size(message_limit);
     let lock_service = LockServer::new(LockApi::new(locks.clone()))
@@ -205,6 +216,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(InterceptedService::new(cache_service, namespace::interceptor))
         .add_service(InterceptedService::new(lock_service, namespace::interceptor))
+        .add_service(InterceptedService::new(session_service, namespace::interceptor))
         .serve_with_incoming_shutdown(incoming, signal);
     let drain_timeout = config.shutdown.drain_timeout;
     let drain_deadline = async move {
@@ -229,7 +241,7 @@ pub async fn serve(
 
 /// Sets every service's health status, and the overall one ("").
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
-    for name in ["", CACHE_SERVICE_NAME, LOCK_SERVICE_NAME] {
+    for name in ["", CACHE_SERVICE_NAME, LOCK_SERVICE_NAME, SESSION_SERVICE_NAME] {
         reporter.set_service_status(name, status).await;
     }
 }
@@ -259,6 +271,8 @@ async fn follow_health(
         let all_ok = cache_ok && lock_ok;
         reporter.set_service_status(CACHE_SERVICE_NAME, status(cache_ok)).await;
         reporter.set_service_status(LOCK_SERVICE_NAME, status(lock_ok)).await;
+        // Sessions need only the coordination Redis, which the Lock's check pings.
+        reporter.set_service_status(SESSION_SERVICE_NAME, status(lock_ok)).await;
         reporter.set_service_status("", status(all_ok)).await;
         serving.send_if_modified(|current| std::mem::replace(current, all_ok) != all_ok);
     }

@@ -29,6 +29,9 @@ const KIND_LOCK: &str = "lock";
 /// Kind of an election's keys.
 const KIND_ELECTION: &str = "elect";
 
+/// Kind of the session keys of one subject hash tag.
+const KIND_SESSION: &str = "sess";
+
 /// Kind of a cache entry's keys.
 const KIND_CACHE: &str = "cache";
 /// Kind of a cache tag's index set.
@@ -159,6 +162,24 @@ pub fn election(namespace: &str, name: &str) -> LockKeys {
     lock_keys(namespace, KIND_ELECTION, name)
 }
 
+/// The hash of one session, by the `tag` its ID carries (derived from its subject) and the hash
+/// of its ID: `rk1:{<ns>:sess:<tag>}:s:<id hash>`. Sessions of one subject share a slot with
+/// their index.
+pub fn session(namespace: &str, tag: &str, id_hash: &str) -> String {
+    let mut key = object_head(namespace, KIND_SESSION, tag);
+    key.push_str("}:s:");
+    escape_into(&mut key, id_hash);
+    key
+}
+
+/// The index of the sessions whose subjects hash to `tag`: a sorted set of
+/// `<subject>|<id hash>` scored by expiry (`rk1:{<ns>:sess:<tag>}:u`).
+pub fn session_index(namespace: &str, tag: &str) -> String {
+    let mut key = object_head(namespace, KIND_SESSION, tag);
+    key.push_str("}:u");
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +295,18 @@ mod tests {
         }
 
         #[test]
+        fn session_keys_share_their_tag_and_are_injective(
+            ns1 in any_text(), t1 in any_text(), h1 in any_text(), ns2 in any_text(), t2 in any_text(), h2 in any_text()
+        ) {
+            let (key, index) = (session(&ns1, &t1, &h1), session_index(&ns1, &t1));
+            prop_assert_eq!(hash_tag(&key), hash_tag(&index));
+            if (&ns1, &t1, &h1) != (&ns2, &t2, &h2) {
+                prop_assert_ne!(session(&ns1, &t1, &h1), session(&ns2, &t2, &h2));
+            }
+            prop_assert_ne!(session(&ns1, &t1, &h1), session_index(&ns2, &t2));
+        }
+
+        #[test]
         fn glob_escape_matches_itself_only(text in any_text(), other in any_text()) {
             let pattern = glob_escape(&text);
             prop_assert!(glob_match(pattern.as_bytes(), text.as_bytes()));
@@ -290,5 +323,7 @@ mod tests {
         assert_eq!(cache_prefix_pattern("team-a", "a*"), "rk1:{team-a:cache:a%2A*");
         assert_eq!(lock("team-a", "jobs").fence, "rk1:{team-a:lock:jobs}:fence");
         assert_eq!(election("team-a", "jobs").holders, "rk1:{team-a:elect:jobs}");
+        assert_eq!(session("team-a", "0a1b2c3d", "h-_"), "rk1:{team-a:sess:0a1b2c3d}:s:h-_");
+        assert_eq!(session_index("team-a", "0a1b2c3d"), "rk1:{team-a:sess:0a1b2c3d}:u");
     }
 }

@@ -43,6 +43,24 @@ pub static LOCK_EXTEND: LazyLock<Script> = lock_script!("../lock/extend.lua");
 /// `lock/inspect.lua`: read a lock's holders, last fence and an election's recent terms.
 pub static LOCK_INSPECT: LazyLock<Script> = lock_script!("../lock/inspect.lua");
 
+/// `session/create.lua`: store a session, its expiry and index entry, within the subject's cap.
+pub static SESSION_CREATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../session/create.lua")));
+/// `session/get.lua`: read a session, optionally sliding its idle expiry.
+pub static SESSION_GET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../session/get.lua")));
+/// `session/update.lua`: change attributes, optionally only at an expected version.
+pub static SESSION_UPDATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../session/update.lua")));
+/// `session/rotate.lua`: move a session to a new ID, leaving an alias for a grace period.
+pub static SESSION_ROTATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../session/rotate.lua")));
+/// `session/delete.lua`: end one session.
+pub static SESSION_DELETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../session/delete.lua")));
+/// `session/delete_subject.lua`: end every session of a subject, if the caller named them all.
+pub static SESSION_DELETE_SUBJECT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../session/delete_subject.lua")));
+
 /// Starts an EVALSHA of `script` over `keys`; append ARGV with `.arg(..)`. Run it with
 /// [`run`] or [`run_batch`], which load the script when Redis has lost it.
 pub fn evalsha(script: &Script, keys: &[&str]) -> Cmd {

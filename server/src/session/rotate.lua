@@ -1,0 +1,28 @@
+-- Session.Rotate: move a session to a new ID; the old ID is deleted, or left as a forwarding
+-- alias for a grace period.
+--
+-- KEYS[1]  the session's hash under its old ID
+-- KEYS[2]  the session's hash under its new ID
+-- KEYS[3]  the index of the sessions' hash tag
+-- ARGV[1]  old ID hash
+-- ARGV[2]  new ID hash
+-- ARGV[3]  grace period in ms (0: none)
+--
+-- Returns 1 if rotated, 0 if there was no such session (an alias is not rotated again).
+local subject = redis.call('HGET', KEYS[1], 'sub')
+if not subject then
+  return 0
+end
+local pttl = redis.call('PTTL', KEYS[1])
+redis.call('RENAME', KEYS[1], KEYS[2])
+local score = redis.call('ZSCORE', KEYS[3], subject .. '|' .. ARGV[1])
+redis.call('ZREM', KEYS[3], subject .. '|' .. ARGV[1])
+if score then
+  redis.call('ZADD', KEYS[3], score, subject .. '|' .. ARGV[2])
+end
+local grace = math.min(tonumber(ARGV[3]), pttl)
+if grace > 0 then
+  redis.call('HSET', KEYS[1], 'to', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], grace)
+end
+return 1

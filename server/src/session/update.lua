@@ -1,0 +1,50 @@
+-- Session.Update: change some attributes, optionally only if the version is unchanged.
+--
+-- KEYS[1]  the session's hash
+-- ARGV[1]  expected version, or '' for none
+-- ARGV[2]  most attributes a session may have
+-- ARGV[3]  number R of attribute names to remove
+-- ARGV[4 .. 3+R]   names to remove (prefixed '.')
+-- ARGV[4+R ..]     names (prefixed '.') and values to set, alternating
+--
+-- Returns one of
+--   {1, version}      updated
+--   {2, id_hash}      the ID was rotated and is in its grace period: update that one
+--   {0}               no such session
+--   {-1, version}     the version is not the expected one
+--   {-2, count}       the session would have more attributes than allowed
+local current = redis.call('HMGET', KEYS[1], 'v', 'to')
+if current[2] then
+  return {2, current[2]}
+end
+if not current[1] then
+  return {0}
+end
+if ARGV[1] ~= '' and current[1] ~= ARGV[1] then
+  return {-1, tonumber(current[1])}
+end
+local removes = tonumber(ARGV[3])
+-- Five fields of every session are not attributes.
+local count = redis.call('HLEN', KEYS[1]) - 5
+for i = 4, 3 + removes do
+  count = count - redis.call('HEXISTS', KEYS[1], ARGV[i])
+end
+local removed = {}
+for i = 4, 3 + removes do
+  removed[ARGV[i]] = true
+end
+for i = 4 + removes, #ARGV, 2 do
+  if removed[ARGV[i]] or redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
+    count = count + 1
+  end
+end
+if count > tonumber(ARGV[2]) then
+  return {-2, count}
+end
+if removes > 0 then
+  redis.call('HDEL', KEYS[1], unpack(ARGV, 4, 3 + removes))
+end
+if #ARGV >= 4 + removes then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4 + removes))
+end
+return {1, redis.call('HINCRBY', KEYS[1], 'v', 1)}
