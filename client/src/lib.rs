@@ -38,6 +38,7 @@
 mod cache;
 mod convert;
 mod lock;
+mod session;
 
 pub use cache::{
     CacheClient, Entry, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions,
@@ -48,6 +49,10 @@ pub use lock::{
 };
 /// The generated `rookery.v1` messages and client stubs.
 pub use rookery::v1 as pb;
+pub use session::{
+    CreatedSession, Session, SessionClient, SessionOptions, SessionSummary, SessionUpdate, json_attributes,
+    session_hint,
+};
 
 #[cfg(feature = "cli")]
 pub mod bench;
@@ -134,6 +139,11 @@ impl Client {
     /// The Lock service.
     pub fn lock(&self) -> LockClient {
         LockClient::new(self.intercepted())
+    }
+
+    /// The Session service.
+    pub fn session(&self) -> SessionClient {
+        SessionClient::new(self.intercepted())
     }
 
     /// The underlying channel, for the raw stubs in [`pb`].

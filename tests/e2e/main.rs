@@ -6,3 +6,4 @@ mod cluster;
 mod harness;
 mod lock;
 mod server;
+mod session;
