@@ -10,12 +10,15 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::{Client, LockClient, LockOptions, SetOptions};
+use crate::{Client, LockClient, LockOptions, SessionOptions, SetOptions};
 
 /// The Lock scripts as the server runs them (shared helpers first), for the redis-benchmark
 /// reference of the lock scenario.
 const LOCK_ACQUIRE_SCRIPT: &str =
     concat!(include_str!("../../server/src/lock/lib.lua"), include_str!("../../server/src/lock/acquire.lua"));
+const SESSION_GET_SCRIPT: &str = include_str!("../../server/src/session/get.lua");
+/// Attributes of a benchmark session: 8 names of 5–6 bytes with 16-byte values.
+const SESSION_ATTRIBUTES: usize = 8;
 const LOCK_RELEASE_SCRIPT: &str =
     concat!(include_str!("../../server/src/lock/lib.lua"), include_str!("../../server/src/lock/release.lua"));
 
@@ -31,6 +34,9 @@ pub enum BenchOp {
     Lock,
     /// `Lock.Acquire` (waiting) + `Lock.Release` pairs, every worker on one name.
     LockContended,
+    /// `Session.Get` with touch of 8-attribute sessions (compared with redis-benchmark running
+    /// the server's own get script with EVALSHA).
+    SessionGet,
 }
 
 impl BenchOp {
@@ -41,6 +47,7 @@ impl BenchOp {
             Self::Set => "Cache.Set",
             Self::Lock => "Lock.Acquire+Release",
             Self::LockContended => "Lock.Acquire+Release (one contended name)",
+            Self::SessionGet => "Session.Get (touch)",
         }
     }
 }
@@ -112,13 +119,27 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
                 .await?;
         }
     }
+    let session_ids: std::sync::Arc<Vec<String>> = std::sync::Arc::new(if config.op == BenchOp::SessionGet {
+        let sessions = clients[0].session();
+        let mut ids = Vec::with_capacity(config.keys);
+        for i in 0..config.keys {
+            let attributes = (0..SESSION_ATTRIBUTES).map(|a| (format!("attr{a}"), vec![b'v'; 16])).collect();
+            ids.push(
+                sessions.create(format!("bench-user-{i}"), attributes, &SessionOptions::default()).await?.id,
+            );
+        }
+        ids
+    } else {
+        Vec::new()
+    });
     let warmup = Duration::from_millis(500).min(config.duration / 4);
     let start = Instant::now() + warmup;
     let end = start + config.duration;
     let mut tasks = Vec::with_capacity(config.concurrency);
     for worker in 0..config.concurrency {
         let client = &clients[worker % clients.len()];
-        let (cache, lock) = (client.cache(), client.lock());
+        let (cache, lock, session) = (client.cache(), client.lock(), client.session());
+        let session_ids = session_ids.clone();
         let value = value.clone();
         let (op, keys) = (config.op, config.keys);
         tasks.push(tokio::spawn(async move {
@@ -138,6 +159,10 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
                     BenchOp::Lock => lock_pair(&lock, format!("bench:lock:{worker}"), None).await,
                     BenchOp::LockContended => {
                         lock_pair(&lock, "bench:contended".into(), Some(Duration::from_secs(30))).await
+                    }
+                    BenchOp::SessionGet => {
+                        let id = &session_ids[rand::rng().random_range(0..session_ids.len())];
+                        session.get(id.clone(), true).await.map(|found| found.is_some())
                     }
                 };
                 if sent < start {
@@ -267,6 +292,40 @@ pub async fn redis_benchmark(
                 p99: acquire.p99 + release.p99,
             })
         }
+        BenchOp::SessionGet => {
+            let sha = script_load(&url, SESSION_GET_SCRIPT).await?;
+            let key = "rk1:{bench-reference:sess:00000000}:s:reference";
+            let index = "rk1:{bench-reference:sess:00000000}:u";
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+            let mut fields = vec![
+                "HSET".to_owned(),
+                key.to_owned(),
+                "sub".into(),
+                "bench".into(),
+                "v".into(),
+                "1".into(),
+                "c".into(),
+                now.to_string(),
+                "abs".into(),
+                (now + 3_600_000).to_string(),
+                "idle".into(),
+                "1800000".into(),
+            ];
+            for a in 0..SESSION_ATTRIBUTES {
+                fields.push(format!(".attr{a}"));
+                fields.push("v".repeat(16));
+            }
+            redis_cli(&url, &fields).await?;
+            redis_cli(
+                &url,
+                &["ZADD".into(), index.into(), (now + 3_600_000).to_string(), "bench|reference".into()],
+            )
+            .await?;
+            redis_cli(&url, &["PEXPIRE".into(), index.into(), "3600000".into()]).await?;
+            let args = ["EVALSHA", &sha, "2", key, index, "1", "reference"].map(str::to_owned);
+            let csv = redis_benchmark_csv(&url, config.concurrency, requests, &args).await?;
+            parse_redis_benchmark_csv(&csv, None)
+        }
         BenchOp::LockContended => Err("there is no redis-benchmark reference for the contended lock".into()),
     }
 }
@@ -294,6 +353,20 @@ async fn redis_benchmark_csv(
         return Err(format!("redis-benchmark failed: {}", String::from_utf8_lossy(&output.stderr)).into());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs one command with `redis-cli`.
+async fn redis_cli(url: &RedisUrl, args: &[String]) -> Result<(), BenchError> {
+    let mut command = tokio::process::Command::new("redis-cli");
+    command.args(["-h", &url.host, "-p", &url.port.to_string()]).args(args);
+    if let Some(password) = &url.password {
+        command.env("REDISCLI_AUTH", password);
+    }
+    let output = command.output().await.map_err(|e| format!("cannot run redis-cli ({e})"))?;
+    if !output.status.success() {
+        return Err(format!("redis-cli failed: {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
+    Ok(())
 }
 
 /// Loads a script into Redis with `redis-cli SCRIPT LOAD`; returns its SHA1.

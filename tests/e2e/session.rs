@@ -307,3 +307,21 @@ async fn the_per_subject_cap_evicts_the_least_recently_used_or_refuses() {
     let refused = strict_sessions.create("u", HashMap::new(), &SessionOptions::default()).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
 }
+
+#[tokio::test]
+async fn an_eight_attribute_session_takes_at_most_600_bytes_in_redis() {
+    let (_server, sessions, ns) = setup("memory").await;
+    // Eight attributes as an application would store them: short names, 16-byte values.
+    let attributes: HashMap<String, Vec<u8>> =
+        (0..8).map(|i| (format!("attr{i}"), format!("value-{i:0>10}").into_bytes())).collect();
+    sessions.create("user-12345", attributes, &SessionOptions::default()).await.unwrap();
+    let keys = shared_redis().keys_of(&ns).await;
+    let session_key = keys.iter().find(|k| k.contains("}:s:")).expect("the session's hash");
+    let mut conn = shared_redis().conn().await;
+    let bytes: i64 = redis::cmd("MEMORY").arg("USAGE").arg(session_key).query_async(&mut conn).await.unwrap();
+    let encoding: String =
+        redis::cmd("OBJECT").arg("ENCODING").arg(session_key).query_async(&mut conn).await.unwrap();
+    assert_eq!(encoding, "listpack", "the session should stay in the compact encoding");
+    assert!(bytes <= 600, "an 8-attribute session takes {bytes} bytes");
+    println!("MEMORY USAGE of an 8-attribute session: {bytes} bytes ({encoding})");
+}

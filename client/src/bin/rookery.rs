@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rookery_client::bench::{self, BenchConfig, BenchOp};
-use rookery_client::{CampaignEvent, Client, LockClient, LockOptions, SetCondition, SetOptions};
+use rookery_client::{
+    CampaignEvent, Client, LockClient, LockOptions, SessionClient, SessionOptions, SetCondition, SetOptions,
+};
 use tokio_stream::StreamExt;
 
 /// The same allocator as the server, so the load generator costs as little CPU as it can.
@@ -34,8 +36,57 @@ enum Command {
     /// Lock calls: leases, semaphores, elections.
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Session calls.
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Load-test an operation and compare with redis-benchmark.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCommand {
+    /// Create a session; prints its ID (a secret: keep it out of logs).
+    Create {
+        /// Whom the session belongs to.
+        subject: String,
+        /// An attribute as name=value (repeatable).
+        #[arg(long = "attr", value_parser = parse_attribute)]
+        attributes: Vec<(String, String)>,
+        /// Idle timeout, e.g. `30m` (server default when absent).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        idle: Option<Duration>,
+        /// Absolute timeout, e.g. `12h` (server default when absent).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        absolute: Option<Duration>,
+    },
+    /// Print a session (exit code 1 if unknown, expired or revoked).
+    Get {
+        /// The session's ID.
+        id: String,
+        /// Count the read as activity (slides the idle expiry).
+        #[arg(long)]
+        touch: bool,
+    },
+    /// List a subject's live sessions (hints, never IDs).
+    List {
+        /// The subject.
+        subject: String,
+    },
+    /// End one session, or every session of a subject.
+    Revoke {
+        /// The session's ID.
+        #[arg(required_unless_present = "subject")]
+        id: Option<String>,
+        /// End every session of this subject instead.
+        #[arg(long, conflicts_with = "id")]
+        subject: Option<String>,
+    },
+}
+
+fn parse_attribute(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not name=value"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -194,7 +245,7 @@ fn main() -> ExitCode {
     // load generator should take as little CPU as it can (see BENCHMARKS.md).
     let threads = match &cli.command {
         Command::Bench(args) => args.client_threads.max(1),
-        Command::Cache(_) | Command::Lock(_) => 1,
+        Command::Cache(_) | Command::Lock(_) | Command::Session(_) => 1,
     };
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
@@ -223,7 +274,72 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sy
             let lock = Client::connect(cli.url).await?.with_namespace(&cli.namespace)?.lock();
             lock_command(&lock, command).await
         }
+        Command::Session(command) => {
+            let sessions = Client::connect(cli.url).await?.with_namespace(&cli.namespace)?.session();
+            session_command(&sessions, command).await
+        }
         Command::Bench(args) => bench_command(cli.url, cli.namespace, args).await,
+    }
+}
+
+async fn session_command(
+    sessions: &SessionClient,
+    command: SessionCommand,
+) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
+    match command {
+        SessionCommand::Create { subject, attributes, idle, absolute } => {
+            let attributes = attributes.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+            let options =
+                SessionOptions { idle_timeout: idle, absolute_timeout: absolute, max_sessions: None };
+            let created = sessions.create(subject, attributes, &options).await?;
+            println!("{}", created.id);
+            eprintln!(
+                "idle_expires_at {} absolute_expires_at {} evicted {}",
+                unix(created.idle_expires_at),
+                unix(created.absolute_expires_at),
+                created.evicted
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCommand::Get { id, touch } => match sessions.get(id, touch).await? {
+            Some(session) => {
+                println!("subject {:?}\nversion {}", session.subject, session.version);
+                println!("created_at {}", unix(session.created_at));
+                println!("idle_expires_at {}", unix(session.idle_expires_at));
+                println!("absolute_expires_at {}", unix(session.absolute_expires_at));
+                let mut names: Vec<_> = session.attributes.keys().collect();
+                names.sort();
+                for name in names {
+                    println!("attr {name}={}", String::from_utf8_lossy(&session.attributes[name]));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("no such session");
+                Ok(ExitCode::from(1))
+            }
+        },
+        SessionCommand::List { subject } => {
+            for s in sessions.list_by_subject(subject).await? {
+                println!(
+                    "hint {} created_at {} idle_expires_at {} absolute_expires_at {}",
+                    s.hint,
+                    unix(s.created_at),
+                    unix(s.idle_expires_at),
+                    unix(s.absolute_expires_at)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCommand::Revoke { id, subject } => {
+            // clap requires one of the two.
+            let revoked = match subject {
+                Some(subject) => sessions.delete_by_subject(subject).await?,
+                None => u32::from(sessions.delete(id.unwrap_or_default()).await?),
+            };
+            println!("revoked {revoked}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -421,6 +537,7 @@ async fn bench_command(
         BenchOp::Get => "GET",
         BenchOp::Set => "SET",
         BenchOp::Lock | BenchOp::LockContended => "EVALSHA acquire, release",
+        BenchOp::SessionGet => "EVALSHA session get (touch)",
     };
     let mut ratios = Vec::new();
     let mut added = Vec::new();
