@@ -285,6 +285,8 @@ async fn the_per_subject_cap_evicts_the_least_recently_used_or_refuses() {
     let capped = SessionOptions { max_sessions: Some(2), ..SessionOptions::default() };
     let first = sessions.create("u", HashMap::new(), &capped).await.unwrap();
     let second = sessions.create("u", HashMap::new(), &capped).await.unwrap();
+    // Expiries have millisecond resolution: let the touch land in a later millisecond.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     sessions.get(&first.id, true).await.unwrap();
     let third = sessions.create("u", HashMap::new(), &capped).await.unwrap();
     assert_eq!(third.evicted, 1);

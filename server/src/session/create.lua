@@ -18,7 +18,7 @@
 --
 -- Returns one of
 --   {1, idle_expiry_ms, absolute_expiry_ms, evicted}   created
---   {0, id_hash}     at the cap: call again naming this least recently used session to evict
+--   {0, id_hash, evicted}   at the cap: call again naming this least recently used session
 --   {-1}             at the cap, and the policy refuses
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -43,7 +43,7 @@ if #mine >= tonumber(ARGV[5]) then
   if ARGV[6] == 'refuse' then
     return {-1}
   end
-  return {0, string.sub(mine[1], -43)}
+  return {0, string.sub(mine[1], -43), evicted}
 end
 local absolute = now + tonumber(ARGV[4])
 local expiry = math.min(now + tonumber(ARGV[3]), absolute)

@@ -311,8 +311,8 @@ impl Sessions {
                         evicted,
                     });
                 }
-                [Value::Int(0), next] => {
-                    evicted += u32::from(victim.is_some());
+                [Value::Int(0), next, Value::Int(n)] => {
+                    evicted += u32::try_from(*n).unwrap_or(0);
                     victim =
                         Some(text(next).ok_or_else(|| {
                             Error::unexpected("session create", &Value::Array(reply.clone()))
