@@ -1,10 +1,13 @@
 //! The Cache on a Redis Cluster: keys spread over every master, batch calls across slots,
 //! invalidation by prefix across all masters and by tag across slots, and the lease protocol
-//! (wake-ups travel through cluster-wide pub/sub); locks, waiters and elections on a Cluster.
+//! (wake-ups travel through cluster-wide pub/sub); locks, waiters and elections, and sessions on
+//! a Cluster.
 
 use std::time::Duration;
 
-use rookery_client::{CampaignEvent, LockOptions, SetOptions};
+use std::collections::HashMap;
+
+use rookery_client::{CampaignEvent, LockOptions, SessionOptions, SessionUpdate, SetOptions};
 use tokio_stream::StreamExt;
 
 use crate::harness::{RedisCluster, TestServer, namespace, stampede, test_config};
@@ -95,5 +98,40 @@ async fn locks_work_across_the_slots_of_a_cluster() {
     let Some(Ok(CampaignEvent::Elected(term))) = campaign.next().await else { panic!("not elected") };
     let seen = observer.next().await.unwrap().unwrap().expect("a leader");
     assert_eq!((seen.candidate.as_str(), seen.fence), ("a", term.fence));
+    cluster.assert_no_key_without_ttl(&ns).await;
+}
+
+#[tokio::test]
+async fn sessions_of_many_subjects_across_the_slots_of_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    let mut config = test_config(&cluster.url());
+    config.redis.cluster = true;
+    let server = TestServer::start(config).await;
+    let ns = namespace("cluster-session");
+    let sessions = server.client(&ns).await.session();
+    let options = SessionOptions::default();
+    let mut ids = Vec::new();
+    for user in 0..20 {
+        for _ in 0..2 {
+            ids.push((
+                user,
+                sessions.create(format!("user-{user}"), HashMap::new(), &options).await.unwrap().id,
+            ));
+        }
+    }
+    assert!(cluster.keys_per_node(&ns).await.iter().filter(|keys| !keys.is_empty()).count() >= 2);
+    // Every script's keys (session, alias, index) share the subject's slot.
+    let (_, first) = &ids[0];
+    sessions.update(first, SessionUpdate::new().set("k", b"v".to_vec()).if_version(1)).await.unwrap();
+    let rotated = sessions.rotate(first, Some(Duration::from_secs(1))).await.unwrap();
+    assert!(sessions.get(first, true).await.unwrap().is_some(), "grace alias on a cluster");
+    assert_eq!(sessions.get(&rotated, true).await.unwrap().unwrap().version, 2);
+    for user in 0..20 {
+        assert_eq!(sessions.list_by_subject(format!("user-{user}")).await.unwrap().len(), 2);
+        assert_eq!(sessions.delete_by_subject(format!("user-{user}")).await.unwrap(), 2);
+    }
+    for (_, id) in &ids[1..] {
+        assert_eq!(sessions.get(id, false).await.unwrap(), None);
+    }
     cluster.assert_no_key_without_ttl(&ns).await;
 }
