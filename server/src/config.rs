@@ -61,6 +61,8 @@ pub struct Config {
     pub lock: LockConfig,
     /// The Session service.
     pub session: SessionConfig,
+    /// The RateLimiter service (and its Envoy rate limit service).
+    pub rate_limiter: RateLimiterConfig,
     /// The async runtime.
     pub runtime: RuntimeConfig,
     /// Logging.
@@ -154,6 +156,82 @@ impl Default for LockConfig {
             max_wait: Duration::from_secs(3600),
         }
     }
+}
+
+/// A rate-limit algorithm, as named in the config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitAlgorithm {
+    /// Generic cell rate algorithm (exact, one timestamp per key).
+    #[default]
+    Gcra,
+    /// Token bucket (exact).
+    TokenBucket,
+    /// Sliding-window log (exact; limit at most 128).
+    SlidingWindowLog,
+    /// Sliding-window counter (approximate).
+    SlidingWindowCounter,
+    /// Fixed window.
+    FixedWindow,
+}
+
+/// A named limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    /// How to count.
+    #[serde(default)]
+    pub algorithm: RateLimitAlgorithm,
+    /// Requests per period.
+    pub limit: u64,
+    /// The period.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// GCRA and token bucket: how many may pass at once (0 or absent: `limit`).
+    #[serde(default)]
+    pub burst: u64,
+    /// Decide and count, but always allow (to roll a new limit out safely).
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+/// One level of an Envoy domain's descriptor tree, as envoy's own ratelimit service configures
+/// it: an entry key, optionally a value, and a policy and/or nested descriptors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoyDescriptor {
+    /// The descriptor entry's key.
+    pub key: String,
+    /// The entry's value; absent matches any value (each value is limited separately).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// The policy that limits requests whose descriptor ends here.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Deeper levels.
+    #[serde(default)]
+    pub descriptors: Vec<EnvoyDescriptor>,
+}
+
+/// The descriptors of one Envoy rate limit domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoyDomain {
+    /// The domain Envoy sends.
+    pub domain: String,
+    /// Its descriptor tree.
+    #[serde(default)]
+    pub descriptors: Vec<EnvoyDescriptor>,
+}
+
+/// Policies of the RateLimiter service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimiterConfig {
+    /// Named limits, used by `Check { policy }` and by Envoy descriptors.
+    pub policies: std::collections::BTreeMap<String, RateLimitPolicy>,
+    /// Envoy domains served by `envoy.service.ratelimit.v3.RateLimitService`.
+    pub envoy: Vec<EnvoyDomain>,
 }
 
 /// What `Session.Create` does when a subject is at its cap on live sessions.
@@ -260,6 +338,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             lock: LockConfig::default(),
             session: SessionConfig::default(),
+            rate_limiter: RateLimiterConfig::default(),
             runtime: RuntimeConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -572,6 +651,14 @@ impl Config {
         }
         if self.session.max_per_subject == 0 || self.session.max_per_subject > 1000 {
             return Err(invalid("session.max_per_subject", "must be between 1 and 1000"));
+        }
+        for policy in self.rate_limiter.policies.values() {
+            crate::rate_limiter::Limit::from_policy(policy)
+                .map_err(|e| invalid("rate_limiter.policies", e.to_string()))?;
+        }
+        for domain in &self.rate_limiter.envoy {
+            crate::rate_limiter::envoy::check_domain(domain, &self.rate_limiter.policies)
+                .map_err(|message| invalid("rate_limiter.envoy", message))?;
         }
         if self.session.max_attributes == 0 || self.session.max_attributes > 1000 {
             return Err(invalid("session.max_attributes", "must be between 1 and 1000"));

@@ -15,6 +15,7 @@ pub mod drain;
 pub mod error;
 pub mod lock;
 pub mod namespace;
+pub mod rate_limiter;
 pub mod redis;
 pub mod session;
 pub mod telemetry;
@@ -24,8 +25,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use rookery::v1::cache_server::CacheServer;
 use rookery::v1::lock_server::LockServer;
+use rookery::v1::rate_limiter_server::RateLimiterServer;
 use rookery::v1::session_server::SessionServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -38,6 +41,8 @@ use crate::cache::{Cache, CacheApi};
 pub use crate::config::Config;
 use crate::drain::CutLayer;
 use crate::lock::{LockApi, Locks};
+use crate::rate_limiter::envoy::EnvoyRateLimitApi;
+use crate::rate_limiter::{RateLimiter, RateLimiterApi};
 use crate::redis::{RedisPool, RedisRole, StartupError};
 use crate::session::{SessionApi, Sessions};
 use crate::telemetry::RpcMetricsLayer;
@@ -48,6 +53,10 @@ pub const CACHE_SERVICE_NAME: &str = "rookery.v1.Cache";
 pub const LOCK_SERVICE_NAME: &str = "rookery.v1.Lock";
 /// The gRPC name of the Session service, as used by grpc.health.v1.
 pub const SESSION_SERVICE_NAME: &str = "rookery.v1.Session";
+/// The gRPC name of the RateLimiter service, as used by grpc.health.v1.
+pub const RATE_LIMITER_SERVICE_NAME: &str = "rookery.v1.RateLimiter";
+/// The gRPC name of Envoy's rate limit service, as used by grpc.health.v1.
+pub const ENVOY_RATE_LIMIT_SERVICE_NAME: &str = "envoy.service.ratelimit.v3.RateLimitService";
 /// How often health follows Redis reachability.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -145,6 +154,12 @@ pub async fn serve(
     let sessions =
         Arc::new(Sessions::new(coordination.clone(), config.limits.clone(), config.session.clone()));
 
+    let limiter = Arc::new(
+        RateLimiter::new(coordination.clone(), config.limits.clone(), &config.rate_limiter).map_err(|e| {
+            config::ConfigError::Invalid { field: "rate_limiter.policies", message: e.to_string() }
+        })?,
+    );
+
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let (serving_tx, serving_rx) = watch::channel(false);
     let serving_tx = Arc::new(serving_tx);
@@ -168,6 +183,11 @@ pub async fn serve(
     let session_service = SessionServer::new(SessionApi::new(sessions))
         .max_decoding_message_size(message_limit)
         .max_encoding_message_size(message_limit);
+    let rate_limiter_service = RateLimiterServer::new(RateLimiterApi::new(limiter.clone()))
+        .max_decoding_message_size(message_limit)
+        .max_encoding_message_size(message_limit);
+    let envoy_service =
+        RateLimitServiceServer::new(EnvoyRateLimitApi::new(limiter, config.rate_limiter.envoy.clone()));
     let lock_service = LockServer::new(LockApi::new(locks.clone()))
         .max_decoding_message_size(message_limit)
         .max_encoding_message_size(message_limit);
@@ -217,6 +237,8 @@ pub async fn serve(
         .add_service(InterceptedService::new(cache_service, namespace::interceptor))
         .add_service(InterceptedService::new(lock_service, namespace::interceptor))
         .add_service(InterceptedService::new(session_service, namespace::interceptor))
+        .add_service(InterceptedService::new(rate_limiter_service, namespace::interceptor))
+        .add_service(InterceptedService::new(envoy_service, namespace::interceptor))
         .serve_with_incoming_shutdown(incoming, signal);
     let drain_timeout = config.shutdown.drain_timeout;
     let drain_deadline = async move {
@@ -241,7 +263,14 @@ pub async fn serve(
 
 /// Sets every service's health status, and the overall one ("").
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
-    for name in ["", CACHE_SERVICE_NAME, LOCK_SERVICE_NAME, SESSION_SERVICE_NAME] {
+    for name in [
+        "",
+        CACHE_SERVICE_NAME,
+        LOCK_SERVICE_NAME,
+        SESSION_SERVICE_NAME,
+        RATE_LIMITER_SERVICE_NAME,
+        ENVOY_RATE_LIMIT_SERVICE_NAME,
+    ] {
         reporter.set_service_status(name, status).await;
     }
 }
@@ -271,8 +300,10 @@ async fn follow_health(
         let all_ok = cache_ok && lock_ok;
         reporter.set_service_status(CACHE_SERVICE_NAME, status(cache_ok)).await;
         reporter.set_service_status(LOCK_SERVICE_NAME, status(lock_ok)).await;
-        // Sessions need only the coordination Redis, which the Lock's check pings.
-        reporter.set_service_status(SESSION_SERVICE_NAME, status(lock_ok)).await;
+        // Sessions and rate limits need only the coordination Redis, which the Lock's check pings.
+        for name in [SESSION_SERVICE_NAME, RATE_LIMITER_SERVICE_NAME, ENVOY_RATE_LIMIT_SERVICE_NAME] {
+            reporter.set_service_status(name, status(lock_ok)).await;
+        }
         reporter.set_service_status("", status(all_ok)).await;
         serving.send_if_modified(|current| std::mem::replace(current, all_ok) != all_ok);
     }

@@ -32,6 +32,13 @@ const KIND_ELECTION: &str = "elect";
 /// Kind of the session keys of one subject hash tag.
 const KIND_SESSION: &str = "sess";
 
+/// Kind of a rate-limited key's state.
+const KIND_RATE_LIMIT: &str = "rl";
+
+/// Suffixes of a rate-limited key's state, one per algorithm (GCRA, token bucket, sliding log,
+/// sliding counter, fixed window), so that two algorithms on one key never share state.
+pub const RATE_LIMIT_ALGORITHM_SUFFIXES: [&str; 5] = ["g", "tb", "log", "swc", "fw"];
+
 /// Kind of a cache entry's keys.
 const KIND_CACHE: &str = "cache";
 /// Kind of a cache tag's index set.
@@ -180,6 +187,15 @@ pub fn session_index(namespace: &str, tag: &str) -> String {
     key
 }
 
+/// The state of rate-limited `key` in `namespace` under the algorithm with `suffix` (one of
+/// [`RATE_LIMIT_ALGORITHM_SUFFIXES`]): `rk1:{<ns>:rl:<key>}:<suffix>`.
+pub fn rate_limit(namespace: &str, key: &str, suffix: &str) -> String {
+    let mut state = object_head(namespace, KIND_RATE_LIMIT, key);
+    state.push_str("}:");
+    state.push_str(suffix);
+    state
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +341,6 @@ mod tests {
         assert_eq!(election("team-a", "jobs").holders, "rk1:{team-a:elect:jobs}");
         assert_eq!(session("team-a", "0a1b2c3d", "h-_"), "rk1:{team-a:sess:0a1b2c3d}:s:h-_");
         assert_eq!(session_index("team-a", "0a1b2c3d"), "rk1:{team-a:sess:0a1b2c3d}:u");
+        assert_eq!(rate_limit("team-a", "ip:1.2.3.4", "g"), "rk1:{team-a:rl:ip%3A1.2.3.4}:g");
     }
 }

@@ -253,6 +253,11 @@ impl RedisPool {
         &self.seeds
     }
 
+    /// Whether this pool talks to a Redis Cluster (multi-key scripts then need one slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster { .. })
+    }
+
     /// Which Redis this pool talks to.
     pub fn role(&self) -> RedisRole {
         self.role

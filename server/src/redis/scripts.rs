@@ -61,6 +61,10 @@ pub static SESSION_DELETE: LazyLock<Script> =
 pub static SESSION_DELETE_SUBJECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../session/delete_subject.lua")));
 
+/// `rate_limiter/check.lua`: decide one or several limits, consuming only if all allow.
+pub static RATE_LIMIT_CHECK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../rate_limiter/check.lua")));
+
 /// Starts an EVALSHA of `script` over `keys`; append ARGV with `.arg(..)`. Run it with
 /// [`run`] or [`run_batch`], which load the script when Redis has lost it.
 pub fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
