@@ -38,6 +38,7 @@
 mod cache;
 mod convert;
 mod lock;
+mod rate_limiter;
 mod session;
 
 pub use cache::{
@@ -47,6 +48,7 @@ pub use lock::{
     CampaignEvent, CampaignStream, HeldLock, Leader, LeaderStream, Lease, LockClient, LockContext, LockLost,
     LockOptions, WithLockError,
 };
+pub use rate_limiter::{Algorithm, Decision, RateLimit, RateLimitCheck, RateLimiterClient, WhenUnavailable};
 /// The generated `rookery.v1` messages and client stubs.
 pub use rookery::v1 as pb;
 pub use session::{
@@ -139,6 +141,11 @@ impl Client {
     /// The Lock service.
     pub fn lock(&self) -> LockClient {
         LockClient::new(self.intercepted())
+    }
+
+    /// The RateLimiter service.
+    pub fn rate_limiter(&self) -> RateLimiterClient {
+        RateLimiterClient::new(self.intercepted())
     }
 
     /// The Session service.

@@ -5,5 +5,6 @@ mod cache;
 mod cluster;
 mod harness;
 mod lock;
+mod rate_limiter;
 mod server;
 mod session;
