@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: builds release binaries, starts a throwaway Redis (unless ROOKERY_REDIS_URL is
-# set) and a server on it, and runs the Cache, Lock and Session benchmarks against redis-benchmark in one go.
+# set) and a server on it, and runs the Cache, Lock, Session and RateLimiter benchmarks against redis-benchmark in one go.
 # BENCH_DURATION (default 5s), BENCH_ROUNDS (default 5) and ROOKERY_WORKER_THREADS (default 1)
 # can be set.
 set -euo pipefail
@@ -32,3 +32,4 @@ bench --op lock --concurrency 64
 bench --op lock --concurrency 1
 bench --op lock-contended --concurrency 16
 bench --op session-get --concurrency 64
+bench --op rate-limit --concurrency 64

@@ -16,6 +16,9 @@ use crate::{Client, LockClient, LockOptions, SessionOptions, SetOptions};
 /// reference of the lock scenario.
 const LOCK_ACQUIRE_SCRIPT: &str =
     concat!(include_str!("../../server/src/lock/lib.lua"), include_str!("../../server/src/lock/acquire.lua"));
+const RATE_LIMIT_SCRIPT: &str = include_str!("../../server/src/rate_limiter/check.lua");
+/// The benchmark's limit: generous, so that most checks are admissions (the writing path).
+const BENCH_RATE_LIMIT: u64 = 1000;
 const SESSION_GET_SCRIPT: &str = include_str!("../../server/src/session/get.lua");
 /// Attributes of a benchmark session: 8 names of 5–6 bytes with 16-byte values.
 const SESSION_ATTRIBUTES: usize = 8;
@@ -34,6 +37,9 @@ pub enum BenchOp {
     Lock,
     /// `Lock.Acquire` (waiting) + `Lock.Release` pairs, every worker on one name.
     LockContended,
+    /// `RateLimiter.Check` of a GCRA limit on random keys (compared with redis-benchmark running
+    /// the server's own check script with EVALSHA on random keys).
+    RateLimit,
     /// `Session.Get` with touch of 8-attribute sessions (compared with redis-benchmark running
     /// the server's own get script with EVALSHA).
     SessionGet,
@@ -48,6 +54,7 @@ impl BenchOp {
             Self::Lock => "Lock.Acquire+Release",
             Self::LockContended => "Lock.Acquire+Release (one contended name)",
             Self::SessionGet => "Session.Get (touch)",
+            Self::RateLimit => "RateLimiter.Check (GCRA)",
         }
     }
 }
@@ -138,7 +145,9 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let mut tasks = Vec::with_capacity(config.concurrency);
     for worker in 0..config.concurrency {
         let client = &clients[worker % clients.len()];
-        let (cache, lock, session) = (client.cache(), client.lock(), client.session());
+        let (cache, lock, session, limiter) =
+            (client.cache(), client.lock(), client.session(), client.rate_limiter());
+        let rate_limit = crate::RateLimit::per(BENCH_RATE_LIMIT, Duration::from_secs(1));
         let session_ids = session_ids.clone();
         let value = value.clone();
         let (op, keys) = (config.op, config.keys);
@@ -160,6 +169,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
                     BenchOp::LockContended => {
                         lock_pair(&lock, "bench:contended".into(), Some(Duration::from_secs(30))).await
                     }
+                    BenchOp::RateLimit => limiter.check(key, &rate_limit, 1).await.map(|_| true),
                     BenchOp::SessionGet => {
                         let id = &session_ids[rand::rng().random_range(0..session_ids.len())];
                         session.get(id.clone(), true).await.map(|found| found.is_some())
@@ -323,6 +333,28 @@ pub async fn redis_benchmark(
             .await?;
             redis_cli(&url, &["PEXPIRE".into(), index.into(), "3600000".into()]).await?;
             let args = ["EVALSHA", &sha, "2", key, index, "1", "reference"].map(str::to_owned);
+            let csv = redis_benchmark_csv(&url, config.concurrency, requests, &args).await?;
+            parse_redis_benchmark_csv(&csv, None)
+        }
+        BenchOp::RateLimit => {
+            let sha = script_load(&url, RATE_LIMIT_SCRIPT).await?;
+            let limit = BENCH_RATE_LIMIT.to_string();
+            let args = [
+                "-r",
+                &config.keys.to_string(),
+                "EVALSHA",
+                &sha,
+                "1",
+                "rk1:{bench-reference:rl:__rand_int__}:g",
+                "0",
+                "1",
+                &limit,
+                "1000000",
+                &limit,
+                "1",
+                "0",
+            ]
+            .map(str::to_owned);
             let csv = redis_benchmark_csv(&url, config.concurrency, requests, &args).await?;
             parse_redis_benchmark_csv(&csv, None)
         }

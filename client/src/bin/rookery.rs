@@ -538,6 +538,7 @@ async fn bench_command(
         BenchOp::Set => "SET",
         BenchOp::Lock | BenchOp::LockContended => "EVALSHA acquire, release",
         BenchOp::SessionGet => "EVALSHA session get (touch)",
+        BenchOp::RateLimit => "EVALSHA rate limit check (GCRA)",
     };
     let mut ratios = Vec::new();
     let mut added = Vec::new();
