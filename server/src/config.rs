@@ -232,6 +232,11 @@ pub struct RateLimiterConfig {
     pub policies: std::collections::BTreeMap<String, RateLimitPolicy>,
     /// Envoy domains served by `envoy.service.ratelimit.v3.RateLimitService`.
     pub envoy: Vec<EnvoyDomain>,
+    /// Remember, in each replica, keys that are over their limit, and deny single `Check`s of
+    /// them without asking Redis until their `retry_after` has passed. Answers stay exact for
+    /// GCRA, token bucket and windows (a denial consumes nothing, so the wait cannot shorten),
+    /// except that a `Reset` made through another replica is noticed only then.
+    pub local_over_limit_cache: bool,
 }
 
 /// What `Session.Create` does when a subject is at its cap on live sessions.

@@ -16,7 +16,7 @@ use rookery_client::{Algorithm, RateLimit, RateLimitCheck, RateLimiterClient};
 use rookery_server::config::{EnvoyDescriptor, EnvoyDomain, RateLimitAlgorithm, RateLimitPolicy};
 use tonic::Code;
 
-use crate::harness::{TestServer, namespace, shared_redis, test_config};
+use crate::harness::{RedisProcess, TestServer, namespace, shared_redis, test_config};
 
 /// Microseconds since the epoch: Redis runs on this machine, so its clock is this clock.
 fn now_us() -> i64 {
@@ -373,4 +373,26 @@ async fn memory_per_limited_key() {
         limiter.reset(&key).await.unwrap();
     }
     println!("MEMORY USAGE per limited key after 100 requests (limit 100): {}", report.join(", "));
+}
+
+#[tokio::test]
+async fn the_local_cache_denies_a_key_over_its_limit_without_asking_redis() {
+    let mut redis = RedisProcess::start(&[]);
+    let mut config = test_config(&redis.url());
+    config.rate_limiter.local_over_limit_cache = true;
+    let server = TestServer::start(config).await;
+    let limiter = server.client(&namespace("local-cache")).await.rate_limiter();
+    let limit = RateLimit::per(1, Duration::from_secs(60));
+    assert!(limiter.check("k", &limit, 1).await.unwrap().allowed);
+    let denied = limiter.check("k", &limit, 1).await.unwrap();
+    assert!(!denied.allowed);
+    // With Redis gone, the key known to be over its limit is still denied (from memory) ...
+    redis.kill();
+    let cached = limiter.check("k", &limit, 1).await.unwrap();
+    assert!(!cached.allowed);
+    assert!(cached.retry_after <= denied.retry_after && cached.retry_after > Duration::from_secs(50));
+    // ... while anything else needs Redis.
+    assert_eq!(limiter.check("other", &limit, 1).await.unwrap_err().code(), Code::Unavailable);
+    let other_limit = RateLimit::per(2, Duration::from_secs(60));
+    assert_eq!(limiter.check("k", &other_limit, 1).await.unwrap_err().code(), Code::Unavailable);
 }

@@ -18,8 +18,10 @@ pub mod envoy;
 pub use grpc::RateLimiterApi;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use redis::Value;
 use redis::cluster_routing::Slot;
@@ -34,8 +36,13 @@ use crate::redis::{RedisPool, timed};
 /// Largest limit of the sliding-window log: its sorted set then stays in Redis's compact
 /// encoding (`zset-max-listpack-entries`, 128 by default).
 pub const MAX_LOG_LIMIT: u64 = 128;
+/// Most keys the local over-limit cache remembers per replica.
+const LOCAL_CACHE_KEYS: usize = 100_000;
 /// Longest period of a limit.
 const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// What makes two limits on one key the same limit: a denial under one says nothing of another.
+type LimitShape = (u64, Duration, u64);
 
 /// A limit, resolved from a policy or an inline spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +88,10 @@ impl Limit {
     pub fn from_policy(policy: &RateLimitPolicy) -> Result<Self> {
         let RateLimitPolicy { algorithm, limit, period, burst, shadow } = policy;
         Ok(Self { shadow: *shadow, ..Self::new(*algorithm, *limit, *period, *burst)? })
+    }
+
+    fn shape(&self) -> LimitShape {
+        (self.limit, self.period, self.burst)
     }
 
     /// The most units one request may ask for (more could never be allowed).
@@ -158,6 +169,9 @@ pub struct RateLimiter {
     policies: BTreeMap<String, Limit>,
     counters: HashMap<String, DecisionCounters>,
     inline_counters: DecisionCounters,
+    /// State key -> until when one unit of which limit is known to be denied
+    /// (`local_over_limit_cache`).
+    over_limit: Option<Mutex<HashMap<String, (Instant, LimitShape)>>>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -177,7 +191,14 @@ impl RateLimiter {
             })
             .collect::<Result<BTreeMap<_, _>>>()?;
         let counters = policies.keys().map(|name| (name.clone(), DecisionCounters::new(name))).collect();
-        Ok(Self { redis, limits, policies, counters, inline_counters: DecisionCounters::new("inline") })
+        Ok(Self {
+            redis,
+            limits,
+            policies,
+            counters,
+            inline_counters: DecisionCounters::new("inline"),
+            over_limit: config.local_over_limit_cache.then(|| Mutex::new(HashMap::new())),
+        })
     }
 
     /// The Redis this service uses.
@@ -246,6 +267,12 @@ impl RateLimiter {
         } else {
             groups.push((0..checks.len()).collect());
         }
+        if let Some(decision) = self.known_over_limit(checks, &state_keys) {
+            metrics::counter!("rookery_rate_limit_local_denials_total").increment(1);
+            let counters = checks[0].limit.policy.as_ref().and_then(|name| self.counters.get(name));
+            counters.unwrap_or(&self.inline_counters).record(&decision);
+            return Ok((false, vec![decision]));
+        }
         let (allowed, decisions) = if groups.len() == 1 {
             self.decide(checks, &state_keys, &groups, false).await?
         } else {
@@ -260,7 +287,57 @@ impl RateLimiter {
             let counters = check.limit.policy.as_ref().and_then(|name| self.counters.get(name));
             counters.unwrap_or(&self.inline_counters).record(decision);
         }
+        self.remember_over_limit(checks, &state_keys, &decisions);
         Ok((allowed, decisions))
+    }
+
+    /// With the local cache on: the denial of a single check whose key is known to be over its
+    /// limit, without asking Redis.
+    fn known_over_limit(&self, checks: &[Check], state_keys: &[String]) -> Option<Decision> {
+        let (over_limit, [check], [key]) = (self.over_limit.as_ref()?, checks, state_keys) else {
+            return None;
+        };
+        if check.cost == 0 || check.limit.shadow {
+            return None;
+        }
+        // A request for more units than the one that was denied waits at least as long.
+        let (until, shape) = *over_limit.lock().expect("over-limit cache poisoned").get(key)?;
+        if shape != check.limit.shape() {
+            return None;
+        }
+        let left = until.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())?;
+        Some(Decision {
+            allowed: false,
+            limit: check.limit.limit,
+            period: check.limit.period,
+            remaining: 0,
+            reset_after: left,
+            retry_after: left,
+            shadow_denied: false,
+        })
+    }
+
+    /// With the local cache on: remembers single checks that Redis denied, until their
+    /// `retry_after`.
+    fn remember_over_limit(&self, checks: &[Check], state_keys: &[String], decisions: &[Decision]) {
+        let (Some(over_limit), [check], [key], [decision]) =
+            (self.over_limit.as_ref(), checks, state_keys, decisions)
+        else {
+            return;
+        };
+        // Only a one-unit denial tells when any request will be allowed again.
+        if decision.allowed || check.cost != 1 || check.limit.shadow || decision.retry_after.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut over_limit = over_limit.lock().expect("over-limit cache poisoned");
+        if over_limit.len() >= LOCAL_CACHE_KEYS {
+            over_limit.retain(|_, (until, _)| *until > now);
+            if over_limit.len() >= LOCAL_CACHE_KEYS {
+                return;
+            }
+        }
+        over_limit.insert(key.clone(), (now + decision.retry_after, check.limit.shape()));
     }
 
     /// Runs the check script once per group of checks (a dry run writes nothing); returns
