@@ -75,12 +75,15 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// The coordination Redis (`redis://[user:pass@]host:port[/db]`; TLS is not built in yet);
+    /// The coordination Redis (`redis://[user:pass@]host:port[/db]`, or `rediss://` for TLS);
     /// with `cluster`, a comma-separated list of seed nodes. Must run with `maxmemory-policy
     /// noeviction` unless `allow_eviction` is set.
     pub url: String,
     /// Whether the Redis URLs name a Redis Cluster.
     pub cluster: bool,
+    /// A PEM file of the CA certificates to trust for `rediss://` URLs (a private CA); unset
+    /// trusts the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
     /// Optional separate Redis for the Cache service; it may use any eviction policy.
     pub cache_url: Option<String>,
     /// Multiplexed connections per Redis (requests are pipelined over each).
@@ -356,6 +359,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".to_owned(),
             cluster: false,
+            tls_ca_file: None,
             cache_url: None,
             connections: 1,
             connect_timeout: Duration::from_secs(2),
@@ -593,16 +597,15 @@ impl Config {
                     ));
                 }
                 for seed in seeds {
-                    if seed.starts_with("rediss://") {
-                        return Err(invalid(
-                            field,
-                            "TLS to Redis (rediss://) is not supported by this build",
-                        ));
-                    }
                     redis::parse_redis_url(seed)
                         .ok_or_else(|| invalid(field, format!("{seed:?} is not a redis:// URL")))?;
                 }
             }
+        }
+        if let Some(path) = &self.redis.tls_ca_file
+            && let Err(e) = std::fs::read(path)
+        {
+            return Err(invalid("redis.tls_ca_file", format!("cannot read {}: {e}", path.display())));
         }
         if self.redis.connections == 0 || self.redis.connections > 64 {
             return Err(invalid("redis.connections", "must be between 1 and 64"));

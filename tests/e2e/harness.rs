@@ -28,7 +28,8 @@ pub struct RedisProcess {
     extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
+/// A TCP port free right now on 127.0.0.1 (free until someone binds it).
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

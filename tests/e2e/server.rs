@@ -1,5 +1,5 @@
 //! The server as an operator sees it: Redis failures and recovery, health, reflection,
-//! metrics, the eviction-policy guard, graceful shutdown, and the bench.
+//! metrics, the eviction-policy guard, graceful shutdown, TLS to Redis, and the bench.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::harness::{RedisProcess, TestServer, eventually, namespace, shared_redis, test_config};
+use crate::harness::{RedisProcess, TestServer, eventually, free_port, namespace, shared_redis, test_config};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -335,4 +335,114 @@ async fn pre_drain_delay_keeps_serving_while_health_says_not_serving() {
     cache.set("k", b"v".to_vec(), MINUTE).await.unwrap();
     let took = server.stop().await;
     assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// Runs openssl with `args` in `dir`, failing the test if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output =
+        std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test]
+async fn talks_to_redis_over_tls_and_verifies_its_certificate() {
+    // A private CA, and a certificate for 127.0.0.1 signed by it.
+    let dir = std::env::temp_dir().join(format!("rookery-tls-{}-{}", std::process::id(), namespace("tls")));
+    std::fs::create_dir_all(&dir).unwrap();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=rookery-test-ca",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "redis.key",
+            "-out",
+            "redis.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "redis.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "redis.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "san.cnf",
+        ],
+    );
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let tls_port = free_port().to_string();
+    let _redis = RedisProcess::start(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &path("redis.crt"),
+        "--tls-key-file",
+        &path("redis.key"),
+        "--tls-ca-cert-file",
+        &path("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+
+    // Trusting the private CA: every service works, pub/sub wake-ups included.
+    let mut config = test_config(&url);
+    config.redis.tls_ca_file = Some(dir.join("ca.crt"));
+    let server = TestServer::start(config).await;
+    let client = server.client(&namespace("tls")).await;
+    client.cache().set("k", b"over tls".to_vec(), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(client.cache().get("k").await.unwrap().unwrap().value, b"over tls");
+    let lock = client.lock();
+    let options = rookery_client::LockOptions::new(Duration::from_secs(30));
+    let held = lock.acquire("l", &options).await.unwrap().unwrap();
+    let waiter = tokio::spawn({
+        let lock = lock.clone();
+        let options = options.clone().wait(Duration::from_secs(10));
+        async move { lock.acquire("l", &options).await }
+    });
+    server.wait_for_gauge("rookery_lock_waiting", 1.0).await;
+    assert!(lock.release("l", &held.token).await.unwrap());
+    let woken =
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken through TLS pub/sub");
+    assert!(woken.unwrap().unwrap().is_some());
+
+    // Without the CA, the certificate is refused: the server does not start.
+    let mut config = test_config(&url);
+    config.redis.startup_timeout = Duration::from_millis(500);
+    assert!(TestServer::try_start(config).await.is_err(), "an untrusted certificate was accepted");
+    let _ = std::fs::remove_dir_all(&dir);
 }

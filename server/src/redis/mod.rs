@@ -181,14 +181,33 @@ impl RedisPool {
             timeout: config.startup_timeout,
             source,
         };
+        // rustls needs a process-wide crypto provider for `rediss://` (installing it twice is
+        // harmless).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certificates = match &config.tls_ca_file {
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|e| unreachable(redis::RedisError::from(e)))?),
+            }),
+            None => None,
+        };
         let seeds = seed_urls(url)
             .into_iter()
-            .map(Client::open)
+            .map(|seed| match &certificates {
+                Some(certificates) if seed.starts_with("rediss://") => {
+                    Client::build_with_tls(seed, certificates.clone())
+                }
+                _ => Client::open(seed),
+            })
             .collect::<RedisResult<Vec<_>>>()
             .map_err(unreachable)?;
         let deadline = Instant::now() + config.startup_timeout;
         let backend = if config.cluster {
-            let client = ClusterClientBuilder::new(seed_urls(url))
+            let mut builder = ClusterClientBuilder::new(seed_urls(url));
+            if let Some(certificates) = &certificates {
+                builder = builder.certs(certificates.clone());
+            }
+            let client = builder
                 .connection_timeout(config.connect_timeout)
                 .response_timeout(config.command_timeout)
                 .retries(2)
