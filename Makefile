@@ -10,6 +10,7 @@ test:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	cargo test --workspace --all-features
+	scripts/validate-deploy.sh
 
 bench:
 	scripts/bench.sh

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs what `make run`, `make test` and `make bench` need and a fresh Debian/Ubuntu machine
 # with Rust lacks: redis-server and redis-benchmark (Debian's redis-server / redis-tools), and
-# the rustfmt and clippy components. Does nothing when everything is there.
+# the rustfmt and clippy components, openssl (the TLS test makes certificates with it), and
+# Python's venv (the deployment checks run in a virtualenv). Does nothing when everything is
+# there.
 set -euo pipefail
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || need_apt+=(redis-tools)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)..." >&2

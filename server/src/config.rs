@@ -428,6 +428,9 @@ pub struct Cli {
     /// Separate Redis URL for the Cache service.
     #[arg(long, env = "ROOKERY_CACHE_REDIS_URL")]
     pub cache_redis_url: Option<String>,
+    /// PEM file of CA certificates to trust for `rediss://` URLs.
+    #[arg(long, env = "ROOKERY_REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
     /// Multiplexed connections per Redis.
     #[arg(long, env = "ROOKERY_REDIS_CONNECTIONS")]
     pub redis_connections: Option<usize>,
@@ -523,6 +526,7 @@ impl Config {
             redis_url,
             redis_cluster,
             cache_redis_url,
+            redis_tls_ca_file,
             redis_connections,
             redis_connect_timeout,
             redis_command_timeout,
@@ -548,6 +552,9 @@ impl Config {
         set(&mut self.redis.cluster, redis_cluster);
         if cache_redis_url.is_some() {
             self.redis.cache_url = cache_redis_url;
+        }
+        if redis_tls_ca_file.is_some() {
+            self.redis.tls_ca_file = redis_tls_ca_file;
         }
         set(&mut self.redis.connections, redis_connections);
         set(&mut self.redis.connect_timeout, redis_connect_timeout);

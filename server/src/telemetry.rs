@@ -62,12 +62,17 @@ pub async fn run_metrics_upkeep() {
     }
 }
 
+/// Where the admin HTTP server serves Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
+/// Where the admin HTTP server answers 200 while the server is SERVING, 503 otherwise.
+pub const HEALTHZ_PATH: &str = "/healthz";
+
 /// The admin HTTP router: `/metrics` (Prometheus text) and `/healthz` (200 while serving,
 /// 503 otherwise).
 pub fn admin_router(serving: watch::Receiver<bool>) -> Router {
     Router::new()
-        .route("/metrics", get(|| async { prometheus().render() }))
-        .route("/healthz", get(healthz))
+        .route(METRICS_PATH, get(|| async { prometheus().render() }))
+        .route(HEALTHZ_PATH, get(healthz))
         .with_state(Arc::new(serving))
 }
 

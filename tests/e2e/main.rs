@@ -3,6 +3,7 @@
 
 mod cache;
 mod cluster;
+mod deploy;
 mod harness;
 mod lock;
 mod rate_limiter;
