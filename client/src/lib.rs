@@ -78,6 +78,14 @@ pub enum Error {
         /// The transport's reason.
         source: tonic::transport::Error,
     },
+    /// The host name could not be resolved.
+    #[error("cannot resolve {url}: {source}")]
+    Resolve {
+        /// The URL that was asked for.
+        url: String,
+        /// The resolver's reason.
+        source: std::io::Error,
+    },
     /// The namespace is not a valid header value.
     #[error("invalid namespace {0:?}: use letters, digits, '.', '_' and '-'")]
     Namespace(String),
@@ -116,6 +124,67 @@ impl Client {
         let connect_error = |source| Error::Connect { url: url.clone(), source };
         let endpoint = Endpoint::from_shared(url.clone()).map_err(connect_error)?.tcp_nodelay(true);
         let channel = endpoint.connect().await.map_err(connect_error)?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Connects to every address `host` resolves to, balancing calls over them, and follows the
+    /// DNS answer as it changes (re-resolved every `refresh`). Point it at a Kubernetes headless
+    /// Service (`rookery-headless.<namespace>.svc`): its name resolves to every ready pod, so
+    /// calls spread over all replicas, where one connection through a plain Service would pin
+    /// every call to one pod. The refresh task stops when the last clone of the client is
+    /// dropped.
+    pub async fn connect_balanced(
+        host: &str,
+        port: u16,
+        refresh: std::time::Duration,
+    ) -> Result<Self, Error> {
+        use std::collections::HashSet;
+        use std::net::SocketAddr;
+        use tonic::transport::channel::Change;
+
+        let url = format!("http://{host}:{port}");
+        let resolve = {
+            let target = format!("{host}:{port}");
+            move || {
+                let target = target.clone();
+                async move {
+                    tokio::net::lookup_host(target).await.map(|addrs| addrs.collect::<HashSet<SocketAddr>>())
+                }
+            }
+        };
+        let first = resolve().await.map_err(|e| Error::Resolve { url: url.clone(), source: e })?;
+        let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
+        let endpoint =
+            |addr: SocketAddr| Endpoint::from_shared(format!("http://{addr}")).map(|e| e.tcp_nodelay(true));
+        for addr in &first {
+            let endpoint = endpoint(*addr).map_err(|source| Error::Connect { url: url.clone(), source })?;
+            let _ = changes.send(Change::Insert(*addr, endpoint)).await;
+        }
+        tokio::spawn(async move {
+            let mut known = first;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(refresh) => {}
+                    // Every clone of the channel is gone.
+                    () = changes.closed() => return,
+                }
+                // A failed lookup keeps the known addresses.
+                let Ok(now) = resolve().await else { continue };
+                for gone in known.difference(&now) {
+                    if changes.send(Change::Remove(*gone)).await.is_err() {
+                        return;
+                    }
+                }
+                for new in now.difference(&known) {
+                    if let Ok(endpoint) = endpoint(*new)
+                        && changes.send(Change::Insert(*new, endpoint)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                known = now;
+            }
+        });
         Ok(Self::from_channel(channel))
     }
 

@@ -446,3 +446,20 @@ async fn talks_to_redis_over_tls_and_verifies_its_certificate() {
     assert!(TestServer::try_start(config).await.is_err(), "an untrusted certificate was accepted");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_client_balanced_over_dns_answers_reach_the_server() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let client =
+        rookery_client::Client::connect_balanced("127.0.0.1", server.addr.port(), Duration::from_secs(1))
+            .await
+            .unwrap()
+            .with_namespace(&namespace("balanced"))
+            .unwrap();
+    let cache = client.cache();
+    cache.set("k", b"v".to_vec(), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"v");
+    let unknown =
+        rookery_client::Client::connect_balanced("no-such-host.invalid", 1, Duration::from_secs(1)).await;
+    assert!(matches!(unknown, Err(rookery_client::Error::Resolve { .. })));
+}
