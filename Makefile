@@ -11,6 +11,7 @@ test:
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	cargo test --workspace --all-features
 	scripts/validate-deploy.sh
+	scripts/examples.sh
 
 bench:
 	scripts/bench.sh

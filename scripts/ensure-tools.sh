@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what `make run`, `make test` and `make bench` need and a fresh Debian/Ubuntu machine
 # with Rust lacks: redis-server and redis-benchmark (Debian's redis-server / redis-tools), and
-# the rustfmt and clippy components, openssl (the TLS test makes certificates with it), and
-# Python's venv (the deployment checks run in a virtualenv). Does nothing when everything is
-# there.
+# the rustfmt and clippy components, openssl (the TLS test makes certificates with it),
+# Python's venv (the deployment checks and the Python example run in virtualenvs), and Node.js
+# with npm (the Node example). Does nothing when everything is there.
 set -euo pipefail
 
 need_apt=()
@@ -12,6 +12,8 @@ command -v redis-benchmark >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)..." >&2
