@@ -57,6 +57,9 @@ pub const SESSION_SERVICE_NAME: &str = "rookery.v1.Session";
 pub const RATE_LIMITER_SERVICE_NAME: &str = "rookery.v1.RateLimiter";
 /// The gRPC name of Envoy's rate limit service, as used by grpc.health.v1.
 pub const ENVOY_RATE_LIMIT_SERVICE_NAME: &str = "envoy.service.ratelimit.v3.RateLimitService";
+/// A grpc.health.v1 name that is SERVING for as long as the process serves gRPC, whatever
+/// Redis does: for liveness probes (a Redis outage is no reason to restart the server).
+pub const LIVENESS_SERVICE_NAME: &str = "liveness";
 /// How often health follows Redis reachability.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -161,6 +164,7 @@ pub async fn serve(
     );
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status(LIVENESS_SERVICE_NAME, ServingStatus::Serving).await;
     let (serving_tx, serving_rx) = watch::channel(false);
     let serving_tx = Arc::new(serving_tx);
     let health_task = tokio::spawn(follow_health(

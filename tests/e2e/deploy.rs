@@ -67,18 +67,24 @@ fn manifests_match_the_server() {
     // gRPC probes ask the server's health service for names it serves.
     let served = [
         "",
+        rookery_server::LIVENESS_SERVICE_NAME,
         rookery_server::CACHE_SERVICE_NAME,
         rookery_server::LOCK_SERVICE_NAME,
         rookery_server::SESSION_SERVICE_NAME,
         rookery_server::RATE_LIMITER_SERVICE_NAME,
         rookery_server::ENVOY_RATE_LIMIT_SERVICE_NAME,
     ];
-    for probe in ["startupProbe", "readinessProbe"] {
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         let grpc_probe = &container[probe]["grpc"];
         assert_eq!(port(&grpc_probe["port"], container), grpc, "{probe} port");
         assert!(served.contains(&grpc_probe["service"].as_str().unwrap()), "{probe} service");
     }
-    assert_eq!(port(&container["livenessProbe"]["tcpSocket"]["port"], container), admin);
+    // Readiness follows Redis; liveness must not.
+    assert_eq!(container["readinessProbe"]["grpc"]["service"].as_str(), Some(""));
+    assert_eq!(
+        container["livenessProbe"]["grpc"]["service"].as_str(),
+        Some(rookery_server::LIVENESS_SERVICE_NAME)
+    );
 
     // Metrics scraping.
     let annotations = &pod["metadata"]["annotations"];

@@ -51,6 +51,8 @@ async fn redis_restart_gives_unavailable_then_recovers_without_server_restart() 
     }
     let (code, _) = server.admin_get("/healthz").await;
     assert_eq!(code, 503);
+    // Liveness does not follow Redis: an outage is no reason to restart the server.
+    assert_eq!(health(&server, rookery_server::LIVENESS_SERVICE_NAME).await, Some(ServingStatus::Serving));
 
     redis.restart();
     assert!(
