@@ -274,6 +274,7 @@ pub async fn redis_benchmark(
                 "",
                 "60000",
                 "0",
+                "0",
             ]
             .map(str::to_owned);
             let release = [

@@ -364,7 +364,9 @@ async fn memory_per_limited_key() {
         for _ in 0..100 {
             limiter.check(&key, &limit, 1).await.unwrap();
         }
-        let state = format!("rk1:{{{ns}:rl:{key}}}:{suffix}");
+        let prefix = format!("rk1:{{{ns}:rl:{key}}}:{suffix}:");
+        let state =
+            shared_redis().keys_of(ns).await.into_iter().find(|k| k.starts_with(&prefix)).expect("state key");
         let bytes: i64 = redis::cmd("MEMORY").arg("USAGE").arg(&state).query_async(&mut conn).await.unwrap();
         report.push(format!("{algorithm:?}: {bytes} B"));
         if algorithm == Algorithm::Gcra {
@@ -395,4 +397,32 @@ async fn the_local_cache_denies_a_key_over_its_limit_without_asking_redis() {
     assert_eq!(limiter.check("other", &limit, 1).await.unwrap_err().code(), Code::Unavailable);
     let other_limit = RateLimit::per(2, Duration::from_secs(60));
     assert_eq!(limiter.check("k", &other_limit, 1).await.unwrap_err().code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn two_limits_on_one_key_keep_separate_state() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let ns = namespace("two-limits");
+    let limiter = server.client(&ns).await.rate_limiter();
+    let per_second = RateLimit::per(3, Duration::from_secs(1));
+    let per_hour = RateLimit::per(100, Duration::from_secs(3600));
+    // The hourly limit's use does not eat into the per-second one, nor the other way round.
+    for _ in 0..3 {
+        assert!(limiter.check("user", &per_hour, 1).await.unwrap().allowed);
+    }
+    for _ in 0..3 {
+        assert!(limiter.check("user", &per_second, 1).await.unwrap().allowed);
+    }
+    assert!(!limiter.check("user", &per_second, 1).await.unwrap().allowed);
+    assert_eq!(limiter.check("user", &per_hour, 0).await.unwrap().remaining, 97);
+    // The same limit twice in one request is refused rather than half counted.
+    let twice = [
+        RateLimitCheck { key: "user".into(), limit: per_hour.clone(), cost: 1 },
+        RateLimitCheck { key: "user".into(), limit: per_hour.clone(), cost: 1 },
+    ];
+    assert_eq!(limiter.check_many(&twice).await.unwrap_err().code(), Code::InvalidArgument);
+    // Reset forgets both.
+    assert_eq!(limiter.reset("user").await.unwrap(), 2);
+    assert_eq!(limiter.check("user", &per_hour, 0).await.unwrap().remaining, 100);
+    shared_redis().assert_no_key_without_ttl(&ns).await;
 }

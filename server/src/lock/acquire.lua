@@ -14,6 +14,8 @@
 -- ARGV[6]  TTL in ms of the fence and history keys
 -- ARGV[7]  '1' if other callers wait for this lock on the caller's replica: a grant then keeps
 --          releases announced, although the caller itself no longer waits
+-- ARGV[8]  '1' if the caller will wait when told the lock is held (then releases announce
+--          themselves until the lock is free)
 --
 -- Fencing tokens: max(last + 1, Redis time in us). While the fence key survives, tokens
 -- increase by construction; if Redis lost it, the clock still puts the new token above every
@@ -34,8 +36,10 @@ if count > 0 then
     return {-1, held_limit}
   end
   if count >= limit then
-    -- The caller may wait: from now until the lock is free, releases wake waiters.
-    redis.call('HSET', KEYS[2], '#waited', 1)
+    -- The caller will wait: from now until the lock is free, releases wake waiters.
+    if ARGV[8] == '1' then
+      redis.call('HSET', KEYS[2], '#waited', 1)
+    end
     local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     return {0, tonumber(first[2]) - now}
   end

@@ -369,8 +369,14 @@ impl Locks {
 
     /// One acquisition attempt: one script call.
     /// `others_waiting`: other callers on this replica wait for the lock (the grant must keep
-    /// releases announced for them).
-    async fn try_acquire(&self, lease: &Lease, token: &str, others_waiting: bool) -> Result<Attempt> {
+    /// releases announced for them); `will_wait`: this caller waits if the lock is held.
+    async fn try_acquire(
+        &self,
+        lease: &Lease,
+        token: &str,
+        others_waiting: bool,
+        will_wait: bool,
+    ) -> Result<Attempt> {
         let keys = &lease.keys;
         let mut cmd =
             evalsha(&scripts::LOCK_ACQUIRE, &[&keys.holders, &keys.info, &keys.fence, &keys.history]);
@@ -381,7 +387,8 @@ impl Locks {
             .arg(&lease.owner)
             .arg(announce)
             .arg(millis(FENCE_TTL.max(lease.ttl * 2)))
-            .arg(if others_waiting { "1" } else { "0" });
+            .arg(if others_waiting { "1" } else { "0" })
+            .arg(if will_wait { "1" } else { "0" });
         let mut conn = self.redis.conn();
         let reply: Result<Vec<Value>> =
             timed("lock.acquire", scripts::run(&mut conn, &scripts::LOCK_ACQUIRE, &cmd))
@@ -435,7 +442,7 @@ impl Locks {
         let token = new_token();
         loop {
             let others_waiting = waiter.as_ref().is_some_and(QueuedWaiter::others_waiting);
-            let retry_in = match self.try_acquire(lease, &token, others_waiting).await? {
+            let retry_in = match self.try_acquire(lease, &token, others_waiting, waiter.is_some()).await? {
                 Attempt::Granted(grant, free) => {
                     // A release wakes one waiter per replica; if permits are left (several
                     // were freed), the next local waiter may take one too.

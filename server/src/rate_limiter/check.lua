@@ -24,28 +24,45 @@ local function fmt(n)
   return string.format('%.3f', n)
 end
 
+-- A point in time as a whole microsecond and a fraction, stored as "us.fraction": near 1.8e15
+-- a double steps by 0.25 us, too coarse for GCRA at high rates, so arithmetic on stored times
+-- is done relative to now, on small numbers.
+local function offset_of(stored)
+  if not stored then
+    return nil
+  end
+  local whole, fraction = string.match(stored, '^(%d+)%.?(%d*)$')
+  if not whole then
+    return nil
+  end
+  return (tonumber(whole) - now) + (fraction ~= '' and tonumber('0.' .. fraction) or 0)
+end
+
+local function stored_at(offset)
+  local whole = math.floor(offset)
+  return string.format('%.0f.%06d', now + whole, math.floor((offset - whole) * 1000000))
+end
+
 -- Each decide_* returns allowed, remaining, reset_after, retry_after, write (a function).
 
+-- All times relative to now (see offset_of): tat is the theoretical arrival time.
 local function decide_gcra(key, limit, period, burst, cost)
   local interval = period / limit
   local tolerance = burst * interval
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then
-    tat = now
-  end
+  local tat = math.max(0, offset_of(redis.call('GET', key)) or 0)
   if cost == 0 then
-    local allowed = now >= tat + interval - tolerance
-    return allowed, math.max(0, math.floor((now + tolerance - tat) / interval)), tat - now, 0, nil
+    local allowed = 0 >= tat + interval - tolerance
+    return allowed, math.max(0, math.floor((tolerance - tat) / interval)), tat, 0, nil
   end
   local new_tat = tat + cost * interval
   local allow_at = new_tat - tolerance
-  if now < allow_at then
-    return false, math.max(0, math.floor((now + tolerance - tat) / interval)), tat - now, allow_at - now, nil
+  if allow_at > 0 then
+    return false, math.max(0, math.floor((tolerance - tat) / interval)), tat, allow_at, nil
   end
   local write = function()
-    redis.call('SET', key, fmt(new_tat), 'PX', ms_ceil(new_tat - now))
+    redis.call('SET', key, stored_at(new_tat), 'PX', ms_ceil(new_tat))
   end
-  return true, math.max(0, math.floor((now + tolerance - new_tat) / interval)), new_tat - now, 0, write
+  return true, math.max(0, math.floor((tolerance - new_tat) / interval)), new_tat, 0, write
 end
 
 local function decide_token_bucket(key, limit, period, burst, cost)
@@ -62,7 +79,8 @@ local function decide_token_bucket(key, limit, period, burst, cost)
   end
   local left = tokens - cost
   local write = function()
-    redis.call('HSET', key, 't', fmt(left), 'ts', fmt(now))
+    -- Rounded down: a stored count never holds more than the bucket does.
+    redis.call('HSET', key, 't', string.format('%.3f', math.floor(left * 1000) / 1000), 'ts', fmt(now))
     redis.call('PEXPIRE', key, ms_ceil((burst - left) * per_token))
   end
   return true, math.floor(left), (burst - left) * per_token, 0, write

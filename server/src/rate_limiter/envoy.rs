@@ -122,18 +122,26 @@ impl RateLimitService for EnvoyRateLimitApi {
             return Err(Status::invalid_argument(format!("rate limit domain {domain:?} is not configured")));
         };
         let request_cost = u64::from(hits_addend.max(1));
-        // Descriptors with a policy, and where their decision goes in the response.
-        let mut checks = Vec::new();
-        let mut positions = Vec::new();
+        // Descriptors with a policy, and the check each one's decision comes from (a descriptor
+        // repeated in one request adds its cost to the same check).
+        let mut checks: Vec<Check> = Vec::new();
+        let mut positions: Vec<(usize, usize)> = Vec::new();
         for (position, descriptor) in descriptors.iter().enumerate() {
             let Some(policy) = matching_policy(config, descriptor) else { continue };
             let cost = descriptor.hits_addend.as_ref().map_or(request_cost, |h| h.value);
-            checks.push(Check {
-                key: limited_key(&domain, descriptor),
-                limit: self.limiter.policy(policy)?,
-                cost,
-            });
-            positions.push(position);
+            let key = limited_key(&domain, descriptor);
+            let limit = self.limiter.policy(policy)?;
+            let index = match checks.iter().position(|c| c.key == key && c.limit == limit) {
+                Some(index) => {
+                    checks[index].cost += cost;
+                    index
+                }
+                None => {
+                    checks.push(Check { key, limit, cost });
+                    checks.len() - 1
+                }
+            };
+            positions.push((position, index));
         }
         let mut statuses = vec![
             DescriptorStatus { code: Code::Ok.into(), ..DescriptorStatus::default() };
@@ -142,7 +150,8 @@ impl RateLimitService for EnvoyRateLimitApi {
         let mut over = false;
         if !checks.is_empty() {
             let (_, decisions) = self.limiter.check_many(&ns, &checks).await?;
-            for ((position, check), decision) in positions.into_iter().zip(&checks).zip(decisions) {
+            for (position, index) in positions {
+                let (check, decision) = (&checks[index], decisions[index].clone());
                 over |= !decision.allowed;
                 statuses[position] = DescriptorStatus {
                     code: if decision.allowed { Code::Ok } else { Code::OverLimit }.into(),

@@ -99,15 +99,21 @@ impl Limit {
         self.burst
     }
 
+    /// The script's number for the algorithm, and its short name in state keys.
     fn code(&self) -> (u8, &'static str) {
-        let (code, index) = match self.algorithm {
-            RateLimitAlgorithm::Gcra => (1, 0),
-            RateLimitAlgorithm::TokenBucket => (2, 1),
-            RateLimitAlgorithm::SlidingWindowLog => (3, 2),
-            RateLimitAlgorithm::SlidingWindowCounter => (4, 3),
-            RateLimitAlgorithm::FixedWindow => (5, 4),
-        };
-        (code, keys::RATE_LIMIT_ALGORITHM_SUFFIXES[index])
+        match self.algorithm {
+            RateLimitAlgorithm::Gcra => (1, "g"),
+            RateLimitAlgorithm::TokenBucket => (2, "tb"),
+            RateLimitAlgorithm::SlidingWindowLog => (3, "log"),
+            RateLimitAlgorithm::SlidingWindowCounter => (4, "swc"),
+            RateLimitAlgorithm::FixedWindow => (5, "fw"),
+        }
+    }
+
+    /// The state-key suffix of this limit: algorithm and parameters, so that two different
+    /// limits on one key keep separate state.
+    fn state_suffix(&self) -> String {
+        format!("{}:{}:{}:{}", self.code().1, self.limit, self.period.as_micros(), self.burst)
     }
 }
 
@@ -251,7 +257,15 @@ impl RateLimiter {
             }
         }
         let state_keys: Vec<String> =
-            checks.iter().map(|c| keys::rate_limit(ns.as_str(), &c.key, c.limit.code().1)).collect();
+            checks.iter().map(|c| keys::rate_limit(ns.as_str(), &c.key, &c.limit.state_suffix())).collect();
+        let mut distinct: Vec<&String> = state_keys.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() != state_keys.len() {
+            return Err(Error::InvalidArgument(
+                "the same limit appears twice for the same key; give it once with the summed cost".into(),
+            ));
+        }
         // Checks grouped by slot: one script per group (one group unless on a Cluster).
         let mut groups: Vec<Vec<usize>> = Vec::new();
         if self.redis.is_cluster() {
@@ -395,18 +409,41 @@ impl RateLimiter {
         decisions.pop().ok_or_else(|| Error::Internal("no decision for a check".into()))
     }
 
-    /// Forgets a key's state under every algorithm; returns how many states existed.
+    /// Forgets a key's state under every limit; returns how many states existed. Finds them
+    /// with SCAN (on every master of a Cluster): an operator's call, whose cost grows with the
+    /// number of keys in Redis.
     pub async fn reset(&self, ns: &Namespace, key: &str) -> Result<u64> {
         self.check_key(key)?;
-        let state_keys: Vec<String> = keys::RATE_LIMIT_ALGORITHM_SUFFIXES
-            .iter()
-            .map(|suffix| keys::rate_limit(ns.as_str(), key, suffix))
-            .collect();
+        let pattern = keys::rate_limit_pattern(ns.as_str(), key);
+        let mut found = Vec::new();
+        for node in self.redis.nodes().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+                let (next, keys): (u64, Vec<String>) =
+                    timed("rate_limit.scan", self.redis.query_node(&node, &scan)).await?;
+                found.extend(keys);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        if let Some(over_limit) = &self.over_limit {
+            let mut over_limit = over_limit.lock().expect("over-limit cache poisoned");
+            for state in &found {
+                over_limit.remove(state);
+            }
+        }
+        if found.is_empty() {
+            return Ok(0);
+        }
+        // One hash tag: a single DEL, even on a Cluster.
         let mut conn = self.redis.conn();
-        let removed: u64 =
-            timed("rate_limit.reset", redis::cmd("DEL").arg(&state_keys).query_async(&mut conn))
-                .await
-                .map_err(Error::from_write)?;
+        let removed: u64 = timed("rate_limit.reset", redis::cmd("DEL").arg(&found).query_async(&mut conn))
+            .await
+            .map_err(Error::from_write)?;
         Ok(removed)
     }
 }

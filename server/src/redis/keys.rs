@@ -35,10 +35,6 @@ const KIND_SESSION: &str = "sess";
 /// Kind of a rate-limited key's state.
 const KIND_RATE_LIMIT: &str = "rl";
 
-/// Suffixes of a rate-limited key's state, one per algorithm (GCRA, token bucket, sliding log,
-/// sliding counter, fixed window), so that two algorithms on one key never share state.
-pub const RATE_LIMIT_ALGORITHM_SUFFIXES: [&str; 5] = ["g", "tb", "log", "swc", "fw"];
-
 /// Kind of a cache entry's keys.
 const KIND_CACHE: &str = "cache";
 /// Kind of a cache tag's index set.
@@ -187,13 +183,21 @@ pub fn session_index(namespace: &str, tag: &str) -> String {
     key
 }
 
-/// The state of rate-limited `key` in `namespace` under the algorithm with `suffix` (one of
-/// [`RATE_LIMIT_ALGORITHM_SUFFIXES`]): `rk1:{<ns>:rl:<key>}:<suffix>`.
-pub fn rate_limit(namespace: &str, key: &str, suffix: &str) -> String {
+/// The state of rate-limited `key` in `namespace` under one limit, named by `shape` (the
+/// algorithm and its parameters, e.g. `g:10:1000000:10`), so that two limits on one key never
+/// share state: `rk1:{<ns>:rl:<key>}:<shape>`. `shape` is made by the server, never by users.
+pub fn rate_limit(namespace: &str, key: &str, shape: &str) -> String {
     let mut state = object_head(namespace, KIND_RATE_LIMIT, key);
     state.push_str("}:");
-    state.push_str(suffix);
+    state.push_str(shape);
     state
+}
+
+/// A SCAN `MATCH` pattern for the state of `key` under every limit.
+pub fn rate_limit_pattern(namespace: &str, key: &str) -> String {
+    let mut pattern = glob_escape(&object_head(namespace, KIND_RATE_LIMIT, key));
+    pattern.push_str("}:*");
+    pattern
 }
 
 #[cfg(test)]
@@ -341,6 +345,10 @@ mod tests {
         assert_eq!(election("team-a", "jobs").holders, "rk1:{team-a:elect:jobs}");
         assert_eq!(session("team-a", "0a1b2c3d", "h-_"), "rk1:{team-a:sess:0a1b2c3d}:s:h-_");
         assert_eq!(session_index("team-a", "0a1b2c3d"), "rk1:{team-a:sess:0a1b2c3d}:u");
-        assert_eq!(rate_limit("team-a", "ip:1.2.3.4", "g"), "rk1:{team-a:rl:ip%3A1.2.3.4}:g");
+        assert_eq!(
+            rate_limit("team-a", "ip:1.2.3.4", "g:5:1000:5"),
+            "rk1:{team-a:rl:ip%3A1.2.3.4}:g:5:1000:5"
+        );
+        assert_eq!(rate_limit_pattern("team-a", "a*"), "rk1:{team-a:rl:a%2A}:*");
     }
 }

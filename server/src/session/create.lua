@@ -23,7 +23,8 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local subject = ARGV[1]
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+-- A key lives through its expiry millisecond: prune only entries that ended before now.
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 local evicted = 0
 if ARGV[7] ~= '' then
   local victim = subject .. '|' .. ARGV[7]

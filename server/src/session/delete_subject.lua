@@ -17,7 +17,8 @@ for i = 2, #ARGV do
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+-- A key lives through its expiry millisecond: prune only entries that ended before now.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if string.sub(member, 1, -45) == subject and not named[member] then
     return -1

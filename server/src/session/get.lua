@@ -27,7 +27,8 @@ local expiry
 if ARGV[1] == '1' then
   expiry = math.min(now + tonumber(session['idle']), tonumber(session['abs']))
   redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', expiry))
-  redis.call('ZADD', KEYS[2], 'XX', string.format('%.0f', expiry), session['sub'] .. '|' .. ARGV[2])
+  -- A live session always belongs in its index (re-added if pruned at its expiry instant).
+  redis.call('ZADD', KEYS[2], string.format('%.0f', expiry), session['sub'] .. '|' .. ARGV[2])
   if redis.call('PTTL', KEYS[2]) < expiry - now then
     redis.call('PEXPIREAT', KEYS[2], string.format('%.0f', expiry))
   end

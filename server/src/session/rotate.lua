@@ -15,10 +15,14 @@ if not subject then
 end
 local pttl = redis.call('PTTL', KEYS[1])
 redis.call('RENAME', KEYS[1], KEYS[2])
-local score = redis.call('ZSCORE', KEYS[3], subject .. '|' .. ARGV[1])
 redis.call('ZREM', KEYS[3], subject .. '|' .. ARGV[1])
-if score then
-  redis.call('ZADD', KEYS[3], score, subject .. '|' .. ARGV[2])
+-- Indexed under the new ID at its expiry (also if its entry was pruned at the expiry instant).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expiry = now + pttl
+redis.call('ZADD', KEYS[3], string.format('%.0f', expiry), subject .. '|' .. ARGV[2])
+if redis.call('PTTL', KEYS[3]) < pttl then
+  redis.call('PEXPIREAT', KEYS[3], string.format('%.0f', expiry))
 end
 local grace = math.min(tonumber(ARGV[3]), pttl)
 if grace > 0 then

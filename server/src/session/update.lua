@@ -24,18 +24,22 @@ if ARGV[1] ~= '' and current[1] ~= ARGV[1] then
   return {-1, tonumber(current[1])}
 end
 local removes = tonumber(ARGV[3])
--- Five fields of every session are not attributes.
+-- Five fields of every session are not attributes. Each distinct name counts once.
 local count = redis.call('HLEN', KEYS[1]) - 5
-for i = 4, 3 + removes do
-  count = count - redis.call('HEXISTS', KEYS[1], ARGV[i])
-end
 local removed = {}
 for i = 4, 3 + removes do
-  removed[ARGV[i]] = true
+  if not removed[ARGV[i]] then
+    removed[ARGV[i]] = true
+    count = count - redis.call('HEXISTS', KEYS[1], ARGV[i])
+  end
 end
+local added = {}
 for i = 4 + removes, #ARGV, 2 do
-  if removed[ARGV[i]] or redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
-    count = count + 1
+  if not added[ARGV[i]] then
+    added[ARGV[i]] = true
+    if removed[ARGV[i]] or redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
+      count = count + 1
+    end
   end
 end
 if count > tonumber(ARGV[2]) then
