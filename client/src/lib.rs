@@ -37,6 +37,7 @@
 
 mod cache;
 mod convert;
+mod events;
 mod lock;
 mod rate_limiter;
 mod session;
@@ -44,6 +45,7 @@ mod session;
 pub use cache::{
     CacheClient, Entry, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions,
 };
+pub use events::{Event, EventStream, EventsClient, GapReason};
 pub use lock::{
     CampaignEvent, CampaignStream, HeldLock, Leader, LeaderStream, Lease, LockClient, LockContext, LockLost,
     LockOptions, WithLockError,
@@ -205,6 +207,11 @@ impl Client {
     /// The Cache service.
     pub fn cache(&self) -> CacheClient {
         CacheClient::new(self.intercepted())
+    }
+
+    /// The Events service.
+    pub fn events(&self) -> EventsClient {
+        EventsClient::new(self.intercepted())
     }
 
     /// The Lock service.

@@ -1,6 +1,6 @@
 // Rookery from Node.js: @grpc/grpc-js with the protos loaded at run time by
 // @grpc/proto-loader. Uses every service: Cache, Lock (including the server-streaming Hold
-// and Observe), Session and RateLimiter. Exits non-zero if any call fails or returns
+// and Observe), Session, RateLimiter and Events (a Subscribe stream). Exits non-zero if any call fails or returns
 // something unexpected.
 //
 //   npm install && ROOKERY_ADDRESS=127.0.0.1:50051 node example.js
@@ -14,7 +14,13 @@ const protoLoader = require('@grpc/proto-loader');
 
 const protoRoot = path.join(__dirname, '..', '..', 'proto');
 const definition = protoLoader.loadSync(
-  ['rookery/v1/cache.proto', 'rookery/v1/lock.proto', 'rookery/v1/session.proto', 'rookery/v1/rate_limiter.proto'],
+  [
+    'rookery/v1/cache.proto',
+    'rookery/v1/events.proto',
+    'rookery/v1/lock.proto',
+    'rookery/v1/session.proto',
+    'rookery/v1/rate_limiter.proto',
+  ],
   { includeDirs: [protoRoot], keepCase: true, longs: Number, defaults: true, oneofs: true },
 );
 const v1 = grpc.loadPackageDefinition(definition).rookery.v1;
@@ -75,7 +81,24 @@ async function main() {
   }
   assert.deepEqual(allowed, [true, true, false]);
 
-  for (const client of [cache, lock, sessions, limiter]) client.close();
+  // Events: subscribe (the first message confirms it is live), publish, receive.
+  const events = new v1.Events(address, credentials);
+  const received = await new Promise((resolve, reject) => {
+    const stream = events.Subscribe({ channels: ['greetings'] }, metadata);
+    stream.on('data', (message) => {
+      if (message.event === 'subscribed') {
+        call(events, 'Publish', { channel: 'greetings', payload: Buffer.from('hi') }).catch(reject);
+      } else if (message.event === 'message') {
+        stream.cancel();
+        resolve(message.message);
+      }
+    });
+    stream.once('error', (error) => { if (error.code !== grpc.status.CANCELLED) reject(error); });
+  });
+  assert.equal(received.channel, 'greetings');
+  assert.equal(received.payload.toString(), 'hi');
+
+  for (const client of [cache, lock, sessions, limiter, events]) client.close();
   console.log('node example: every call answered as expected');
 }
 

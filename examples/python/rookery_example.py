@@ -1,7 +1,7 @@
 """Rookery from Python, through stubs generated from proto/ with grpcio-tools.
 
-Uses every service: Cache, Lock (including the server-streaming Hold), Session and
-RateLimiter. Exits non-zero if any call fails or returns something unexpected.
+Uses every service: Cache, Lock (including the server-streaming Hold), Session,
+RateLimiter and Events (a Subscribe stream). Exits non-zero if any call fails or returns something unexpected.
 
     python -m grpc_tools.protoc -I proto --python_out=GEN --grpc_python_out=GEN proto/rookery/v1/*.proto
     PYTHONPATH=GEN ROOKERY_ADDRESS=127.0.0.1:50051 python examples/python/rookery_example.py
@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from rookery.v1 import cache_pb2, cache_pb2_grpc
+from rookery.v1 import events_pb2, events_pb2_grpc
 from rookery.v1 import lock_pb2, lock_pb2_grpc
 from rookery.v1 import rate_limiter_pb2, rate_limiter_pb2_grpc
 from rookery.v1 import session_pb2, session_pb2_grpc
@@ -67,6 +68,16 @@ def main():
         ]
         assert [d.allowed for d in decisions] == [True, True, False], decisions
         assert decisions[2].retry_after.seconds > 0 or decisions[2].retry_after.nanos > 0
+
+        events = events_pb2_grpc.EventsStub(channel)
+        subscription = events.Subscribe(events_pb2.EventsSubscribeRequest(channels=["greetings"]), metadata=metadata)
+        # The first message confirms the subscription: a publish after it is delivered.
+        assert next(subscription).WhichOneof("event") == "subscribed"
+        receivers = events.Publish(events_pb2.EventsPublishRequest(channel="greetings", payload=b"hi"), metadata=metadata)
+        assert receivers.receivers >= 1, receivers
+        delivered = next(subscription)
+        assert delivered.message.channel == "greetings" and delivered.message.payload == b"hi", delivered
+        subscription.cancel()
     print("python example: every call answered as expected")
 
 

@@ -63,6 +63,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// The RateLimiter service (and its Envoy rate limit service).
     pub rate_limiter: RateLimiterConfig,
+    /// The Events service.
+    pub events: EventsConfig,
     /// The async runtime.
     pub runtime: RuntimeConfig,
     /// Logging.
@@ -242,6 +244,24 @@ pub struct RateLimiterConfig {
     pub local_over_limit_cache: bool,
 }
 
+/// Bounds of the Events service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Messages queued per subscriber before further ones are dropped (and reported as a gap).
+    pub subscriber_buffer: usize,
+    /// Messages a subscriber may miss in a row before it is cut with RESOURCE_EXHAUSTED.
+    pub max_missed: u64,
+    /// Channels plus patterns in one subscription.
+    pub max_topics: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { subscriber_buffer: 1024, max_missed: 100_000, max_topics: 100 }
+    }
+}
+
 /// What `Session.Create` does when a subject is at its cap on live sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -347,6 +367,7 @@ impl Default for Config {
             lock: LockConfig::default(),
             session: SessionConfig::default(),
             rate_limiter: RateLimiterConfig::default(),
+            events: EventsConfig::default(),
             runtime: RuntimeConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -674,6 +695,15 @@ impl Config {
         for domain in &self.rate_limiter.envoy {
             crate::rate_limiter::envoy::check_domain(domain, &self.rate_limiter.policies)
                 .map_err(|message| invalid("rate_limiter.envoy", message))?;
+        }
+        if self.events.subscriber_buffer == 0 || self.events.subscriber_buffer > 1_000_000 {
+            return Err(invalid("events.subscriber_buffer", "must be between 1 and 1000000"));
+        }
+        if self.events.max_missed == 0 {
+            return Err(invalid("events.max_missed", "must be at least 1"));
+        }
+        if self.events.max_topics == 0 || self.events.max_topics > 10_000 {
+            return Err(invalid("events.max_topics", "must be between 1 and 10000"));
         }
         if self.session.max_attributes == 0 || self.session.max_attributes > 1000 {
             return Err(invalid("session.max_attributes", "must be between 1 and 1000"));

@@ -13,6 +13,7 @@ pub mod config;
 mod convert;
 pub mod drain;
 pub mod error;
+pub mod events;
 pub mod lock;
 pub mod namespace;
 pub mod rate_limiter;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use rookery::v1::cache_server::CacheServer;
+use rookery::v1::events_server::EventsServer;
 use rookery::v1::lock_server::LockServer;
 use rookery::v1::rate_limiter_server::RateLimiterServer;
 use rookery::v1::session_server::SessionServer;
@@ -40,6 +42,7 @@ use tonic_health::server::HealthReporter;
 use crate::cache::{Cache, CacheApi};
 pub use crate::config::Config;
 use crate::drain::CutLayer;
+use crate::events::{Events, EventsApi};
 use crate::lock::{LockApi, Locks};
 use crate::rate_limiter::envoy::EnvoyRateLimitApi;
 use crate::rate_limiter::{RateLimiter, RateLimiterApi};
@@ -55,6 +58,8 @@ pub const LOCK_SERVICE_NAME: &str = "rookery.v1.Lock";
 pub const SESSION_SERVICE_NAME: &str = "rookery.v1.Session";
 /// The gRPC name of the RateLimiter service, as used by grpc.health.v1.
 pub const RATE_LIMITER_SERVICE_NAME: &str = "rookery.v1.RateLimiter";
+/// The gRPC name of the Events service, as used by grpc.health.v1.
+pub const EVENTS_SERVICE_NAME: &str = "rookery.v1.Events";
 /// The gRPC name of Envoy's rate limit service, as used by grpc.health.v1.
 pub const ENVOY_RATE_LIMIT_SERVICE_NAME: &str = "envoy.service.ratelimit.v3.RateLimitService";
 /// A grpc.health.v1 name that is SERVING for as long as the process serves gRPC, whatever
@@ -157,6 +162,16 @@ pub async fn serve(
     let sessions =
         Arc::new(Sessions::new(coordination.clone(), config.limits.clone(), config.session.clone()));
 
+    let events = Arc::new(
+        Events::start(
+            coordination.clone(),
+            config.limits.clone(),
+            config.events.clone(),
+            drain.clone(),
+            config.redis.startup_timeout,
+        )
+        .await,
+    );
     let limiter = Arc::new(
         RateLimiter::new(coordination.clone(), config.limits.clone(), &config.rate_limiter).map_err(|e| {
             config::ConfigError::Invalid { field: "rate_limiter.policies", message: e.to_string() }
@@ -171,6 +186,7 @@ pub async fn serve(
         health_reporter.clone(),
         cache.clone(),
         locks.clone(),
+        events.clone(),
         serving_tx.clone(),
     ));
 
@@ -185,6 +201,9 @@ pub async fn serve(
         .max_decoding_message_size(message_limit)
         .max_encoding_message_size(message_limit);
     let session_service = SessionServer::new(SessionApi::new(sessions))
+        .max_decoding_message_size(message_limit)
+        .max_encoding_message_size(message_limit);
+    let events_service = EventsServer::new(EventsApi::new(events))
         .max_decoding_message_size(message_limit)
         .max_encoding_message_size(message_limit);
     let rate_limiter_service = RateLimiterServer::new(RateLimiterApi::new(limiter.clone()))
@@ -242,6 +261,7 @@ pub async fn serve(
         .add_service(InterceptedService::new(lock_service, namespace::interceptor))
         .add_service(InterceptedService::new(session_service, namespace::interceptor))
         .add_service(InterceptedService::new(rate_limiter_service, namespace::interceptor))
+        .add_service(InterceptedService::new(events_service, namespace::interceptor))
         .add_service(InterceptedService::new(envoy_service, namespace::interceptor))
         .serve_with_incoming_shutdown(incoming, signal);
     let drain_timeout = config.shutdown.drain_timeout;
@@ -274,6 +294,7 @@ async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
         SESSION_SERVICE_NAME,
         RATE_LIMITER_SERVICE_NAME,
         ENVOY_RATE_LIMIT_SERVICE_NAME,
+        EVENTS_SERVICE_NAME,
     ] {
         reporter.set_service_status(name, status).await;
     }
@@ -285,6 +306,7 @@ async fn follow_health(
     reporter: HealthReporter,
     cache: Arc<Cache>,
     locks: Arc<Locks>,
+    events: Arc<Events>,
     serving: Arc<watch::Sender<bool>>,
 ) {
     let mut interval = tokio::time::interval(HEALTH_INTERVAL);
@@ -292,18 +314,21 @@ async fn follow_health(
     let status = |ok: bool| if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
     loop {
         interval.tick().await;
-        let (cache_ok, lock_ok) = tokio::join!(
+        let (cache_ok, lock_ok, events_ok) = tokio::join!(
             tokio::time::timeout(HEALTH_INTERVAL, cache.is_healthy()),
             tokio::time::timeout(HEALTH_INTERVAL, locks.is_healthy()),
+            tokio::time::timeout(HEALTH_INTERVAL, events.is_healthy()),
         );
         let cache_ok = cache_ok.unwrap_or(false);
         let lock_ok = lock_ok.unwrap_or(false);
+        let events_ok = events_ok.unwrap_or(false);
         for (role, ok) in [(locks.redis().role(), lock_ok), (cache.redis().role(), cache_ok)] {
             metrics::gauge!("rookery_redis_up", "redis" => role.label()).set(if ok { 1.0 } else { 0.0 });
         }
-        let all_ok = cache_ok && lock_ok;
+        let all_ok = cache_ok && lock_ok && events_ok;
         reporter.set_service_status(CACHE_SERVICE_NAME, status(cache_ok)).await;
         reporter.set_service_status(LOCK_SERVICE_NAME, status(lock_ok)).await;
+        reporter.set_service_status(EVENTS_SERVICE_NAME, status(events_ok)).await;
         // Sessions and rate limits need only the coordination Redis, which the Lock's check pings.
         for name in [SESSION_SERVICE_NAME, RATE_LIMITER_SERVICE_NAME, ENVOY_RATE_LIMIT_SERVICE_NAME] {
             reporter.set_service_status(name, status(lock_ok)).await;

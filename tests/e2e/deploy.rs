@@ -73,6 +73,7 @@ fn manifests_match_the_server() {
         rookery_server::SESSION_SERVICE_NAME,
         rookery_server::RATE_LIMITER_SERVICE_NAME,
         rookery_server::ENVOY_RATE_LIMIT_SERVICE_NAME,
+        rookery_server::EVENTS_SERVICE_NAME,
     ];
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         let grpc_probe = &container[probe]["grpc"];

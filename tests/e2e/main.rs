@@ -4,6 +4,7 @@
 mod cache;
 mod cluster;
 mod deploy;
+mod events;
 mod harness;
 mod lock;
 mod rate_limiter;

@@ -200,6 +200,16 @@ pub fn rate_limit_pattern(namespace: &str, key: &str) -> String {
     pattern
 }
 
+/// The prefix of every pub/sub channel of `namespace`: `rk1:ev:<ns>:`. Channel names (and
+/// patterns) are restricted to characters with no meaning in keys or globs beyond `*` and `?`,
+/// so they follow it unescaped, and patterns stay inside their namespace.
+pub fn events_channel_prefix(namespace: &str) -> String {
+    let mut prefix = String::from("rk1:ev:");
+    escape_into(&mut prefix, namespace);
+    prefix.push(':');
+    prefix
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +359,7 @@ mod tests {
             rate_limit("team-a", "ip:1.2.3.4", "g:5:1000:5"),
             "rk1:{team-a:rl:ip%3A1.2.3.4}:g:5:1000:5"
         );
+        assert_eq!(events_channel_prefix("team:a"), "rk1:ev:team%3Aa:");
         assert_eq!(rate_limit_pattern("team-a", "a*"), "rk1:{team-a:rl:a%2A}:*");
     }
 }

@@ -1,0 +1,406 @@
+//! The replica's one Redis pub/sub connection, shared by every gRPC subscriber.
+//!
+//! The hub task owns the connection. Subscriptions are reference-counted per Redis channel or
+//! pattern: the first subscriber of a topic SUBSCRIBEs, the last one to leave UNSUBSCRIBEs.
+//! Each subscriber has a bounded mailbox; when it is full, the message is dropped for that
+//! subscriber only and counted (`missed`), so a slow subscriber never slows the others or grows
+//! memory. Past `max_missed` in a row it is cut. After every reconnection the hub subscribes to
+//! every live topic again and flags every mailbox `reconnected`: messages published while the
+//! connection was down are lost, and subscribers must be told.
+//!
+//! Commands to the hub are processed in order, so when the hub acknowledges a subscription,
+//! every topic it asked for is confirmed by Redis: anything published afterwards is delivered.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::Client;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// How often the idle connection PINGs Redis to detect a dead connection.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a PING or a (re)subscription may take before the connection is declared dead.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Reconnect backoff bounds.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A Redis channel or pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// An exact channel name.
+    Channel(String),
+    /// A glob pattern.
+    Pattern(String),
+}
+
+/// A message as it reached a subscriber.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The Redis channel it was published on.
+    pub channel: String,
+    /// The Redis pattern it matched, for pattern subscriptions.
+    pub pattern: Option<String>,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// What a subscriber's queue holds, in order: messages, and markers where messages were lost.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// A message.
+    Message(Delivery),
+    /// This many messages were dropped here because the queue was full.
+    Missed(u64),
+    /// The connection was re-established here: messages published meanwhile are lost.
+    Reconnected,
+}
+
+/// One subscriber's side of the fan-out: its bounded queue, and the losses not yet queued.
+///
+/// Only the hub task offers items, so the pending counters need no lock; a marker goes into the
+/// queue as soon as there is room, ahead of the next message, so the subscriber learns of each
+/// loss exactly where it happened.
+#[derive(Debug)]
+pub struct Mailbox {
+    sender: mpsc::Sender<Item>,
+    pending_missed: AtomicU64,
+    pending_reconnected: AtomicBool,
+    missed_in_a_row: AtomicU64,
+    cut: AtomicBool,
+    notify: Notify,
+    max_missed: u64,
+}
+
+impl Mailbox {
+    /// Queues the pending markers; false if the queue had no room for them.
+    fn flush_markers(&self) -> bool {
+        if self.pending_reconnected.load(Ordering::Relaxed) {
+            if self.sender.try_send(Item::Reconnected).is_err() {
+                return false;
+            }
+            self.pending_reconnected.store(false, Ordering::Relaxed);
+        }
+        // Swapped out, so that the subscriber's own reporting (see `take_missed`) and this
+        // marker never count one loss twice.
+        let missed = self.pending_missed.swap(0, Ordering::Relaxed);
+        if missed > 0 && self.sender.try_send(Item::Missed(missed)).is_err() {
+            self.pending_missed.fetch_add(missed, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn offer(&self, delivery: Delivery) {
+        if self.sender.is_closed() {
+            return;
+        }
+        if self.flush_markers() && self.sender.try_send(Item::Message(delivery)).is_ok() {
+            self.missed_in_a_row.store(0, Ordering::Relaxed);
+            return;
+        }
+        self.pending_missed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("rookery_events_missed_total").increment(1);
+        if self.missed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_missed {
+            self.cut.store(true, Ordering::Relaxed);
+        }
+        self.notify.notify_one();
+    }
+
+    fn reconnected(&self) {
+        self.pending_reconnected.store(true, Ordering::Relaxed);
+        self.flush_markers();
+    }
+
+    /// Whether the subscriber fell too far behind and must be cut.
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Relaxed)
+    }
+
+    /// Losses not yet queued as a marker. The subscriber takes them itself once it has
+    /// drained its queue (no later message would carry the marker otherwise).
+    pub fn take_missed(&self) -> u64 {
+        self.pending_missed.swap(0, Ordering::Relaxed)
+    }
+
+    /// Resolves when a loss was recorded (messages dropped, or the subscriber cut).
+    pub async fn lost(&self) {
+        self.notify.notified().await;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    next_id: u64,
+    topics: HashMap<Topic, HashMap<u64, Arc<Mailbox>>>,
+}
+
+enum Command {
+    /// SUBSCRIBE these (new) topics, then acknowledge.
+    Subscribe(Vec<Topic>, oneshot::Sender<()>),
+    /// UNSUBSCRIBE these topics if they still have no subscriber.
+    Unsubscribe(Vec<Topic>),
+}
+
+/// The hub: one per replica.
+#[derive(Debug)]
+pub struct Hub {
+    registry: Arc<Mutex<Registry>>,
+    commands: mpsc::UnboundedSender<Command>,
+    connected: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A live subscription; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    hub_registry: Arc<Mutex<Registry>>,
+    commands: mpsc::UnboundedSender<Command>,
+    id: u64,
+    topics: Vec<Topic>,
+    /// Messages and loss markers, in the order Redis delivered them.
+    pub receiver: mpsc::Receiver<Item>,
+    /// Losses.
+    pub mailbox: Arc<Mailbox>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut registry = self.hub_registry.lock().expect("events registry poisoned");
+        let mut emptied = Vec::new();
+        for topic in &self.topics {
+            if let Some(subscribers) = registry.topics.get_mut(topic) {
+                subscribers.remove(&self.id);
+                if subscribers.is_empty() {
+                    registry.topics.remove(topic);
+                    emptied.push(topic.clone());
+                }
+            }
+        }
+        if !emptied.is_empty() {
+            let _ = self.commands.send(Command::Unsubscribe(emptied));
+        }
+        metrics::gauge!("rookery_events_subscribers").decrement(1.0);
+    }
+}
+
+/// Why a subscription could not be made live.
+#[derive(Debug, thiserror::Error)]
+#[error("the server's Redis pub/sub connection is not available")]
+pub struct NotConnected;
+
+impl Hub {
+    /// Starts the hub on the first of `clients` that answers (rotating on failures).
+    pub fn start(clients: Vec<Client>) -> Self {
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (connected_tx, connected) = watch::channel(false);
+        let task = tokio::spawn(run(clients, registry.clone(), receiver, connected_tx));
+        Self { registry, commands, connected, task }
+    }
+
+    /// Whether the pub/sub connection is live.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Waits up to `timeout` for the connection to be live; returns whether it is.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut connected = self.connected.clone();
+        tokio::time::timeout(timeout, connected.wait_for(|c| *c)).await.is_ok()
+    }
+
+    /// Subscribes to `topics` with a mailbox of `buffer` messages; returns once Redis confirmed
+    /// every topic (or fails if that takes longer than `timeout`).
+    pub async fn subscribe(
+        &self,
+        topics: Vec<Topic>,
+        buffer: usize,
+        max_missed: u64,
+        timeout: Duration,
+    ) -> Result<Subscription, NotConnected> {
+        let (sender, receiver) = mpsc::channel(buffer);
+        let mailbox = Arc::new(Mailbox {
+            sender,
+            pending_missed: AtomicU64::new(0),
+            pending_reconnected: AtomicBool::new(false),
+            missed_in_a_row: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
+            notify: Notify::new(),
+            max_missed,
+        });
+        let (id, new_topics) = {
+            let mut registry = self.registry.lock().expect("events registry poisoned");
+            registry.next_id += 1;
+            let id = registry.next_id;
+            let mut new_topics = Vec::new();
+            for topic in &topics {
+                let subscribers = registry.topics.entry(topic.clone()).or_default();
+                if subscribers.is_empty() {
+                    new_topics.push(topic.clone());
+                }
+                subscribers.insert(id, mailbox.clone());
+            }
+            (id, new_topics)
+        };
+        metrics::gauge!("rookery_events_subscribers").increment(1.0);
+        let subscription = Subscription {
+            hub_registry: self.registry.clone(),
+            commands: self.commands.clone(),
+            id,
+            topics,
+            receiver,
+            mailbox,
+        };
+        let (ack, acked) = oneshot::channel();
+        self.commands.send(Command::Subscribe(new_topics, ack)).map_err(|_| NotConnected)?;
+        match tokio::time::timeout(timeout, acked).await {
+            Ok(Ok(())) => Ok(subscription),
+            _ => Err(NotConnected),
+        }
+    }
+}
+
+fn split(topics: &[Topic]) -> (Vec<&str>, Vec<&str>) {
+    let mut channels = Vec::new();
+    let mut patterns = Vec::new();
+    for topic in topics {
+        match topic {
+            Topic::Channel(c) => channels.push(c.as_str()),
+            Topic::Pattern(p) => patterns.push(p.as_str()),
+        }
+    }
+    (channels, patterns)
+}
+
+async fn run(
+    clients: Vec<Client>,
+    registry: Arc<Mutex<Registry>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    connected: watch::Sender<bool>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    let mut first_connection = true;
+    for client in clients.iter().cycle() {
+        let session = async {
+            let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub()).await.ok()?.ok()?;
+            let (mut sink, stream) = pubsub.split();
+            // Every live topic, again: the registry is the truth.
+            let topics: Vec<Topic> =
+                registry.lock().expect("events registry poisoned").topics.keys().cloned().collect();
+            let (channels, patterns) = split(&topics);
+            if !channels.is_empty() {
+                tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await.ok()?.ok()?;
+            }
+            if !patterns.is_empty() {
+                tokio::time::timeout(COMMAND_TIMEOUT, sink.psubscribe(&patterns)).await.ok()?.ok()?;
+            }
+            Some((sink, stream))
+        };
+        let Some((mut sink, mut stream)) = session.await else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        };
+        backoff = MIN_BACKOFF;
+        connected.send_replace(true);
+        if !first_connection {
+            tracing::warn!(
+                "Redis pub/sub connection re-established; subscribers are told messages may be lost"
+            );
+            for mailbox in
+                registry.lock().expect("events registry poisoned").topics.values().flat_map(|s| s.values())
+            {
+                mailbox.reconnected();
+            }
+        }
+        first_connection = false;
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else { break };
+                    let pattern: Option<String> =
+                        if message.from_pattern() { message.get_pattern().ok() } else { None };
+                    let topic = match &pattern {
+                        Some(p) => Topic::Pattern(p.clone()),
+                        None => Topic::Channel(message.get_channel_name().to_owned()),
+                    };
+                    let delivery = Delivery {
+                        channel: message.get_channel_name().to_owned(),
+                        pattern,
+                        payload: message.get_payload_bytes().to_vec(),
+                    };
+                    let registry = registry.lock().expect("events registry poisoned");
+                    for mailbox in registry.topics.get(&topic).into_iter().flat_map(|s| s.values()) {
+                        mailbox.offer(delivery.clone());
+                    }
+                }
+                command = commands.recv() => match command {
+                    // The hub was dropped.
+                    None => return,
+                    Some(Command::Subscribe(topics, ack)) => {
+                        let (channels, patterns) = split(&topics);
+                        let mut ok = true;
+                        if !channels.is_empty() {
+                            ok &= matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await, Ok(Ok(())));
+                        }
+                        if ok && !patterns.is_empty() {
+                            ok &= matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.psubscribe(&patterns)).await, Ok(Ok(())));
+                        }
+                        if !ok {
+                            // The caller hears NotConnected; the topics stay registered and are
+                            // subscribed again on reconnection.
+                            break;
+                        }
+                        let _ = ack.send(());
+                    }
+                    Some(Command::Unsubscribe(topics)) => {
+                        let still_empty: Vec<Topic> = {
+                            let registry = registry.lock().expect("events registry poisoned");
+                            topics.into_iter().filter(|t| !registry.topics.contains_key(t)).collect()
+                        };
+                        let (channels, patterns) = split(&still_empty);
+                        let unsubscribed = async {
+                            if !channels.is_empty() {
+                                sink.unsubscribe(&channels).await?;
+                            }
+                            if !patterns.is_empty() {
+                                sink.punsubscribe(&patterns).await?;
+                            }
+                            Ok::<_, redis::RedisError>(())
+                        };
+                        if !matches!(tokio::time::timeout(COMMAND_TIMEOUT, unsubscribed).await, Ok(Ok(()))) {
+                            break;
+                        }
+                    }
+                },
+                _ = ping.tick() => {
+                    if !matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        connected.send_replace(false);
+        tracing::warn!("Redis pub/sub connection lost; reconnecting");
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Distinct topics, in order.
+pub fn dedup(topics: Vec<Topic>) -> Vec<Topic> {
+    let mut seen = HashSet::new();
+    topics.into_iter().filter(|t| seen.insert(t.clone())).collect()
+}
