@@ -391,6 +391,24 @@ impl Default for RedisConfig {
     }
 }
 
+impl LimitsConfig {
+    /// Checks a user-given name (key, lock, subject): 1 to `max_key_bytes` bytes. The error
+    /// names `field`.
+    pub fn check_name(&self, field: &str, name: &str) -> crate::error::Result<()> {
+        if name.is_empty() {
+            return Err(crate::error::Error::InvalidArgument(format!("{field} must not be empty")));
+        }
+        if name.len() > self.max_key_bytes {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "{field} is {} bytes; the limit is {} (limits.max_key_bytes)",
+                name.len(),
+                self.max_key_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {

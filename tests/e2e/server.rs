@@ -31,7 +31,12 @@ async fn redis_restart_gives_unavailable_then_recovers_without_server_restart() 
     let ns = namespace("restart");
     let cache = server.client(&ns).await.cache();
     cache.set("k", b"v".to_vec(), MINUTE).await.unwrap();
-    assert_eq!(health(&server, "rookery.v1.Cache").await, Some(ServingStatus::Serving));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            health(&server, "rookery.v1.Cache").await == Some(ServingStatus::Serving)
+        })
+        .await
+    );
 
     redis.kill();
     let started = tokio::time::Instant::now();
@@ -143,7 +148,12 @@ async fn refuses_to_start_on_an_evicting_redis_unless_told_to() {
     let mut allowed = config;
     allowed.redis.allow_eviction = true;
     let server = TestServer::start(allowed).await;
-    assert_eq!(health(&server, "").await, Some(ServingStatus::Serving));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            health(&server, "").await == Some(ServingStatus::Serving)
+        })
+        .await
+    );
 }
 
 #[tokio::test]
@@ -171,8 +181,22 @@ async fn unreachable_redis_fails_start_with_a_clear_error() {
 #[tokio::test]
 async fn health_reflection_and_metrics_are_served() {
     let server = TestServer::start(test_config(&shared_redis().url())).await;
-    for service in ["", "rookery.v1.Cache"] {
-        assert_eq!(health(&server, service).await, Some(ServingStatus::Serving), "{service:?}");
+    // Health follows Redis on its own schedule: every service reports SERVING within a few ticks.
+    for service in [
+        "",
+        rookery_server::CACHE_SERVICE_NAME,
+        rookery_server::LOCK_SERVICE_NAME,
+        rookery_server::SESSION_SERVICE_NAME,
+        rookery_server::RATE_LIMITER_SERVICE_NAME,
+        rookery_server::EVENTS_SERVICE_NAME,
+        rookery_server::ENVOY_RATE_LIMIT_SERVICE_NAME,
+        rookery_server::LIVENESS_SERVICE_NAME,
+    ] {
+        let serving = eventually(Duration::from_secs(10), || async {
+            health(&server, service).await == Some(ServingStatus::Serving)
+        })
+        .await;
+        assert!(serving, "{service:?} is not SERVING");
     }
 
     // Reflection lists the Cache service, so grpcurl-like tools work.

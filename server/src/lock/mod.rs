@@ -308,17 +308,7 @@ impl Locks {
     }
 
     fn check_name(&self, field: &str, name: &str) -> Result<()> {
-        if name.is_empty() {
-            return Err(Error::InvalidArgument(format!("{field} must not be empty")));
-        }
-        if name.len() > self.limits.max_key_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "{field} is {} bytes; the limit is {} (limits.max_key_bytes)",
-                name.len(),
-                self.limits.max_key_bytes
-            )));
-        }
-        Ok(())
+        self.limits.check_name(field, name)
     }
 
     fn ttl(&self, ttl: Option<Duration>, min: Duration) -> Result<Duration> {

@@ -220,17 +220,7 @@ impl RateLimiter {
     }
 
     fn check_key(&self, key: &str) -> Result<()> {
-        if key.is_empty() {
-            return Err(Error::InvalidArgument("key must not be empty".into()));
-        }
-        if key.len() > self.limits.max_key_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "key is {} bytes; the limit is {} (limits.max_key_bytes)",
-                key.len(),
-                self.limits.max_key_bytes
-            )));
-        }
-        Ok(())
+        self.limits.check_name("key", key)
     }
 
     /// Decides every check for one request: allowed only if all allow; nothing consumed when one

@@ -206,17 +206,7 @@ impl Sessions {
     }
 
     fn check_subject(&self, subject: &str) -> Result<()> {
-        if subject.is_empty() {
-            return Err(Error::InvalidArgument("subject must not be empty".into()));
-        }
-        if subject.len() > self.limits.max_key_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "subject is {} bytes; the limit is {} (limits.max_key_bytes)",
-                subject.len(),
-                self.limits.max_key_bytes
-            )));
-        }
-        Ok(())
+        self.limits.check_name("subject", subject)
     }
 
     /// Checks attribute names and values, and returns them as script arguments (`.name`, value).
