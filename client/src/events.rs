@@ -1,12 +1,15 @@
-//! The Events service's typed client: publish, and subscriptions as Rust streams that say when
-//! messages were lost.
+//! The Events service's typed client: publish, subscriptions as Rust streams that say when
+//! messages were lost, and durable streams (append, read and follow).
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::ClientChannel;
+use crate::convert::duration;
 use crate::pb;
 use crate::pb::events_client::EventsClient as RawEventsClient;
 
@@ -44,6 +47,29 @@ pub enum Event {
 /// the server shuts down. Dropping it unsubscribes.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
 
+/// One entry of a durable stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    /// Its ID; pass it as `after` to resume after it.
+    pub id: String,
+    /// Its fields.
+    pub fields: HashMap<String, Vec<u8>>,
+}
+
+/// How an append trims its stream and guards against retries.
+#[derive(Debug, Clone, Default)]
+pub struct AppendOptions {
+    /// Keep about this many entries (0: the server's default when `max_age` is unset too).
+    pub max_len: u64,
+    /// Drop entries older than this.
+    pub max_age: Option<Duration>,
+    /// The same key within the server's window answers the first append's ID.
+    pub idempotency_key: Option<String>,
+}
+
+/// Entries of a stream, in order, in the batches the server sent.
+pub type EntryStream = Pin<Box<dyn Stream<Item = Result<Vec<StreamEntry>, Status>> + Send>>;
+
 /// Typed calls to `rookery.v1.Events`. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventsClient {
@@ -68,6 +94,39 @@ impl EventsClient {
     pub async fn publish(&self, channel: impl Into<String>, payload: Vec<u8>) -> Result<u64, Status> {
         let request = pb::EventsPublishRequest { channel: channel.into(), payload };
         Ok(self.raw.clone().publish(request).await?.into_inner().receivers)
+    }
+
+    /// Appends an entry; returns its ID and whether this was a retry of an earlier append.
+    pub async fn append(
+        &self,
+        stream: impl Into<String>,
+        fields: HashMap<String, Vec<u8>>,
+        options: &AppendOptions,
+    ) -> Result<(String, bool), Status> {
+        let request = pb::EventsAppendRequest {
+            stream: stream.into(),
+            fields,
+            max_len: options.max_len,
+            max_age: options.max_age.map(duration),
+            idempotency_key: options.idempotency_key.clone().unwrap_or_default(),
+        };
+        let response = self.raw.clone().append(request).await?.into_inner();
+        Ok((response.id, response.duplicate))
+    }
+
+    /// Reads a stream: from the start (`after` empty), after an entry ID, or (`$`) only new
+    /// entries; with `follow`, keeps delivering new entries as they are appended.
+    pub async fn read(
+        &self,
+        stream: impl Into<String>,
+        after: impl Into<String>,
+        follow: bool,
+    ) -> Result<EntryStream, Status> {
+        let request = pb::EventsReadRequest { stream: stream.into(), after: after.into(), follow };
+        let stream = self.raw.clone().read(request).await?.into_inner();
+        Ok(Box::pin(stream.map(|batch| {
+            batch.map(|b| b.entries.into_iter().map(|e| StreamEntry { id: e.id, fields: e.fields }).collect())
+        })))
     }
 
     /// Subscribes, and returns once the subscription is live: anything published after this

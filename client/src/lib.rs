@@ -45,7 +45,7 @@ mod session;
 pub use cache::{
     CacheClient, Entry, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions,
 };
-pub use events::{Event, EventStream, EventsClient, GapReason};
+pub use events::{AppendOptions, EntryStream, Event, EventStream, EventsClient, GapReason, StreamEntry};
 pub use lock::{
     CampaignEvent, CampaignStream, HeldLock, Leader, LeaderStream, Lease, LockClient, LockContext, LockLost,
     LockOptions, WithLockError,

@@ -88,6 +88,9 @@ pub struct RedisConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// Optional separate Redis for the Cache service; it may use any eviction policy.
     pub cache_url: Option<String>,
+    /// Dedicated connections per Redis for blocking reads (Events `Read` with `follow`): the
+    /// most readers one replica serves at once.
+    pub blocking_connections: u32,
     /// Multiplexed connections per Redis (requests are pipelined over each).
     pub connections: usize,
     /// Timeout of one connection attempt.
@@ -245,7 +248,7 @@ pub struct RateLimiterConfig {
 }
 
 /// Bounds of the Events service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventsConfig {
     /// Messages queued per subscriber before further ones are dropped (and reported as a gap).
@@ -254,11 +257,22 @@ pub struct EventsConfig {
     pub max_missed: u64,
     /// Channels plus patterns in one subscription.
     pub max_topics: usize,
+    /// Entries a stream keeps when an append gives no `max_len` nor `max_age`.
+    pub stream_max_len: u64,
+    /// How long an idempotency key remembers its append.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
 }
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        Self { subscriber_buffer: 1024, max_missed: 100_000, max_topics: 100 }
+        Self {
+            subscriber_buffer: 1024,
+            max_missed: 100_000,
+            max_topics: 100,
+            stream_max_len: 1_000_000,
+            idempotency_window: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -382,6 +396,7 @@ impl Default for RedisConfig {
             cluster: false,
             tls_ca_file: None,
             cache_url: None,
+            blocking_connections: 64,
             connections: 1,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(2),
@@ -653,6 +668,9 @@ impl Config {
         {
             return Err(invalid("redis.tls_ca_file", format!("cannot read {}: {e}", path.display())));
         }
+        if self.redis.blocking_connections == 0 || self.redis.blocking_connections > 10_000 {
+            return Err(invalid("redis.blocking_connections", "must be between 1 and 10000"));
+        }
         if self.redis.connections == 0 || self.redis.connections > 64 {
             return Err(invalid("redis.connections", "must be between 1 and 64"));
         }
@@ -720,6 +738,10 @@ impl Config {
         if self.events.max_missed == 0 {
             return Err(invalid("events.max_missed", "must be at least 1"));
         }
+        if self.events.stream_max_len == 0 {
+            return Err(invalid("events.stream_max_len", "must be at least 1"));
+        }
+        positive("events.idempotency_window", self.events.idempotency_window)?;
         if self.events.max_topics == 0 || self.events.max_topics > 10_000 {
             return Err(invalid("events.max_topics", "must be between 1 and 10000"));
         }

@@ -1,11 +1,14 @@
 //! The Events service's pub/sub end to end: a subscription is live when `subscribe` returns,
 //! messages fan out across replicas and namespaces stay apart, patterns, a slow subscriber is
 //! told what it missed (and cut past the bound) without slowing the others, and a Redis restart
-//! is reported as a gap.
+//! is reported as a gap; durable streams: append with trimming and idempotency, read from the
+//! start or after an entry, and follow across replicas.
 
 use std::time::Duration;
 
-use rookery_client::{Event, EventStream, GapReason};
+use std::collections::HashMap;
+
+use rookery_client::{AppendOptions, EntryStream, Event, EventStream, GapReason, StreamEntry};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -143,4 +146,106 @@ async fn a_redis_restart_is_reported_as_a_gap_and_the_subscription_comes_back() 
         .await
     );
     assert_eq!(next(&mut subscription).await, message("alerts", b"after"));
+}
+
+fn fields(n: u32) -> HashMap<String, Vec<u8>> {
+    HashMap::from([("n".to_owned(), n.to_be_bytes().to_vec())])
+}
+
+async fn collect(mut stream: EntryStream) -> Vec<StreamEntry> {
+    let mut all = Vec::new();
+    while let Some(batch) =
+        tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("a batch")
+    {
+        all.extend(batch.unwrap());
+    }
+    all
+}
+
+#[tokio::test]
+async fn streams_append_in_order_resume_after_an_entry_and_never_append_twice() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("streams")).await.events();
+    let mut ids = Vec::new();
+    for n in 0..250 {
+        ids.push(events.append("orders", fields(n), &AppendOptions::default()).await.unwrap().0);
+    }
+    let all = collect(events.read("orders", "", false).await.unwrap()).await;
+    assert_eq!(all.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
+    assert!(all.iter().enumerate().all(|(n, e)| e.fields == fields(n as u32)), "entries in append order");
+    // Resume after the 100th entry.
+    let rest = collect(events.read("orders", ids[99].clone(), false).await.unwrap()).await;
+    assert_eq!(rest.first().map(|e| e.id.clone()), Some(ids[100].clone()));
+    assert_eq!(rest.len(), 150);
+    // A retried append with the same idempotency key adds nothing.
+    let once = AppendOptions { idempotency_key: Some("order-7".into()), ..AppendOptions::default() };
+    let (first, duplicate) = events.append("orders", fields(7), &once).await.unwrap();
+    assert!(!duplicate);
+    assert_eq!(events.append("orders", fields(7), &once).await.unwrap(), (first.clone(), true));
+    assert_eq!(collect(events.read("orders", ids[249].clone(), false).await.unwrap()).await.len(), 1);
+    // Bad input.
+    let bad = events.append("orders", HashMap::new(), &AppendOptions::default()).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let bad = events.read("orders", "not-an-id", false).await.err().unwrap();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn every_stream_is_trimmed_even_without_options() {
+    let mut config = test_config(&shared_redis().url());
+    config.events.stream_max_len = 20;
+    let server = TestServer::start(config).await;
+    let ns = namespace("trim");
+    let events = server.client(&ns).await.events();
+    for n in 0..1000 {
+        events.append("log", fields(n), &AppendOptions::default()).await.unwrap();
+    }
+    let bounded = AppendOptions { max_len: 50, ..AppendOptions::default() };
+    for n in 0..1000 {
+        events.append("bounded", fields(n), &bounded).await.unwrap();
+    }
+    // Approximate trimming keeps whole nodes of up to 100 entries.
+    let mut conn = shared_redis().conn().await;
+    for (stream, bound) in [("log", 20), ("bounded", 50)] {
+        let key = format!("rk1:{{{ns}:st:{stream}}}");
+        let len: u64 = redis::cmd("XLEN").arg(&key).query_async(&mut conn).await.unwrap();
+        assert!(len <= bound + 100, "{stream} kept {len} entries");
+    }
+}
+
+#[tokio::test]
+async fn a_follower_gets_new_entries_from_another_replica_and_leaves_cleanly() {
+    let config = test_config(&shared_redis().url());
+    let (a, b) = tokio::join!(TestServer::start(config.clone()), TestServer::start(config));
+    let ns = namespace("follow");
+    let (writer, reader) = (a.client(&ns).await.events(), b.client(&ns).await.events());
+    let first = writer.append("feed", fields(0), &AppendOptions::default()).await.unwrap().0;
+    let mut follow = reader.read("feed", "$", true).await.unwrap();
+    let mut seen = Vec::new();
+    for n in 1..=30 {
+        writer.append("feed", fields(n), &AppendOptions::default()).await.unwrap();
+        while seen.len() < n as usize {
+            let batch = tokio::time::timeout(Duration::from_secs(2), follow.next())
+                .await
+                .expect("new entries")
+                .unwrap()
+                .unwrap();
+            seen.extend(batch);
+        }
+    }
+    assert!(
+        seen.iter().enumerate().all(|(i, e)| e.fields == fields(i as u32 + 1)),
+        "only new entries, in order"
+    );
+    assert!(seen.iter().all(|e| e.id != first));
+    // A reader that leaves mid-wait frees its connection: many come and go without exhausting
+    // the pool.
+    drop(follow);
+    for _ in 0..100 {
+        let mut stream = reader.read("feed", "$", true).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(5), stream.next()).await.is_err());
+    }
+    let mut resumed = reader.read("feed", seen[9].id.clone(), true).await.unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(2), resumed.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(batch.first().map(|e| e.fields.clone()), Some(fields(11)));
 }

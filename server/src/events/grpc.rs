@@ -12,7 +12,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{Event, Events};
+use super::{Append, Event, Events, StreamEntry};
+use crate::convert::duration_in;
 use crate::namespace;
 
 /// `rookery.v1.Events` over the domain [`Events`].
@@ -55,6 +56,45 @@ impl events_server::Events for EventsApi {
         let pb::EventsPublishRequest { channel, payload } = request.into_inner();
         let receivers = self.events.publish(&ns, &channel, &payload).await?;
         Ok(Response::new(pb::EventsPublishResponse { receivers }))
+    }
+
+    async fn append(
+        &self,
+        request: Request<pb::EventsAppendRequest>,
+    ) -> Result<Response<pb::EventsAppendResponse>, Status> {
+        let ns = namespace::of(&request)?;
+        let pb::EventsAppendRequest { stream, fields, max_len, max_age, idempotency_key } =
+            request.into_inner();
+        let append = Append {
+            fields,
+            max_len,
+            max_age: duration_in("max_age", max_age)?,
+            idempotency_key: (!idempotency_key.is_empty()).then_some(idempotency_key),
+        };
+        let (id, duplicate) = self.events.append(&ns, &stream, append).await?;
+        Ok(Response::new(pb::EventsAppendResponse { id, duplicate }))
+    }
+
+    type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::EventsReadResponse, Status>> + Send>>;
+
+    async fn read(
+        &self,
+        request: Request<pb::EventsReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let ns = namespace::of(&request)?;
+        let pb::EventsReadRequest { stream, after, follow } = request.into_inner();
+        let batches = self.events.read(&ns, &stream, &after, follow)?;
+        let stream = ReceiverStream::new(batches).map(|batch| {
+            batch
+                .map(|entries| pb::EventsReadResponse {
+                    entries: entries
+                        .into_iter()
+                        .map(|StreamEntry { id, fields }| pb::EventsEntry { id, fields })
+                        .collect(),
+                })
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::EventsSubscribeResponse, Status>> + Send>>;

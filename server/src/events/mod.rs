@@ -1,5 +1,6 @@
 //! The Events service's domain logic: publish/subscribe over the replica's one Redis pub/sub
-//! connection (`hub.rs`); `grpc.rs` adapts it to the generated API.
+//! connection (`hub.rs`), and durable streams (Redis Streams: `append.lua`, XRANGE, and XREAD
+//! BLOCK on dedicated connections); `grpc.rs` adapts it to the generated API.
 //!
 //! Channels are namespaced by a prefix (`keys::events_channel_prefix`). Names and patterns are
 //! limited to `A-Z a-z 0-9 . _ - / :` (plus `*` and `?` in patterns), so a pattern is a Redis
@@ -11,8 +12,11 @@ pub mod hub;
 
 pub use grpc::EventsApi;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use redis::Value;
 
 use tokio::sync::mpsc;
 
@@ -20,6 +24,7 @@ use crate::config::{EventsConfig, LimitsConfig};
 use crate::drain::{Drain, SHUTDOWN_MESSAGE};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
+use crate::redis::scripts::{self, evalsha};
 use crate::redis::{RedisPool, keys, timed};
 use hub::{Hub, Item, Subscription, Topic};
 
@@ -27,6 +32,80 @@ use hub::{Hub, Item, Subscription, Topic};
 const MAX_NAME: usize = 256;
 /// How long a new subscription may wait for Redis to confirm it.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Entries read per round trip.
+const READ_BATCH: usize = 100;
+/// How long one blocking read waits for new entries before checking on its reader.
+const BLOCK: Duration = Duration::from_secs(5);
+/// Longest field name of a stream entry.
+const MAX_FIELD_NAME: usize = 256;
+
+/// One entry of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEntry {
+    /// Its ID (`<ms>-<seq>`).
+    pub id: String,
+    /// Its fields.
+    pub fields: HashMap<String, Vec<u8>>,
+}
+
+/// What to append.
+#[derive(Debug, Clone, Default)]
+pub struct Append {
+    /// The fields.
+    pub fields: HashMap<String, Vec<u8>>,
+    /// Keep about this many entries (0: none).
+    pub max_len: u64,
+    /// Drop entries older than this.
+    pub max_age: Option<Duration>,
+    /// Makes a retried append safe.
+    pub idempotency_key: Option<String>,
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Start {
+    /// The first entry.
+    Beginning,
+    /// Entries appended from now on.
+    End,
+    /// The entries after this ID.
+    After(String),
+}
+
+fn parse_start(after: &str) -> Result<Start> {
+    match after {
+        "" => Ok(Start::Beginning),
+        "$" => Ok(Start::End),
+        id => {
+            let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+            if ms.parse::<u64>().is_err() || seq.parse::<u64>().is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "after must be empty, $ or an entry ID like 1700000000000-0, got {after:?}"
+                )));
+            }
+            Ok(Start::After(format!("{ms}-{seq}")))
+        }
+    }
+}
+
+/// Parses `[id, [field, value, ...]]` entries (XRANGE's reply, and each stream's in XREAD's).
+fn parse_entries(value: &Value) -> Option<Vec<StreamEntry>> {
+    let Value::Array(entries) = value else { return None };
+    entries
+        .iter()
+        .map(|entry| {
+            let Value::Array(parts) = entry else { return None };
+            let [Value::BulkString(id), Value::Array(pairs)] = parts.as_slice() else { return None };
+            let mut fields = HashMap::with_capacity(pairs.len() / 2);
+            for pair in pairs.chunks(2) {
+                let [Value::BulkString(name), Value::BulkString(value)] = pair else { return None };
+                fields.insert(String::from_utf8_lossy(name).into_owned(), value.clone());
+            }
+            Some(StreamEntry { id: String::from_utf8_lossy(id).into_owned(), fields })
+        })
+        .collect()
+}
 
 /// One event of a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +194,172 @@ impl Events {
         .map_err(Error::from_write)?;
         metrics::counter!("rookery_events_published_total").increment(1);
         Ok(receivers)
+    }
+
+    /// Appends an entry; returns its ID and whether it was a retry of an earlier append.
+    pub async fn append(&self, ns: &Namespace, stream: &str, append: Append) -> Result<(String, bool)> {
+        let Append { fields, max_len, max_age, idempotency_key } = append;
+        check_name("stream", stream, false)?;
+        if fields.is_empty() {
+            return Err(Error::InvalidArgument("an entry needs at least one field".into()));
+        }
+        let mut size = 0;
+        for (name, value) in &fields {
+            if name.is_empty() || name.len() > MAX_FIELD_NAME {
+                return Err(Error::InvalidArgument(format!(
+                    "field names must be 1 to {MAX_FIELD_NAME} bytes"
+                )));
+            }
+            size += name.len() + value.len();
+        }
+        if size > self.limits.max_value_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "the entry is {size} bytes; the limit is {} (limits.max_value_bytes)",
+                self.limits.max_value_bytes
+            )));
+        }
+        if let Some(key) = &idempotency_key {
+            self.limits.check_name("idempotency_key", key)?;
+        }
+        let max_age = max_age.filter(|age| !age.is_zero());
+        // No stream grows forever by accident.
+        let max_len = if max_len == 0 && max_age.is_none() { self.config.stream_max_len } else { max_len };
+        let (key, marker) = keys::event_stream(ns.as_str(), stream, idempotency_key.as_deref());
+        let mut cmd = evalsha(&scripts::EVENTS_APPEND, &[&key, marker.as_deref().unwrap_or(&key)]);
+        cmd.arg(if marker.is_some() { "1" } else { "0" })
+            .arg(crate::convert::millis(self.config.idempotency_window))
+            .arg(max_len)
+            .arg(max_age.map_or(0, crate::convert::millis));
+        for (name, value) in &fields {
+            cmd.arg(name).arg(value);
+        }
+        let mut conn = self.redis.conn();
+        let reply: Vec<Value> =
+            timed("events.append", scripts::run(&mut conn, &scripts::EVENTS_APPEND, &cmd))
+                .await
+                .map_err(Error::from_write)?;
+        match reply.as_slice() {
+            [Value::BulkString(id), Value::Int(duplicate)] => {
+                Ok((String::from_utf8_lossy(id).into_owned(), *duplicate == 1))
+            }
+            _ => Err(Error::unexpected("events append", &Value::Array(reply))),
+        }
+    }
+
+    /// Reads a stream in batches, in order; with `follow`, keeps delivering new entries.
+    pub fn read(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        stream: &str,
+        after: &str,
+        follow: bool,
+    ) -> Result<mpsc::Receiver<Result<Vec<StreamEntry>>>> {
+        check_name("stream", stream, false)?;
+        let start = parse_start(after)?;
+        if start == Start::End && !follow {
+            return Err(Error::InvalidArgument("after = $ reads only new entries: it needs follow".into()));
+        }
+        let (key, _) = keys::event_stream(ns.as_str(), stream, None);
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(self.clone().run_read(key, start, follow, tx));
+        Ok(rx)
+    }
+
+    async fn run_read(
+        self: Arc<Self>,
+        key: String,
+        start: Start,
+        follow: bool,
+        tx: mpsc::Sender<Result<Vec<StreamEntry>>>,
+    ) {
+        let _open = crate::telemetry::GaugeGuard::new(metrics::gauge!("rookery_events_readers"));
+        let fail = |e: Error| async {
+            let _ = tx.send(Err(e)).await;
+        };
+        // The last ID delivered (exclusive start of the next read); None: from the beginning.
+        let mut cursor = match start {
+            Start::Beginning => None,
+            Start::After(id) => Some(id),
+            Start::End => {
+                let mut conn = self.redis.conn();
+                let last: Result<Value, _> = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await;
+                match last.map(|v| parse_entries(&v)) {
+                    Ok(Some(entries)) => {
+                        Some(entries.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
+                    }
+                    Ok(None) => return fail(Error::Internal("unexpected reply to XREVRANGE".into())).await,
+                    Err(e) => return fail(Error::from(e)).await,
+                }
+            }
+        };
+        loop {
+            let from = cursor.as_ref().map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+            let mut conn = self.redis.conn();
+            let range =
+                redis::cmd("XRANGE").arg(&key).arg(from).arg("+").arg("COUNT").arg(READ_BATCH).to_owned();
+            let batch = match timed("events.range", range.query_async::<Value>(&mut conn)).await {
+                Ok(value) => parse_entries(&value),
+                Err(e) => return fail(Error::from(e)).await,
+            };
+            let Some(batch) = batch else {
+                return fail(Error::Internal("unexpected reply to XRANGE".into())).await;
+            };
+            if !batch.is_empty() {
+                cursor = batch.last().map(|e| e.id.clone());
+                // Waits for the client: the server reads only as fast as it takes entries.
+                if tx.send(Ok(batch)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            if !follow {
+                return;
+            }
+            // Caught up: wait for new entries on a dedicated connection.
+            let mut blocking = match self.redis.blocking().get().await {
+                Ok(conn) => conn,
+                Err(_) => {
+                    return fail(Error::Unavailable(
+                        "no connection for a blocking read is free (redis.blocking_connections); retry shortly".into(),
+                    ))
+                    .await;
+                }
+            };
+            let mut xread = redis::cmd("XREAD");
+            xread
+                .arg("COUNT")
+                .arg(READ_BATCH)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&key);
+            xread.arg(cursor.as_deref().unwrap_or("0-0"));
+            let outcome = {
+                let read = blocking.query::<Value>(&xread);
+                tokio::select! {
+                    outcome = read => Some(outcome),
+                    () = tx.closed() => None,
+                    () = self.drain.draining() => {
+                        let _ = tx.send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()))).await;
+                        None
+                    }
+                }
+            };
+            match outcome {
+                // New entries (or the BLOCK timed out): read them with XRANGE, in order.
+                Some(Ok(_)) => {}
+                // The connection retires itself (see `BlockingConn::query`).
+                Some(Err(e)) => return fail(Error::from(e)).await,
+                None => return,
+            }
+        }
     }
 
     /// Subscribes; the stream's first event is [`Event::Subscribed`] (the subscription is
@@ -222,6 +467,16 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_starts_parse() {
+        assert_eq!(parse_start("").unwrap(), Start::Beginning);
+        assert_eq!(parse_start("$").unwrap(), Start::End);
+        assert_eq!(parse_start("17-3").unwrap(), Start::After("17-3".into()));
+        assert_eq!(parse_start("17").unwrap(), Start::After("17-0".into()));
+        assert!(parse_start("x-1").is_err());
+        assert!(parse_start("1-").is_err());
+    }
 
     #[test]
     fn names_are_restricted_and_patterns_allow_globs() {

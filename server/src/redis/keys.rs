@@ -210,6 +210,22 @@ pub fn events_channel_prefix(namespace: &str) -> String {
     prefix
 }
 
+/// Kind of an event stream's keys.
+const KIND_STREAM: &str = "st";
+
+/// The keys of event stream `name` in `namespace`: the stream itself (`rk1:{<ns>:st:<name>}`)
+/// and, for one idempotency key, the marker of the append it made (same hash tag).
+pub fn event_stream(namespace: &str, name: &str, idempotency_key: Option<&str>) -> (String, Option<String>) {
+    let mut stream = object_head(namespace, KIND_STREAM, name);
+    stream.push('}');
+    let marker = idempotency_key.map(|key| {
+        let mut marker = format!("{stream}:idem:");
+        escape_into(&mut marker, key);
+        marker
+    });
+    (stream, marker)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 //! place. Blocking commands (XREAD BLOCK, BLPOP) must never run here: they get dedicated
 //! connections of their own.
 
+pub mod blocking;
 pub mod keys;
 pub mod pubsub;
 pub mod scripts;
@@ -139,6 +140,8 @@ pub struct RedisPool {
     /// subscriber on any one node hears everything).
     seeds: Vec<Client>,
     role: RedisRole,
+    /// Dedicated connections for blocking reads.
+    blocking: blocking::BlockingPool,
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -246,7 +249,30 @@ impl RedisPool {
             }
             Backend::Single { connections, next: AtomicUsize::new(0) }
         };
-        let pool = Self { backend, seeds, role };
+        let manager = if config.cluster {
+            let mut builder = ClusterClientBuilder::new(seed_urls(url));
+            if let Some(certificates) = &certificates {
+                builder = builder.certs(certificates.clone());
+            }
+            // No response timeout worth the name: each blocking command bounds itself.
+            let client = builder
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(Duration::from_secs(24 * 3600))
+                .build()
+                .map_err(unreachable)?;
+            blocking::BlockingManager::Cluster(client)
+        } else {
+            blocking::BlockingManager::Single {
+                client: seeds[0].clone(),
+                connect_timeout: config.connect_timeout,
+            }
+        };
+        let blocking = bb8::Pool::builder()
+            .max_size(config.blocking_connections)
+            .min_idle(Some(0))
+            .connection_timeout(config.connect_timeout)
+            .build_unchecked(manager);
+        let pool = Self { backend, seeds, role, blocking };
         let count = match &pool.backend {
             Backend::Single { connections, .. } => connections.len(),
             Backend::Cluster { .. } => 1,
@@ -270,6 +296,11 @@ impl RedisPool {
     /// Clients for dedicated connections (pub/sub): one per seed.
     pub fn seeds(&self) -> &[Client] {
         &self.seeds
+    }
+
+    /// The pool of dedicated connections for blocking commands.
+    pub fn blocking(&self) -> &blocking::BlockingPool {
+        &self.blocking
     }
 
     /// Whether this pool talks to a Redis Cluster (multi-key scripts then need one slot).

@@ -65,6 +65,10 @@ pub static SESSION_DELETE_SUBJECT: LazyLock<Script> =
 pub static RATE_LIMIT_CHECK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../rate_limiter/check.lua")));
 
+/// `events/append.lua`: append to a stream with trimming and an optional idempotency key.
+pub static EVENTS_APPEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../events/append.lua")));
+
 /// Starts an EVALSHA of `script` over `keys`; append ARGV with `.arg(..)`. Run it with
 /// [`run`] or [`run_batch`], which load the script when Redis has lost it.
 pub fn evalsha(script: &Script, keys: &[&str]) -> Cmd {

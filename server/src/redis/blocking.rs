@@ -1,0 +1,116 @@
+//! Dedicated connections for blocking commands (XREAD BLOCK), from their own bounded bb8 pool.
+//!
+//! A blocking command parks its connection until data arrives, so it must never run on the
+//! shared multiplexed connections (every other call would queue behind it). These connections
+//! have no response timeout (redis-rs's default of 500 ms would cut every BLOCK short); the
+//! BLOCK argument bounds each command instead. The pool's size bounds how many blocking readers
+//! a replica serves at once; a reader that finds it exhausted fails with UNAVAILABLE.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+/// Makes dedicated connections to one Redis or to a Cluster.
+#[derive(Debug, Clone)]
+pub enum BlockingManager {
+    /// A standalone Redis.
+    Single {
+        /// Its client (TLS settings included).
+        client: Client,
+        /// Bound on establishing a connection.
+        connect_timeout: Duration,
+    },
+    /// A Redis Cluster (each connection routes by slot).
+    Cluster(ClusterClient),
+}
+
+enum Inner {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+/// A dedicated connection. It counts as broken (and is not returned to the pool) while a
+/// command is in flight: a reader that gives up mid-BLOCK must not hand a connection with a
+/// pending blocked command to the next reader.
+pub struct BlockingConn {
+    inner: Inner,
+    in_flight: bool,
+}
+
+impl BlockingConn {
+    /// Runs one command; if the returned future is dropped before it completes, the
+    /// connection is retired instead of reused.
+    pub async fn query<T: redis::FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
+        self.in_flight = true;
+        let value = match &mut self.inner {
+            Inner::Single(conn) => cmd.query_async(conn).await,
+            Inner::Cluster(conn) => cmd.query_async(conn).await,
+        };
+        // A failed command may have left the connection in an unknown state: retire it too.
+        self.in_flight = value.is_err();
+        value
+    }
+}
+
+impl ConnectionLike for BlockingConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.inner {
+            Inner::Single(conn) => conn.req_packed_command(cmd),
+            Inner::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.inner {
+            Inner::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            Inner::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.inner {
+            Inner::Single(conn) => conn.get_db(),
+            Inner::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+impl bb8::ManageConnection for BlockingManager {
+    type Connection = BlockingConn;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<BlockingConn, RedisError> {
+        match self {
+            Self::Single { client, connect_timeout } => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(*connect_timeout))
+                    .set_response_timeout(None);
+                let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+                Ok(BlockingConn { inner: Inner::Single(conn), in_flight: false })
+            }
+            Self::Cluster(client) => Ok(BlockingConn {
+                inner: Inner::Cluster(client.get_async_connection().await?),
+                in_flight: false,
+            }),
+        }
+    }
+
+    async fn is_valid(&self, conn: &mut BlockingConn) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async::<()>(conn).await
+    }
+
+    fn has_broken(&self, conn: &mut BlockingConn) -> bool {
+        conn.in_flight
+    }
+}
+
+/// The pool of dedicated connections.
+pub type BlockingPool = bb8::Pool<BlockingManager>;
