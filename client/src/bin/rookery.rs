@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use rookery_client::bench::{self, BenchConfig, BenchOp};
 use rookery_client::{
-    CampaignEvent, Client, LockClient, LockOptions, SessionClient, SessionOptions, SetCondition, SetOptions,
+    AppendOptions, CampaignEvent, Client, Event, EventsClient, LockClient, LockOptions, SessionClient,
+    SessionOptions, SetCondition, SetOptions,
 };
 use tokio_stream::StreamExt;
 
@@ -39,8 +40,55 @@ enum Command {
     /// Session calls.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Events: pub/sub and streams.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Load-test an operation and compare with redis-benchmark.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Publish a message (UTF-8 text) to a channel; prints how many replicas received it.
+    Publish {
+        /// The channel.
+        channel: String,
+        /// The message.
+        message: String,
+    },
+    /// Print messages from channels and patterns until Ctrl-C (gaps are reported on stderr).
+    Subscribe {
+        /// Channels.
+        channels: Vec<String>,
+        /// A pattern (`*`, `?`; repeatable).
+        #[arg(long = "pattern")]
+        patterns: Vec<String>,
+    },
+    /// Append an entry to a stream; prints its ID.
+    Append {
+        /// The stream.
+        stream: String,
+        /// A field as name=value (repeatable, at least one).
+        #[arg(long = "field", required = true, value_parser = parse_attribute)]
+        fields: Vec<(String, String)>,
+        /// Keep about this many entries.
+        #[arg(long, default_value_t = 0)]
+        max_len: u64,
+        /// Makes a retried append safe.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Print a stream's entries (from the start, or after an ID; `$` for only new ones).
+    Read {
+        /// The stream.
+        stream: String,
+        /// Start after this entry ID (or `$`).
+        #[arg(long, default_value = "")]
+        after: String,
+        /// Keep printing new entries until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,7 +293,7 @@ fn main() -> ExitCode {
     // load generator should take as little CPU as it can (see BENCHMARKS.md).
     let threads = match &cli.command {
         Command::Bench(args) => args.client_threads.max(1),
-        Command::Cache(_) | Command::Lock(_) | Command::Session(_) => 1,
+        Command::Cache(_) | Command::Lock(_) | Command::Session(_) | Command::Events(_) => 1,
     };
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
@@ -278,8 +326,70 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sy
             let sessions = Client::connect(cli.url).await?.with_namespace(&cli.namespace)?.session();
             session_command(&sessions, command).await
         }
+        Command::Events(command) => {
+            let events = Client::connect(cli.url).await?.with_namespace(&cli.namespace)?.events();
+            events_command(&events, command).await
+        }
         Command::Bench(args) => bench_command(cli.url, cli.namespace, args).await,
     }
+}
+
+async fn events_command(
+    events: &EventsClient,
+    command: EventsCommand,
+) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
+    match command {
+        EventsCommand::Publish { channel, message } => {
+            println!("receivers {}", events.publish(channel, message.into_bytes()).await?);
+        }
+        EventsCommand::Subscribe { channels, patterns } => {
+            let mut stream = events.subscribe(channels, patterns).await?;
+            eprintln!("subscribed");
+            loop {
+                tokio::select! {
+                    event = stream.next() => match event {
+                        Some(Ok(Event::Message { channel, payload, .. })) => {
+                            println!("{channel} {}", String::from_utf8_lossy(&payload));
+                        }
+                        Some(Ok(Event::Gap { reason, missed })) => eprintln!("gap: {reason:?}, {missed} missed"),
+                        Some(Err(status)) => return Err(status.into()),
+                        None => break,
+                    },
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+        }
+        EventsCommand::Append { stream, fields, max_len, idempotency_key } => {
+            let fields = fields.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+            let options = AppendOptions { max_len, max_age: None, idempotency_key };
+            let (id, duplicate) = events.append(stream, fields, &options).await?;
+            println!("{id}{}", if duplicate { " (duplicate)" } else { "" });
+        }
+        EventsCommand::Read { stream, after, follow } => {
+            let mut entries = events.read(stream, after, follow).await?;
+            loop {
+                tokio::select! {
+                    batch = entries.next() => match batch {
+                        Some(Ok(batch)) => {
+                            for entry in batch {
+                                let mut fields: Vec<_> = entry.fields.iter().collect();
+                                fields.sort();
+                                let fields: Vec<String> = fields
+                                    .into_iter()
+                                    .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
+                                    .collect();
+                                println!("{} {}", entry.id, fields.join(" "));
+                            }
+                        }
+                        Some(Err(status)) => return Err(status.into()),
+                        None => break,
+                    },
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn session_command(
