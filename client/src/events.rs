@@ -1,15 +1,19 @@
 //! The Events service's typed client: publish, subscriptions as Rust streams that say when
-//! messages were lost, and durable streams (append, read and follow).
+//! messages were lost, durable streams (append, read and follow), and consumer groups
+//! (a consumer as a Rust stream of deliveries, and [`EventsClient::process`], which acks what
+//! its handler finished and nacks what it failed).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::ClientChannel;
-use crate::convert::duration;
+use crate::convert::{duration, from_duration};
 use crate::pb;
 use crate::pb::events_client::EventsClient as RawEventsClient;
 
@@ -70,6 +74,120 @@ pub struct AppendOptions {
 /// Entries of a stream, in order, in the batches the server sent.
 pub type EntryStream = Pin<Box<dyn Stream<Item = Result<Vec<StreamEntry>, Status>> + Send>>;
 
+/// How a consumer group delivers; unset fields follow the server's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// How long a delivered entry may stay unacknowledged before it goes to another consumer.
+    pub ack_timeout: Option<Duration>,
+    /// Deliveries after which an entry moves to the dead-letter stream (0: never).
+    pub max_deliveries: Option<u32>,
+}
+
+impl GroupSettings {
+    fn to_pb(self) -> pb::EventsGroupSettings {
+        pb::EventsGroupSettings { ack_timeout: self.ack_timeout.map(duration), max_deliveries: self.max_deliveries }
+    }
+}
+
+/// How to consume.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumeOptions {
+    /// Create the group (at the stream's first entry, with `settings`) if it does not exist.
+    pub create_group: bool,
+    /// Settings of a group this call creates.
+    pub settings: GroupSettings,
+    /// Most unacknowledged deliveries at once (0: the server's default, 100).
+    pub max_in_flight: u32,
+    /// For [`EventsClient::process`]: how long a failed entry waits before it is delivered again.
+    pub retry_delay: Duration,
+}
+
+/// An entry delivered to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The entry's ID: acknowledge it with [`Consumer::ack`].
+    pub id: String,
+    /// Its fields.
+    pub fields: HashMap<String, Vec<u8>>,
+    /// How many times it has been delivered, this time included.
+    pub deliveries: u64,
+}
+
+/// Entries delivered together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deliveries {
+    /// The entries, in the order to process them.
+    pub entries: Vec<Delivery>,
+    /// Entries that were pending but had been trimmed from the stream: they are gone.
+    pub trimmed: u64,
+}
+
+/// The settings a consumer runs with, as the server confirmed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    /// The group's ack timeout.
+    pub ack_timeout: Duration,
+    /// The group's delivery limit (0: none).
+    pub max_deliveries: u32,
+    /// The in-flight bound in effect.
+    pub max_in_flight: u32,
+}
+
+/// A live consumer of a group: a stream of [`Deliveries`]. The server sends the next batch
+/// only while fewer than `max_in_flight` entries are unacknowledged, so ack (or nack) what you
+/// finish. It ends with an error if the group is deleted or the server shuts down. Dropping it
+/// stops the consumer; entries it had not acknowledged go to other consumers after the ack
+/// timeout.
+pub struct Consumer {
+    events: EventsClient,
+    stream: String,
+    group: String,
+    name: String,
+    settings: ConsumerSettings,
+    inner: Pin<Box<dyn Stream<Item = Result<Deliveries, Status>> + Send>>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// The settings it runs with.
+    pub fn settings(&self) -> ConsumerSettings {
+        self.settings
+    }
+
+    /// Acknowledges entries; returns how many were pending.
+    pub async fn ack<I: Into<String>>(&self, ids: impl IntoIterator<Item = I>) -> Result<u64, Status> {
+        self.events.ack(self.stream.clone(), self.group.clone(), ids).await
+    }
+
+    /// Gives entries back for delivery after `delay` (at most the ack timeout); returns how
+    /// many were requeued and how many moved to the dead letters.
+    pub async fn nack<I: Into<String>>(
+        &self,
+        ids: impl IntoIterator<Item = I>,
+        delay: Duration,
+    ) -> Result<(u64, u64), Status> {
+        self.events.nack(self.stream.clone(), self.group.clone(), self.name.clone(), ids, delay).await
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<Deliveries, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
 /// Typed calls to `rookery.v1.Events`. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventsClient {
@@ -122,7 +240,34 @@ impl EventsClient {
         after: impl Into<String>,
         follow: bool,
     ) -> Result<EntryStream, Status> {
-        let request = pb::EventsReadRequest { stream: stream.into(), after: after.into(), follow };
+        self.read_request(pb::EventsReadRequest {
+            stream: stream.into(),
+            after: after.into(),
+            follow,
+            dead_letters: false,
+        })
+        .await
+    }
+
+    /// Reads a stream's dead letters (entries a group delivered too often), like [`Self::read`].
+    /// Each carries `rookery.id`, `rookery.group`, `rookery.deliveries` and `rookery.reason`
+    /// besides its own fields.
+    pub async fn read_dead_letters(
+        &self,
+        stream: impl Into<String>,
+        after: impl Into<String>,
+        follow: bool,
+    ) -> Result<EntryStream, Status> {
+        self.read_request(pb::EventsReadRequest {
+            stream: stream.into(),
+            after: after.into(),
+            follow,
+            dead_letters: true,
+        })
+        .await
+    }
+
+    async fn read_request(&self, request: pb::EventsReadRequest) -> Result<EntryStream, Status> {
         let stream = self.raw.clone().read(request).await?.into_inner();
         Ok(Box::pin(stream.map(|batch| {
             batch.map(|b| b.entries.into_iter().map(|e| StreamEntry { id: e.id, fields: e.fields }).collect())
@@ -166,5 +311,153 @@ impl EventsClient {
             Ok(_) => None,
             Err(status) => Some(Err(status)),
         })))
+    }
+
+    /// Creates a consumer group starting at the first entry (`start` empty), at new entries
+    /// (`$`) or after an entry ID; ALREADY_EXISTS if it exists.
+    pub async fn create_group(
+        &self,
+        stream: impl Into<String>,
+        group: impl Into<String>,
+        start: impl Into<String>,
+        settings: GroupSettings,
+    ) -> Result<(), Status> {
+        let request = pb::EventsCreateGroupRequest {
+            stream: stream.into(),
+            group: group.into(),
+            start: start.into(),
+            settings: Some(settings.to_pb()),
+        };
+        self.raw.clone().create_group(request).await?;
+        Ok(())
+    }
+
+    /// Deletes a consumer group; false when there was none.
+    pub async fn delete_group(&self, stream: impl Into<String>, group: impl Into<String>) -> Result<bool, Status> {
+        let request = pb::EventsDeleteGroupRequest { stream: stream.into(), group: group.into() };
+        Ok(self.raw.clone().delete_group(request).await?.into_inner().deleted)
+    }
+
+    /// Starts consuming as `consumer` of `group`, and returns once the server confirmed it.
+    pub async fn consume(
+        &self,
+        stream: impl Into<String>,
+        group: impl Into<String>,
+        consumer: impl Into<String>,
+        options: &ConsumeOptions,
+    ) -> Result<Consumer, Status> {
+        use pb::events_consume_response::Event as In;
+        let (stream, group, name) = (stream.into(), group.into(), consumer.into());
+        let request = pb::EventsConsumeRequest {
+            stream: stream.clone(),
+            group: group.clone(),
+            consumer: name.clone(),
+            create_group: options.create_group,
+            settings: Some(options.settings.to_pb()),
+            max_in_flight: options.max_in_flight,
+        };
+        let mut inner = self.raw.clone().consume(request).await?.into_inner();
+        let settings = match inner.message().await? {
+            Some(pb::EventsConsumeResponse { event: Some(In::Started(started)) }) => ConsumerSettings {
+                ack_timeout: from_duration(started.ack_timeout).unwrap_or_default(),
+                max_deliveries: started.max_deliveries,
+                max_in_flight: started.max_in_flight,
+            },
+            _ => return Err(Status::internal("the consumer did not start with its confirmation")),
+        };
+        let inner = Box::pin(inner.filter_map(|message| match message {
+            Ok(pb::EventsConsumeResponse { event: Some(In::Deliveries(batch)) }) => Some(Ok(Deliveries {
+                entries: batch
+                    .deliveries
+                    .into_iter()
+                    .map(|d| Delivery { id: d.id, fields: d.fields, deliveries: d.deliveries })
+                    .collect(),
+                trimmed: batch.trimmed,
+            })),
+            Ok(_) => None,
+            Err(status) => Some(Err(status)),
+        }));
+        Ok(Consumer { events: self.clone(), stream, group, name, settings, inner })
+    }
+
+    /// Consumes with `handler`, one entry at a time in delivery order: entries it finishes
+    /// with `Ok` are acknowledged, entries it fails are given back for delivery after
+    /// `options.retry_delay` (and reach the dead letters after the group's delivery limit).
+    /// Each batch is settled (acked and nacked in one call each) after its last entry. Runs
+    /// until the consumer ends, and returns why. The handler logs its own errors: here an error
+    /// only means "deliver this entry again".
+    pub async fn process<F, Fut, E>(
+        &self,
+        stream: impl Into<String>,
+        group: impl Into<String>,
+        consumer: impl Into<String>,
+        options: &ConsumeOptions,
+        mut handler: F,
+    ) -> Result<(), Status>
+    where
+        F: FnMut(Delivery) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+    {
+        let mut consumer = self.consume(stream, group, consumer, options).await?;
+        while let Some(batch) = consumer.next().await {
+            let (mut done, mut failed) = (Vec::new(), Vec::new());
+            for delivery in batch?.entries {
+                let id = delivery.id.clone();
+                match handler(delivery).await {
+                    Ok(()) => done.push(id),
+                    Err(_) => failed.push(id),
+                }
+            }
+            if !done.is_empty() {
+                consumer.ack(done).await?;
+            }
+            if !failed.is_empty() {
+                consumer.nack(failed, options.retry_delay).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Acknowledges entries of a group; returns how many were pending.
+    pub async fn ack<I: Into<String>>(
+        &self,
+        stream: impl Into<String>,
+        group: impl Into<String>,
+        ids: impl IntoIterator<Item = I>,
+    ) -> Result<u64, Status> {
+        let request = pb::EventsAckRequest {
+            stream: stream.into(),
+            group: group.into(),
+            ids: ids.into_iter().map(Into::into).collect(),
+        };
+        Ok(self.raw.clone().ack(request).await?.into_inner().acked)
+    }
+
+    /// Gives entries pending for `consumer` back for delivery after `delay`; returns how many
+    /// were requeued and how many moved to the dead letters.
+    pub async fn nack<I: Into<String>>(
+        &self,
+        stream: impl Into<String>,
+        group: impl Into<String>,
+        consumer: impl Into<String>,
+        ids: impl IntoIterator<Item = I>,
+        delay: Duration,
+    ) -> Result<(u64, u64), Status> {
+        let request = pb::EventsNackRequest {
+            stream: stream.into(),
+            group: group.into(),
+            consumer: consumer.into(),
+            ids: ids.into_iter().map(Into::into).collect(),
+            delay: Some(duration(delay)),
+        };
+        let response = self.raw.clone().nack(request).await?.into_inner();
+        Ok((response.requeued, response.dead_lettered))
+    }
+
+    /// Describes a stream: length, dead letters, and each group's pending entries, lag and
+    /// consumers.
+    pub async fn describe(&self, stream: impl Into<String>) -> Result<pb::EventsDescribeStreamResponse, Status> {
+        let request = pb::EventsDescribeStreamRequest { stream: stream.into() };
+        Ok(self.raw.clone().describe_stream(request).await?.into_inner())
     }
 }

@@ -262,6 +262,17 @@ pub struct EventsConfig {
     /// How long an idempotency key remembers its append.
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
+    /// Ack timeout of consumer groups created without one.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Longest ack timeout a group may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_ack_timeout: Duration,
+    /// Deliveries after which an entry moves to the dead-letter stream, for groups created
+    /// without a limit (0: never).
+    pub max_deliveries: u32,
+    /// Largest `max_in_flight` a consumer may ask for.
+    pub max_in_flight: u32,
 }
 
 impl Default for EventsConfig {
@@ -272,6 +283,10 @@ impl Default for EventsConfig {
             max_topics: 100,
             stream_max_len: 1_000_000,
             idempotency_window: Duration::from_secs(24 * 3600),
+            ack_timeout: Duration::from_secs(30),
+            max_ack_timeout: Duration::from_secs(12 * 3600),
+            max_deliveries: 10,
+            max_in_flight: 10_000,
         }
     }
 }
@@ -744,6 +759,13 @@ impl Config {
         positive("events.idempotency_window", self.events.idempotency_window)?;
         if self.events.max_topics == 0 || self.events.max_topics > 10_000 {
             return Err(invalid("events.max_topics", "must be between 1 and 10000"));
+        }
+        positive("events.ack_timeout", self.events.ack_timeout)?;
+        if self.events.ack_timeout > self.events.max_ack_timeout {
+            return Err(invalid("events.ack_timeout", "must not exceed events.max_ack_timeout"));
+        }
+        if self.events.max_in_flight == 0 || self.events.max_in_flight > 100_000 {
+            return Err(invalid("events.max_in_flight", "must be between 1 and 100000"));
         }
         if self.session.max_attributes == 0 || self.session.max_attributes > 1000 {
             return Err(invalid("session.max_attributes", "must be between 1 and 1000"));

@@ -12,8 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::groups::{ConsumeEvent, ConsumeRequest, Delivery, EffectiveSettings, GroupSettings, StreamInfo};
 use super::{Append, Event, Events, StreamEntry};
-use crate::convert::duration_in;
+use crate::convert::{duration_in, duration_out};
 use crate::namespace;
 
 /// `rookery.v1.Events` over the domain [`Events`].
@@ -44,6 +45,68 @@ fn event_out(event: Event) -> pb::EventsSubscribeResponse {
         }
     };
     pb::EventsSubscribeResponse { event: Some(event) }
+}
+
+fn settings_in(settings: Option<pb::EventsGroupSettings>) -> Result<GroupSettings, Status> {
+    let pb::EventsGroupSettings { ack_timeout, max_deliveries } = settings.unwrap_or_default();
+    Ok(GroupSettings { ack_timeout: duration_in("ack_timeout", ack_timeout)?, max_deliveries })
+}
+
+fn settings_out(settings: EffectiveSettings) -> pb::EventsGroupSettings {
+    pb::EventsGroupSettings {
+        ack_timeout: Some(duration_out(settings.ack_timeout)),
+        max_deliveries: Some(settings.max_deliveries),
+    }
+}
+
+fn consume_out(event: ConsumeEvent) -> pb::EventsConsumeResponse {
+    use pb::events_consume_response::Event as Out;
+    let event = match event {
+        ConsumeEvent::Started { settings, max_in_flight } => Out::Started(pb::EventsConsumeStarted {
+            ack_timeout: Some(duration_out(settings.ack_timeout)),
+            max_deliveries: settings.max_deliveries,
+            max_in_flight,
+        }),
+        ConsumeEvent::Deliveries { deliveries, trimmed } => Out::Deliveries(pb::EventsDeliveries {
+            deliveries: deliveries
+                .into_iter()
+                .map(|Delivery { id, fields, deliveries }| pb::EventsDelivery { id, fields, deliveries })
+                .collect(),
+            trimmed,
+        }),
+    };
+    pb::EventsConsumeResponse { event: Some(event) }
+}
+
+fn describe_out(info: StreamInfo) -> pb::EventsDescribeStreamResponse {
+    pb::EventsDescribeStreamResponse {
+        length: info.length,
+        first_id: info.first_id,
+        last_id: info.last_id,
+        dead_letters: info.dead_letters,
+        groups: info
+            .groups
+            .into_iter()
+            .map(|g| pb::EventsGroupInfo {
+                name: g.name,
+                settings: Some(settings_out(g.settings)),
+                pending: g.pending,
+                delayed: g.delayed,
+                lag: g.lag,
+                last_delivered_id: g.last_delivered_id,
+                oldest_pending_age: g.oldest_pending_age.map(duration_out),
+                consumers: g
+                    .consumers
+                    .into_iter()
+                    .map(|c| pb::EventsConsumerInfo {
+                        name: c.name,
+                        pending: c.pending,
+                        idle: Some(duration_out(c.idle)),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 #[tonic::async_trait]
@@ -82,8 +145,8 @@ impl events_server::Events for EventsApi {
         request: Request<pb::EventsReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
         let ns = namespace::of(&request)?;
-        let pb::EventsReadRequest { stream, after, follow } = request.into_inner();
-        let batches = self.events.read(&ns, &stream, &after, follow)?;
+        let pb::EventsReadRequest { stream, after, follow, dead_letters } = request.into_inner();
+        let batches = self.events.read(&ns, &stream, &after, follow, dead_letters)?;
         let stream = ReceiverStream::new(batches).map(|batch| {
             batch
                 .map(|entries| pb::EventsReadResponse {
@@ -108,5 +171,65 @@ impl events_server::Events for EventsApi {
         let events = self.events.subscribe(&ns, channels, patterns).await?;
         let stream = ReceiverStream::new(events).map(|event| event.map(event_out).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn create_group(
+        &self,
+        request: Request<pb::EventsCreateGroupRequest>,
+    ) -> Result<Response<pb::EventsCreateGroupResponse>, Status> {
+        let ns = namespace::of(&request)?;
+        let pb::EventsCreateGroupRequest { stream, group, start, settings } = request.into_inner();
+        self.events.create_group(&ns, &stream, &group, &start, settings_in(settings)?).await?;
+        Ok(Response::new(pb::EventsCreateGroupResponse {}))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::EventsDeleteGroupRequest>,
+    ) -> Result<Response<pb::EventsDeleteGroupResponse>, Status> {
+        let ns = namespace::of(&request)?;
+        let pb::EventsDeleteGroupRequest { stream, group } = request.into_inner();
+        let deleted = self.events.delete_group(&ns, &stream, &group).await?;
+        Ok(Response::new(pb::EventsDeleteGroupResponse { deleted }))
+    }
+
+    type ConsumeStream = Pin<Box<dyn Stream<Item = Result<pb::EventsConsumeResponse, Status>> + Send>>;
+
+    async fn consume(
+        &self,
+        request: Request<pb::EventsConsumeRequest>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let ns = namespace::of(&request)?;
+        let pb::EventsConsumeRequest { stream, group, consumer, create_group, settings, max_in_flight } =
+            request.into_inner();
+        let request =
+            ConsumeRequest { stream, group, consumer, create_group, settings: settings_in(settings)?, max_in_flight };
+        let events = self.events.consume(&ns, request).await?;
+        let stream = ReceiverStream::new(events).map(|event| event.map(consume_out).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn ack(&self, request: Request<pb::EventsAckRequest>) -> Result<Response<pb::EventsAckResponse>, Status> {
+        let ns = namespace::of(&request)?;
+        let pb::EventsAckRequest { stream, group, ids } = request.into_inner();
+        let acked = self.events.ack(&ns, &stream, &group, &ids).await?;
+        Ok(Response::new(pb::EventsAckResponse { acked }))
+    }
+
+    async fn nack(&self, request: Request<pb::EventsNackRequest>) -> Result<Response<pb::EventsNackResponse>, Status> {
+        let ns = namespace::of(&request)?;
+        let pb::EventsNackRequest { stream, group, consumer, ids, delay } = request.into_inner();
+        let delay = duration_in("delay", delay)?.unwrap_or_default();
+        let (requeued, dead_lettered) = self.events.nack(&ns, &stream, &group, &consumer, &ids, delay).await?;
+        Ok(Response::new(pb::EventsNackResponse { requeued, dead_lettered }))
+    }
+
+    async fn describe_stream(
+        &self,
+        request: Request<pb::EventsDescribeStreamRequest>,
+    ) -> Result<Response<pb::EventsDescribeStreamResponse>, Status> {
+        let ns = namespace::of(&request)?;
+        let pb::EventsDescribeStreamRequest { stream } = request.into_inner();
+        Ok(Response::new(describe_out(self.events.describe(&ns, &stream).await?)))
     }
 }

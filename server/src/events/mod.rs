@@ -2,11 +2,14 @@
 //! connection (`hub.rs`), and durable streams (Redis Streams: `append.lua`, XRANGE, and XREAD
 //! BLOCK on dedicated connections); `grpc.rs` adapts it to the generated API.
 //!
+//! Consumer groups (Consume, Ack, Nack, dead letters, DescribeStream) live in `groups.rs`.
+//!
 //! Channels are namespaced by a prefix (`keys::events_channel_prefix`). Names and patterns are
 //! limited to `A-Z a-z 0-9 . _ - / :` (plus `*` and `?` in patterns), so a pattern is a Redis
 //! glob that cannot leave its namespace. Every subscription is a task that forwards its mailbox
 //! to the gRPC stream, telling the subscriber about every loss before the next message.
 
+pub mod groups;
 mod grpc;
 pub mod hub;
 
@@ -39,6 +42,8 @@ const READ_BATCH: usize = 100;
 const BLOCK: Duration = Duration::from_secs(5);
 /// Longest field name of a stream entry.
 const MAX_FIELD_NAME: usize = 256;
+/// Field names that dead letters add to an entry's own: no appended entry may use them.
+const RESERVED_FIELD_PREFIX: &str = "rookery.";
 
 /// One entry of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,19 +78,24 @@ enum Start {
     After(String),
 }
 
+/// An entry ID in Redis's canonical form (`<ms>-<seq>`; a bare `<ms>` means `<ms>-0`).
+fn parse_entry_id(id: &str) -> Result<String> {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    match (ms.parse::<u64>(), seq.parse::<u64>()) {
+        (Ok(ms), Ok(seq)) => Ok(format!("{ms}-{seq}")),
+        _ => Err(Error::InvalidArgument(format!("{id:?} is not an entry ID (like 1700000000000-0)"))),
+    }
+}
+
 fn parse_start(after: &str) -> Result<Start> {
     match after {
         "" => Ok(Start::Beginning),
         "$" => Ok(Start::End),
-        id => {
-            let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-            if ms.parse::<u64>().is_err() || seq.parse::<u64>().is_err() {
-                return Err(Error::InvalidArgument(format!(
-                    "after must be empty, $ or an entry ID like 1700000000000-0, got {after:?}"
-                )));
-            }
-            Ok(Start::After(format!("{ms}-{seq}")))
-        }
+        id => parse_entry_id(id).map(Start::After).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "after must be empty, $ or an entry ID like 1700000000000-0, got {after:?}"
+            ))
+        }),
     }
 }
 
@@ -135,6 +145,7 @@ pub struct Events {
     config: EventsConfig,
     hub: Hub,
     drain: Drain,
+    acks: groups::AckSignals,
 }
 
 fn check_name(what: &str, name: &str, pattern: bool) -> Result<()> {
@@ -161,7 +172,7 @@ impl Events {
         if !hub.wait_connected(startup_wait).await {
             tracing::warn!("events pub/sub connection not live yet; Subscribe waits for it");
         }
-        Self { redis, limits, config, hub, drain }
+        Self { redis, limits, config, hub, drain, acks: groups::AckSignals::default() }
     }
 
     /// The Redis this service uses.
@@ -210,6 +221,11 @@ impl Events {
                     "field names must be 1 to {MAX_FIELD_NAME} bytes"
                 )));
             }
+            if name.starts_with(RESERVED_FIELD_PREFIX) {
+                return Err(Error::InvalidArgument(format!(
+                    "field names starting with {RESERVED_FIELD_PREFIX:?} are reserved (dead letters use them)"
+                )));
+            }
             size += name.len() + value.len();
         }
         if size > self.limits.max_value_bytes {
@@ -246,20 +262,25 @@ impl Events {
         }
     }
 
-    /// Reads a stream in batches, in order; with `follow`, keeps delivering new entries.
+    /// Reads a stream (or its dead letters) in batches, in order; with `follow`, keeps
+    /// delivering new entries.
     pub fn read(
         self: &Arc<Self>,
         ns: &Namespace,
         stream: &str,
         after: &str,
         follow: bool,
+        dead_letters: bool,
     ) -> Result<mpsc::Receiver<Result<Vec<StreamEntry>>>> {
         check_name("stream", stream, false)?;
         let start = parse_start(after)?;
         if start == Start::End && !follow {
             return Err(Error::InvalidArgument("after = $ reads only new entries: it needs follow".into()));
         }
-        let (key, _) = keys::event_stream(ns.as_str(), stream, None);
+        let (mut key, _) = keys::event_stream(ns.as_str(), stream, None);
+        if dead_letters {
+            key = keys::event_dead_letters(&key);
+        }
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(self.clone().run_read(key, start, follow, tx));
         Ok(rx)

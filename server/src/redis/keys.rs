@@ -226,6 +226,21 @@ pub fn event_stream(namespace: &str, name: &str, idempotency_key: Option<&str>) 
     (stream, marker)
 }
 
+/// The dead-letter stream of the stream whose key is `stream` (same hash tag): entries that
+/// were delivered too often move there.
+pub fn event_dead_letters(stream: &str) -> String {
+    format!("{stream}:dead")
+}
+
+/// The settings (a hash) of consumer group `group` of the stream whose key is `stream` (same
+/// hash tag). Like the group itself, which lives inside the stream, it has no TTL: it is
+/// deleted with the group.
+pub fn event_group_settings(stream: &str, group: &str) -> String {
+    let mut key = format!("{stream}:grp:");
+    escape_into(&mut key, group);
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +365,26 @@ mod tests {
                 prop_assert_ne!(session(&ns1, &t1, &h1), session(&ns2, &t2, &h2));
             }
             prop_assert_ne!(session(&ns1, &t1, &h1), session_index(&ns2, &t2));
+        }
+
+        #[test]
+        fn stream_keys_share_their_tag_and_are_injective(
+            ns1 in any_text(), s1 in any_text(), g1 in any_text(), i1 in any_text(),
+            ns2 in any_text(), s2 in any_text(), g2 in any_text(), i2 in any_text()
+        ) {
+            let of = |ns: &str, s: &str, g: &str, i: &str| {
+                let (stream, marker) = event_stream(ns, s, Some(i));
+                let (dead, group) = (event_dead_letters(&stream), event_group_settings(&stream, g));
+                [stream, marker.unwrap(), dead, group]
+            };
+            let (a, b) = (of(&ns1, &s1, &g1, &i1), of(&ns2, &s2, &g2, &i2));
+            for key in &a[1..] {
+                prop_assert_eq!(hash_tag(key), hash_tag(&a[0]));
+            }
+            let all: std::collections::HashSet<&String> = a.iter().chain(&b).collect();
+            let same_stream = (&ns1, &s1) == (&ns2, &s2);
+            let expected = if !same_stream { 8 } else { 4 + usize::from(i1 != i2) + usize::from(g1 != g2) };
+            prop_assert_eq!(all.len(), expected);
         }
 
         #[test]

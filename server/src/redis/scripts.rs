@@ -69,6 +69,26 @@ pub static RATE_LIMIT_CHECK: LazyLock<Script> =
 pub static EVENTS_APPEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../events/append.lua")));
 
+/// A consumer-group script: `events/groups.lua` (shared helpers) followed by the named file.
+macro_rules! group_script {
+    ($file:literal) => {
+        LazyLock::new(|| Script::new(concat!(include_str!("../events/groups.lua"), include_str!($file))))
+    };
+}
+
+/// `events/fetch.lua`: the next entries for a consumer of a group, within its in-flight bound.
+pub static EVENTS_FETCH: LazyLock<Script> = group_script!("../events/fetch.lua");
+/// `events/nack.lua`: give entries back for delivery after a delay, or to the dead letters.
+pub static EVENTS_NACK: LazyLock<Script> = group_script!("../events/nack.lua");
+/// `events/create_group.lua`: create a consumer group with its settings.
+pub static EVENTS_CREATE_GROUP: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../events/create_group.lua")));
+/// `events/delete_group.lua`: delete a consumer group with its settings.
+pub static EVENTS_DELETE_GROUP: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../events/delete_group.lua")));
+/// `events/leave.lua`: forget a consumer that has nothing pending.
+pub static EVENTS_LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../events/leave.lua")));
+
 /// Starts an EVALSHA of `script` over `keys`; append ARGV with `.arg(..)`. Run it with
 /// [`run`] or [`run_batch`], which load the script when Redis has lost it.
 pub fn evalsha(script: &Script, keys: &[&str]) -> Cmd {

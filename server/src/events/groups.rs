@@ -1,0 +1,775 @@
+//! Consumer groups of the Events service: at-least-once delivery of a stream's entries, each to
+//! one consumer of a group, with acknowledgements, delayed redelivery and dead letters.
+//!
+//! Redis keeps the truth: the group and its pending entries list (who has which entry, since
+//! when, how many deliveries) live in the stream; the group's settings in a hash beside it
+//! (`keys::event_group_settings`); entries delivered too often move to the dead-letter stream
+//! (`keys::event_dead_letters`). All three share the stream's hash tag, so every step is one
+//! script, also on a Cluster.
+//!
+//! A `Consume` is a task that asks `fetch.lua` for the next entries only once the client has
+//! taken the previous message and has fewer than `max_in_flight` entries unacknowledged, so an
+//! entry's ack timeout runs while the client has it. When nothing is ready it waits for new
+//! entries with XREADGROUP BLOCK on a dedicated connection, at most [`POLL`] at a time, so that
+//! entries whose ack timeout ran out elsewhere (or whose Nack delay ended) are picked up within
+//! that much of becoming due. A consumer at its in-flight bound waits for an Ack made through
+//! this replica (a local signal) or, at most, [`POLL`] (acks through other replicas).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use redis::{RedisError, Value};
+use tokio::sync::{Notify, mpsc};
+
+use super::{Events, check_name, parse_entry_id};
+use crate::convert::millis;
+use crate::drain::SHUTDOWN_MESSAGE;
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+use crate::redis::scripts::{self, evalsha};
+use crate::redis::{keys, timed};
+
+/// In-flight bound of a consumer that asks for none.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 100;
+/// Longest wait before a consumer looks again for entries whose ack timeout or Nack delay ran
+/// out, and before one at its in-flight bound checks for acks made through other replicas.
+pub const POLL: Duration = Duration::from_millis(500);
+/// Most entry IDs in one Ack or Nack.
+pub const MAX_IDS: usize = 10_000;
+/// The consumer that holds nacked entries until their delay ends; not a valid consumer name.
+const DELAYED_CONSUMER: &str = "~delayed";
+
+/// How a group delivers, as asked for; unset fields follow the server's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// How long a delivered entry may stay unacknowledged.
+    pub ack_timeout: Option<Duration>,
+    /// Deliveries after which an entry moves to the dead letters (0: never).
+    pub max_deliveries: Option<u32>,
+}
+
+/// How a group delivers, with the server's defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveSettings {
+    /// How long a delivered entry may stay unacknowledged.
+    pub ack_timeout: Duration,
+    /// Deliveries after which an entry moves to the dead letters (0: never).
+    pub max_deliveries: u32,
+}
+
+/// What a `Consume` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumeRequest {
+    /// The stream.
+    pub stream: String,
+    /// The group.
+    pub group: String,
+    /// The consumer's name.
+    pub consumer: String,
+    /// Create the group (at the first entry) if it does not exist.
+    pub create_group: bool,
+    /// Settings of a group this call creates.
+    pub settings: GroupSettings,
+    /// Most unacknowledged deliveries at once (0: [`DEFAULT_MAX_IN_FLIGHT`]).
+    pub max_in_flight: u32,
+}
+
+/// An entry delivered to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The entry's ID.
+    pub id: String,
+    /// Its fields.
+    pub fields: HashMap<String, Vec<u8>>,
+    /// How many times it has been delivered, this time included.
+    pub deliveries: u64,
+}
+
+/// One message of a consumer's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumeEvent {
+    /// The consumer is live (first message).
+    Started {
+        /// The group's settings.
+        settings: EffectiveSettings,
+        /// The in-flight bound in effect.
+        max_in_flight: u32,
+    },
+    /// Entries to process, and how many pending entries were found trimmed away.
+    Deliveries {
+        /// The entries.
+        deliveries: Vec<Delivery>,
+        /// Pending entries trimmed from the stream before they could be delivered again.
+        trimmed: u64,
+    },
+}
+
+/// A consumer of a group, as `DescribeStream` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Its name.
+    pub name: String,
+    /// Entries delivered to it and not acknowledged.
+    pub pending: u64,
+    /// Since it last read or claimed entries.
+    pub idle: Duration,
+}
+
+/// A group's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Its name.
+    pub name: String,
+    /// Its settings.
+    pub settings: EffectiveSettings,
+    /// Entries delivered and not acknowledged (including `delayed`).
+    pub pending: u64,
+    /// Nacked entries waiting for their delay to end.
+    pub delayed: u64,
+    /// Entries not yet delivered to the group, when Redis can tell.
+    pub lag: Option<u64>,
+    /// The last entry delivered to the group.
+    pub last_delivered_id: String,
+    /// Age of the oldest pending entry.
+    pub oldest_pending_age: Option<Duration>,
+    /// Its consumers (without the one holding delayed entries).
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+/// A stream's state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamInfo {
+    /// Entries in the stream.
+    pub length: u64,
+    /// Its first entry's ID (empty when it is empty).
+    pub first_id: String,
+    /// Its last entry's ID (empty when it is empty).
+    pub last_id: String,
+    /// Entries in its dead-letter stream.
+    pub dead_letters: u64,
+    /// Its groups.
+    pub groups: Vec<GroupInfo>,
+}
+
+/// Local signals that a group had entries acknowledged or given back through this replica, so
+/// that its consumers at their in-flight bound look again at once.
+#[derive(Debug, Default)]
+pub struct AckSignals(Mutex<HashMap<String, Weak<Notify>>>);
+
+impl AckSignals {
+    fn subscribe(&self, key: &str) -> Arc<Notify> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(notify) = map.get(key).and_then(Weak::upgrade) {
+            return notify;
+        }
+        map.retain(|_, notify| notify.strong_count() > 0);
+        let notify = Arc::new(Notify::new());
+        map.insert(key.to_owned(), Arc::downgrade(&notify));
+        notify
+    }
+
+    fn signal(&self, key: &str) {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(notify) = map.get(key).and_then(Weak::upgrade) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+/// The keys of one stream's group machinery.
+struct GroupKeys {
+    /// The stream's name, as the client gave it.
+    name: String,
+    stream: String,
+    dead_letters: String,
+    settings: String,
+    /// Names the group locally (for [`AckSignals`]).
+    signal: String,
+}
+
+impl GroupKeys {
+    fn new(ns: &Namespace, name: &str, group: &str) -> Self {
+        let (stream, _) = keys::event_stream(ns.as_str(), name, None);
+        Self {
+            dead_letters: keys::event_dead_letters(&stream),
+            settings: keys::event_group_settings(&stream, group),
+            signal: format!("{stream}\n{group}"),
+            stream,
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// Maps Redis's NOGROUP (no such stream or group) to NOT_FOUND.
+fn no_group(e: RedisError, stream: &str, group: &str) -> Error {
+    if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") {
+        Error::NotFound(format!(
+            "stream {stream:?} has no consumer group {group:?}; create it with CreateGroup (or Consume with create_group)"
+        ))
+    } else {
+        Error::from(e)
+    }
+}
+
+fn check_ids(ids: &[String]) -> Result<Vec<String>> {
+    if ids.is_empty() || ids.len() > MAX_IDS {
+        return Err(Error::InvalidArgument(format!("give 1 to {MAX_IDS} entry IDs")));
+    }
+    ids.iter().map(|id| parse_entry_id(id)).collect()
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(_) | Value::SimpleString(_) => text(value).parse().ok(),
+        _ => None,
+    }
+}
+
+/// XINFO's replies: a map (RESP3) or a flat list of names and values (RESP2).
+fn fields_of(value: &Value) -> HashMap<String, &Value> {
+    match value {
+        Value::Map(pairs) => pairs.iter().map(|(k, v)| (text(k), v)).collect(),
+        Value::Array(flat) => flat.chunks(2).filter_map(|p| Some((text(p.first()?), p.get(1)?))).collect(),
+        _ => HashMap::new(),
+    }
+}
+
+/// The millisecond part of an entry ID.
+fn id_millis(id: &str) -> Option<u64> {
+    id.split('-').next()?.parse().ok()
+}
+
+/// Parses `fetch.lua`'s reply.
+struct Fetched {
+    history: String,
+    claim_cursor: String,
+    trimmed: u64,
+    dead_lettered: u64,
+    free_slots: u64,
+    deliveries: Vec<Delivery>,
+}
+
+fn parse_delivery(value: &Value) -> Option<Delivery> {
+    let Value::Array(parts) = value else { return None };
+    let [id, Value::Array(pairs), count] = parts.as_slice() else { return None };
+    let mut fields = HashMap::with_capacity(pairs.len() / 2);
+    for pair in pairs.chunks(2) {
+        let [Value::BulkString(name), Value::BulkString(value)] = pair else { return None };
+        fields.insert(String::from_utf8_lossy(name).into_owned(), value.clone());
+    }
+    Some(Delivery { id: text(id), fields, deliveries: number(count)? })
+}
+
+fn parse_fetched(value: &Value) -> Option<Fetched> {
+    let Value::Array(parts) = value else { return None };
+    let [history, cursor, trimmed, dead, free, Value::Array(deliveries)] = parts.as_slice() else {
+        return None;
+    };
+    Some(Fetched {
+        history: text(history),
+        claim_cursor: text(cursor),
+        trimmed: number(trimmed)?,
+        dead_lettered: number(dead)?,
+        free_slots: number(free)?,
+        deliveries: deliveries.iter().map(parse_delivery).collect::<Option<_>>()?,
+    })
+}
+
+/// Where a new group starts, from the API's form (empty, `$` or an ID) to XGROUP's.
+fn group_start(start: &str) -> Result<String> {
+    match start {
+        "" => Ok("0".into()),
+        "$" => Ok("$".into()),
+        id => parse_entry_id(id),
+    }
+}
+
+impl Events {
+    fn check_settings(&self, settings: &GroupSettings) -> Result<()> {
+        if let Some(timeout) = settings.ack_timeout
+            && (timeout < Duration::from_millis(1) || timeout > self.config.max_ack_timeout)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "ack_timeout must be between 1 ms and {:?} (events.max_ack_timeout)",
+                self.config.max_ack_timeout
+            )));
+        }
+        Ok(())
+    }
+
+    async fn create_group_at(&self, keys: &GroupKeys, group: &str, start: &str, settings: GroupSettings) -> Result<bool> {
+        self.check_settings(&settings)?;
+        let mut cmd = evalsha(&scripts::EVENTS_CREATE_GROUP, &[&keys.stream, &keys.settings]);
+        cmd.arg(group)
+            .arg(start)
+            .arg(settings.ack_timeout.map(|t| millis(t).to_string()).unwrap_or_default())
+            .arg(settings.max_deliveries.map(|m| m.to_string()).unwrap_or_default());
+        let created: i64 = timed(
+            "events.create_group",
+            scripts::run(&mut self.redis.conn(), &scripts::EVENTS_CREATE_GROUP, &cmd),
+        )
+        .await
+        .map_err(Error::from_write)?;
+        Ok(created == 1)
+    }
+
+    /// Creates a consumer group (and the stream, if needed); ALREADY_EXISTS if it exists.
+    pub async fn create_group(
+        &self,
+        ns: &Namespace,
+        stream: &str,
+        group: &str,
+        start: &str,
+        settings: GroupSettings,
+    ) -> Result<()> {
+        check_name("stream", stream, false)?;
+        check_name("group", group, false)?;
+        let start = group_start(start)?;
+        let keys = GroupKeys::new(ns, stream, group);
+        if self.create_group_at(&keys, group, &start, settings).await? {
+            Ok(())
+        } else {
+            Err(Error::AlreadyExists(format!("stream {stream:?} already has a consumer group {group:?}")))
+        }
+    }
+
+    /// Deletes a consumer group; false when there was none.
+    pub async fn delete_group(&self, ns: &Namespace, stream: &str, group: &str) -> Result<bool> {
+        check_name("stream", stream, false)?;
+        check_name("group", group, false)?;
+        let keys = GroupKeys::new(ns, stream, group);
+        let cmd = evalsha(&scripts::EVENTS_DELETE_GROUP, &[&keys.stream, &keys.settings]).arg(group).to_owned();
+        let deleted: i64 = timed(
+            "events.delete_group",
+            scripts::run(&mut self.redis.conn(), &scripts::EVENTS_DELETE_GROUP, &cmd),
+        )
+        .await
+        .map_err(Error::from_write)?;
+        Ok(deleted == 1)
+    }
+
+    /// A group's settings with the server's defaults filled in; NOT_FOUND without the group.
+    async fn settings_of(&self, keys: &GroupKeys, stream: &str, group: &str) -> Result<EffectiveSettings> {
+        let mut conn = self.redis.conn();
+        // XPENDING fails with NOGROUP when the stream or the group does not exist.
+        let _: Value = redis::cmd("XPENDING")
+            .arg(&keys.stream)
+            .arg(group)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| no_group(e, stream, group))?;
+        let (ack_timeout, max_deliveries): (Option<u64>, Option<u32>) = redis::cmd("HMGET")
+            .arg(&keys.settings)
+            .arg("ack_timeout_ms")
+            .arg("max_deliveries")
+            .query_async(&mut conn)
+            .await?;
+        Ok(self.effective(ack_timeout, max_deliveries))
+    }
+
+    fn effective(&self, ack_timeout_ms: Option<u64>, max_deliveries: Option<u32>) -> EffectiveSettings {
+        EffectiveSettings {
+            ack_timeout: ack_timeout_ms.map_or(self.config.ack_timeout, Duration::from_millis),
+            max_deliveries: max_deliveries.unwrap_or(self.config.max_deliveries),
+        }
+    }
+
+    /// Starts consuming; the stream's first event is [`ConsumeEvent::Started`].
+    pub async fn consume(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        request: ConsumeRequest,
+    ) -> Result<mpsc::Receiver<Result<ConsumeEvent>>> {
+        let ConsumeRequest { stream, group, consumer, create_group, settings, max_in_flight } = request;
+        check_name("stream", &stream, false)?;
+        check_name("group", &group, false)?;
+        check_name("consumer", &consumer, false)?;
+        let max_in_flight = match max_in_flight {
+            0 => DEFAULT_MAX_IN_FLIGHT.min(self.config.max_in_flight),
+            n if n > self.config.max_in_flight => {
+                return Err(Error::InvalidArgument(format!(
+                    "max_in_flight is at most {} (events.max_in_flight)",
+                    self.config.max_in_flight
+                )));
+            }
+            n => n,
+        };
+        let keys = GroupKeys::new(ns, &stream, &group);
+        if create_group {
+            self.create_group_at(&keys, &group, "0", settings).await?;
+        }
+        let effective = self.settings_of(&keys, &stream, &group).await?;
+        let (tx, rx) = mpsc::channel(1);
+        tx.try_send(Ok(ConsumeEvent::Started { settings: effective, max_in_flight }))
+            .map_err(|_| Error::Internal("a new consumer's channel is full".into()))?;
+        let consumer = Consumer {
+            acked: self.acks.subscribe(&keys.signal),
+            keys,
+            group,
+            name: consumer,
+            settings: effective,
+            max_in_flight,
+        };
+        tokio::spawn(self.clone().run_consumer(consumer, tx));
+        Ok(rx)
+    }
+
+    async fn fetch(&self, consumer: &Consumer, history: &str, claim_cursor: &str) -> Result<Fetched> {
+        let keys = &consumer.keys;
+        let mut cmd = evalsha(&scripts::EVENTS_FETCH, &[&keys.stream, &keys.dead_letters]);
+        cmd.arg(&consumer.group)
+            .arg(&consumer.name)
+            .arg(consumer.max_in_flight)
+            .arg(history)
+            .arg(claim_cursor)
+            .arg(millis(consumer.settings.ack_timeout))
+            .arg(consumer.settings.max_deliveries)
+            .arg(self.config.stream_max_len);
+        let reply: Value = timed("events.fetch", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_FETCH, &cmd))
+            .await
+            .map_err(|e| no_group(e, &consumer.keys.name, &consumer.group))?;
+        let fetched = parse_fetched(&reply).ok_or_else(|| Error::unexpected("events fetch", &reply))?;
+        if fetched.dead_lettered > 0 {
+            metrics::counter!("rookery_events_dead_lettered_total").increment(fetched.dead_lettered);
+        }
+        Ok(fetched)
+    }
+
+    /// Waits up to [`POLL`] for new entries on a dedicated connection; returns them (already
+    /// delivered to this consumer in Redis's books).
+    async fn wait_for_new(&self, consumer: &Consumer, count: u64) -> Result<Vec<Delivery>> {
+        let mut blocking = self.redis.blocking().get().await.map_err(|_| {
+            Error::Unavailable(
+                "no connection for a blocking read is free (redis.blocking_connections); retry shortly".into(),
+            )
+        })?;
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(&consumer.group)
+            .arg(&consumer.name)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(millis(POLL))
+            .arg("STREAMS")
+            .arg(&consumer.keys.stream)
+            .arg(">");
+        let reply: Value =
+            blocking.query(&read).await.map_err(|e| no_group(e, &consumer.keys.name, &consumer.group))?;
+        let entries = match &reply {
+            Value::Nil => Some(Vec::new()),
+            Value::Array(streams) => match streams.first() {
+                Some(Value::Array(pair)) => pair.get(1).and_then(super::parse_entries),
+                _ => Some(Vec::new()),
+            },
+            Value::Map(streams) => streams.first().and_then(|(_, entries)| super::parse_entries(entries)),
+            _ => None,
+        };
+        let entries = entries.ok_or_else(|| Error::unexpected("XREADGROUP", &reply))?;
+        Ok(entries.into_iter().map(|e| Delivery { id: e.id, fields: e.fields, deliveries: 1 }).collect())
+    }
+
+    async fn run_consumer(self: Arc<Self>, consumer: Consumer, tx: mpsc::Sender<Result<ConsumeEvent>>) {
+        let _open = crate::telemetry::GaugeGuard::new(metrics::gauge!("rookery_events_consumers"));
+        let mut history = "0-0".to_owned();
+        let mut claim_cursor = "0-0".to_owned();
+        loop {
+            // Read from Redis only once the client has taken the previous message.
+            let permit = tokio::select! {
+                permit = tx.reserve() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = self.drain.draining() => {
+                    let _ = tx.send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()))).await;
+                    break;
+                }
+            };
+            let acked = consumer.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            let fetched = match self.fetch(&consumer, &history, &claim_cursor).await {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    permit.send(Err(e));
+                    break;
+                }
+            };
+            history = fetched.history;
+            claim_cursor = fetched.claim_cursor;
+            let mut deliveries = fetched.deliveries;
+            if deliveries.is_empty() && fetched.trimmed == 0 {
+                if fetched.free_slots == 0 {
+                    // At the in-flight bound: wait for an ack.
+                    drop(permit);
+                    tokio::select! {
+                        () = acked => {}
+                        () = tokio::time::sleep(POLL) => {}
+                        () = tx.closed() => break,
+                    }
+                    continue;
+                }
+                // Caught up: wait for new entries. The wait is bounded by POLL and not cut
+                // short when the client leaves, so the connection goes back to the pool.
+                match self.wait_for_new(&consumer, fetched.free_slots).await {
+                    Ok(new) if new.is_empty() => continue,
+                    Ok(new) => deliveries = new,
+                    Err(e) => {
+                        permit.send(Err(e));
+                        break;
+                    }
+                }
+                if tx.is_closed() {
+                    // Read for a client that has left: give them back at once.
+                    let ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
+                    let _ = self.requeue(&consumer.keys, &consumer.group, &consumer.name, &ids, Duration::ZERO).await;
+                    break;
+                }
+            }
+            metrics::counter!("rookery_events_delivered_total").increment(deliveries.len() as u64);
+            permit.send(Ok(ConsumeEvent::Deliveries { deliveries, trimmed: fetched.trimmed }));
+        }
+        // A consumer that leaves with nothing pending is forgotten.
+        let cmd = evalsha(&scripts::EVENTS_LEAVE, &[&consumer.keys.stream])
+            .arg(&consumer.group)
+            .arg(&consumer.name)
+            .to_owned();
+        let left: redis::RedisResult<Value> =
+            scripts::run(&mut self.redis.conn(), &scripts::EVENTS_LEAVE, &cmd).await;
+        if let Err(e) = left {
+            tracing::debug!(error = %e, "could not forget a consumer that left");
+        }
+    }
+
+    /// Acknowledges entries; returns how many were pending.
+    pub async fn ack(&self, ns: &Namespace, stream: &str, group: &str, ids: &[String]) -> Result<u64> {
+        check_name("stream", stream, false)?;
+        check_name("group", group, false)?;
+        let ids = check_ids(ids)?;
+        let keys = GroupKeys::new(ns, stream, group);
+        let acked: u64 = timed(
+            "events.ack",
+            redis::cmd("XACK").arg(&keys.stream).arg(group).arg(&ids).query_async(&mut self.redis.conn()),
+        )
+        .await
+        .map_err(|e| no_group(e, stream, group))?;
+        self.acks.signal(&keys.signal);
+        Ok(acked)
+    }
+
+    /// Gives entries pending for `consumer` back, for delivery after `delay`; returns how many
+    /// were requeued and how many moved to the dead letters.
+    pub async fn nack(
+        &self,
+        ns: &Namespace,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[String],
+        delay: Duration,
+    ) -> Result<(u64, u64)> {
+        check_name("stream", stream, false)?;
+        check_name("group", group, false)?;
+        check_name("consumer", consumer, false)?;
+        let ids = check_ids(ids)?;
+        let keys = GroupKeys::new(ns, stream, group);
+        self.requeue(&keys, group, consumer, &ids, delay).await
+    }
+
+    async fn requeue(
+        &self,
+        keys: &GroupKeys,
+        group: &str,
+        consumer: &str,
+        ids: &[String],
+        delay: Duration,
+    ) -> Result<(u64, u64)> {
+        let settings = self.settings_of(keys, &keys.name, group).await?;
+        if delay > settings.ack_timeout {
+            return Err(Error::InvalidArgument(format!(
+                "delay must not exceed the group's ack timeout ({:?})",
+                settings.ack_timeout
+            )));
+        }
+        let mut cmd = evalsha(&scripts::EVENTS_NACK, &[&keys.stream, &keys.dead_letters]);
+        cmd.arg(group)
+            .arg(consumer)
+            .arg(millis(settings.ack_timeout - delay))
+            .arg(settings.max_deliveries)
+            .arg(self.config.stream_max_len)
+            .arg(ids);
+        let (requeued, dead): (u64, u64) =
+            timed("events.nack", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_NACK, &cmd))
+                .await
+                .map_err(Error::from_write)?;
+        if dead > 0 {
+            metrics::counter!("rookery_events_dead_lettered_total").increment(dead);
+        }
+        self.acks.signal(&keys.signal);
+        Ok((requeued, dead))
+    }
+
+    /// Describes a stream and its groups; NOT_FOUND if it does not exist.
+    pub async fn describe(&self, ns: &Namespace, stream: &str) -> Result<StreamInfo> {
+        check_name("stream", stream, false)?;
+        let (key, _) = keys::event_stream(ns.as_str(), stream, None);
+        let mut conn = self.redis.conn();
+        let (exists, length, dead_letters, first, last, time): (bool, u64, u64, Value, Value, (u64, u64)) =
+            redis::pipe()
+                .exists(&key)
+                .cmd("XLEN")
+                .arg(&key)
+                .cmd("XLEN")
+                .arg(keys::event_dead_letters(&key))
+                .cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .cmd("XREVRANGE")
+                .arg(&key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .cmd("TIME")
+                .query_async(&mut conn)
+                .await?;
+        if !exists {
+            return Err(Error::NotFound(format!("there is no stream {stream:?}")));
+        }
+        let groups: Value = redis::cmd("XINFO").arg("GROUPS").arg(&key).query_async(&mut conn).await?;
+        let now_ms = time.0 * 1000 + time.1 / 1000;
+        let first_id = |v: &Value| super::parse_entries(v).and_then(|e| e.first().map(|e| e.id.clone()));
+        let mut info = StreamInfo {
+            length,
+            first_id: first_id(&first).unwrap_or_default(),
+            last_id: first_id(&last).unwrap_or_default(),
+            dead_letters,
+            groups: Vec::new(),
+        };
+        let Value::Array(groups) = groups else { return Err(Error::unexpected("XINFO GROUPS", &groups)) };
+        for group in &groups {
+            let fields = fields_of(group);
+            let name = fields.get("name").map(|v| text(v)).unwrap_or_default();
+            let g = GroupKeys::new(ns, stream, &name);
+            let (consumers, summary, (ack_timeout, max_deliveries)): (Value, Value, (Option<u64>, Option<u32>)) =
+                redis::pipe()
+                    .cmd("XINFO")
+                    .arg("CONSUMERS")
+                    .arg(&key)
+                    .arg(&name)
+                    .cmd("XPENDING")
+                    .arg(&key)
+                    .arg(&name)
+                    .cmd("HMGET")
+                    .arg(&g.settings)
+                    .arg("ack_timeout_ms")
+                    .arg("max_deliveries")
+                    .query_async(&mut conn)
+                    .await?;
+            let mut delayed = 0;
+            let mut oldest_pending_age = None;
+            if let Value::Array(parts) = &summary
+                && let [_, min_id, _, per_consumer] = parts.as_slice()
+            {
+                oldest_pending_age = id_millis(&text(min_id)).map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+                if let Value::Array(per_consumer) = per_consumer {
+                    for pair in per_consumer {
+                        if let Value::Array(pair) = pair
+                            && let [who, count] = pair.as_slice()
+                            && text(who) == DELAYED_CONSUMER
+                        {
+                            delayed = number(count).unwrap_or(0);
+                        }
+                    }
+                }
+            }
+            let consumers = match &consumers {
+                Value::Array(list) => list
+                    .iter()
+                    .map(|c| fields_of(c))
+                    .filter(|c| c.get("name").map(|v| text(v)).as_deref() != Some(DELAYED_CONSUMER))
+                    .map(|c| ConsumerInfo {
+                        name: c.get("name").map(|v| text(v)).unwrap_or_default(),
+                        pending: c.get("pending").and_then(|v| number(v)).unwrap_or(0),
+                        idle: Duration::from_millis(c.get("idle").and_then(|v| number(v)).unwrap_or(0)),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            info.groups.push(GroupInfo {
+                settings: self.effective(ack_timeout, max_deliveries),
+                pending: fields.get("pending").and_then(|v| number(v)).unwrap_or(0),
+                delayed,
+                lag: fields.get("lag").and_then(|v| number(v)),
+                last_delivered_id: fields.get("last-delivered-id").map(|v| text(v)).unwrap_or_default(),
+                oldest_pending_age,
+                consumers,
+                name,
+            });
+        }
+        Ok(info)
+    }
+}
+
+/// One running consumer.
+struct Consumer {
+    keys: GroupKeys,
+    group: String,
+    name: String,
+    settings: EffectiveSettings,
+    max_in_flight: u32,
+    acked: Arc<Notify>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_starts_parse() {
+        assert_eq!(group_start("").unwrap(), "0");
+        assert_eq!(group_start("$").unwrap(), "$");
+        assert_eq!(group_start("5-1").unwrap(), "5-1");
+        assert!(group_start("later").is_err());
+    }
+
+    #[test]
+    fn the_delayed_consumer_cannot_be_named_by_a_client() {
+        assert!(check_name("consumer", DELAYED_CONSUMER, false).is_err());
+    }
+
+    #[test]
+    fn fetch_replies_parse() {
+        let reply = Value::Array(vec![
+            Value::BulkString(b"".to_vec()),
+            Value::BulkString(b"0-0".to_vec()),
+            Value::Int(1),
+            Value::Int(0),
+            Value::Int(7),
+            Value::Array(vec![Value::Array(vec![
+                Value::BulkString(b"5-1".to_vec()),
+                Value::Array(vec![Value::BulkString(b"k".to_vec()), Value::BulkString(b"v".to_vec())]),
+                Value::Int(2),
+            ])]),
+        ]);
+        let fetched = parse_fetched(&reply).unwrap();
+        assert_eq!((fetched.trimmed, fetched.free_slots), (1, 7));
+        assert_eq!(fetched.deliveries[0].id, "5-1");
+        assert_eq!(fetched.deliveries[0].deliveries, 2);
+        assert_eq!(fetched.deliveries[0].fields["k"], b"v");
+    }
+}
