@@ -3,6 +3,7 @@
 
 mod cache;
 mod cluster;
+mod consumer_groups;
 mod deploy;
 mod events;
 mod harness;

@@ -564,6 +564,11 @@ impl Events {
         )
         .await
         .map_err(|e| no_group(e, stream, group))?;
+        if acked < ids.len() as u64 {
+            // XACK answers 0 for a group that does not exist: tell that apart from entries
+            // already acknowledged.
+            self.settings_of(&keys, stream, group).await?;
+        }
         self.acks.signal(&keys.signal);
         Ok(acked)
     }
