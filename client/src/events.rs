@@ -85,7 +85,10 @@ pub struct GroupSettings {
 
 impl GroupSettings {
     fn to_pb(self) -> pb::EventsGroupSettings {
-        pb::EventsGroupSettings { ack_timeout: self.ack_timeout.map(duration), max_deliveries: self.max_deliveries }
+        pb::EventsGroupSettings {
+            ack_timeout: self.ack_timeout.map(duration),
+            max_deliveries: self.max_deliveries,
+        }
     }
 }
 
@@ -333,7 +336,11 @@ impl EventsClient {
     }
 
     /// Deletes a consumer group; false when there was none.
-    pub async fn delete_group(&self, stream: impl Into<String>, group: impl Into<String>) -> Result<bool, Status> {
+    pub async fn delete_group(
+        &self,
+        stream: impl Into<String>,
+        group: impl Into<String>,
+    ) -> Result<bool, Status> {
         let request = pb::EventsDeleteGroupRequest { stream: stream.into(), group: group.into() };
         Ok(self.raw.clone().delete_group(request).await?.into_inner().deleted)
     }
@@ -365,17 +372,21 @@ impl EventsClient {
             },
             _ => return Err(Status::internal("the consumer did not start with its confirmation")),
         };
-        let inner = Box::pin(inner.filter_map(|message| match message {
-            Ok(pb::EventsConsumeResponse { event: Some(In::Deliveries(batch)) }) => Some(Ok(Deliveries {
-                entries: batch
-                    .deliveries
-                    .into_iter()
-                    .map(|d| Delivery { id: d.id, fields: d.fields, deliveries: d.deliveries })
-                    .collect(),
-                trimmed: batch.trimmed,
-            })),
-            Ok(_) => None,
-            Err(status) => Some(Err(status)),
+        let inner = Box::pin(inner.filter_map(|message| {
+            match message {
+                Ok(pb::EventsConsumeResponse { event: Some(In::Deliveries(batch)) }) => {
+                    Some(Ok(Deliveries {
+                        entries: batch
+                            .deliveries
+                            .into_iter()
+                            .map(|d| Delivery { id: d.id, fields: d.fields, deliveries: d.deliveries })
+                            .collect(),
+                        trimmed: batch.trimmed,
+                    }))
+                }
+                Ok(_) => None,
+                Err(status) => Some(Err(status)),
+            }
         }));
         Ok(Consumer { events: self.clone(), stream, group, name, settings, inner })
     }
@@ -456,7 +467,10 @@ impl EventsClient {
 
     /// Describes a stream: length, dead letters, and each group's pending entries, lag and
     /// consumers.
-    pub async fn describe(&self, stream: impl Into<String>) -> Result<pb::EventsDescribeStreamResponse, Status> {
+    pub async fn describe(
+        &self,
+        stream: impl Into<String>,
+    ) -> Result<pb::EventsDescribeStreamResponse, Status> {
         let request = pb::EventsDescribeStreamRequest { stream: stream.into() };
         Ok(self.raw.clone().describe_stream(request).await?.into_inner())
     }

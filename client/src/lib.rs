@@ -46,8 +46,8 @@ pub use cache::{
     CacheClient, Entry, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions,
 };
 pub use events::{
-    AppendOptions, ConsumeOptions, Consumer, ConsumerSettings, Deliveries, Delivery, EntryStream, Event, EventStream,
-    EventsClient, GapReason, GroupSettings, StreamEntry,
+    AppendOptions, ConsumeOptions, Consumer, ConsumerSettings, Deliveries, Delivery, EntryStream, Event,
+    EventStream, EventsClient, GapReason, GroupSettings, StreamEntry,
 };
 pub use lock::{
     CampaignEvent, CampaignStream, HeldLock, Leader, LeaderStream, Lease, LockClient, LockContext, LockLost,

@@ -1,7 +1,7 @@
 //! The Cache on a Redis Cluster: keys spread over every master, batch calls across slots,
 //! invalidation by prefix across all masters and by tag across slots, and the lease protocol
 //! (wake-ups travel through cluster-wide pub/sub); locks, waiters and elections, and sessions on
-//! a Cluster.
+//! a Cluster; Events pub/sub, streams and consumer groups on a Cluster.
 
 use std::time::Duration;
 
@@ -134,4 +134,50 @@ async fn sessions_of_many_subjects_across_the_slots_of_a_cluster() {
         assert_eq!(sessions.get(id, false).await.unwrap(), None);
     }
     cluster.assert_no_key_without_ttl(&ns).await;
+}
+
+#[tokio::test]
+async fn events_streams_groups_and_pubsub_on_a_cluster() {
+    use rookery_client::{AppendOptions, ConsumeOptions, Event, GroupSettings};
+    let cluster = RedisCluster::start().await;
+    let mut config = test_config(&cluster.url());
+    config.redis.cluster = true;
+    let (a, b) = tokio::join!(TestServer::start(config.clone()), TestServer::start(config));
+    let ns = namespace("cluster-events");
+    let (on_a, on_b) = (a.client(&ns).await.events(), b.client(&ns).await.events());
+
+    // Pub/sub across replicas.
+    let mut subscription = on_b.subscribe(["news"], Vec::<String>::new()).await.unwrap();
+    on_a.publish("news", b"hello".to_vec()).await.unwrap();
+    let event =
+        tokio::time::timeout(Duration::from_secs(5), subscription.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(event, Event::Message { payload, .. } if payload == b"hello"));
+
+    // Streams in many slots, each with a group: consume, nack to the dead letters, follow.
+    let streams: Vec<String> = (0..12).map(|i| format!("stream-{i}")).collect();
+    let options = ConsumeOptions {
+        create_group: true,
+        settings: GroupSettings { ack_timeout: Some(MINUTE), max_deliveries: Some(1) },
+        ..ConsumeOptions::default()
+    };
+    for stream in &streams {
+        let fields = HashMap::from([("k".to_owned(), stream.as_bytes().to_vec())]);
+        let id = on_a.append(stream, fields.clone(), &AppendOptions::default()).await.unwrap().0;
+        let mut consumer = on_b.consume(stream, "g", "c", &options).await.unwrap();
+        let batch =
+            tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(batch.entries[0].id, id);
+        assert_eq!(consumer.nack([id.clone()], Duration::ZERO).await.unwrap(), (0, 1));
+        let described = on_a.describe(stream).await.unwrap();
+        assert_eq!((described.length, described.dead_letters, described.groups[0].pending), (1, 1, 0));
+        let mut dead = on_a.read_dead_letters(stream, "", false).await.unwrap();
+        assert_eq!(dead.next().await.unwrap().unwrap()[0].fields["k"], stream.as_bytes());
+        let mut follow = on_a.read(stream, id, true).await.unwrap();
+        let next = on_b.append(stream, fields, &AppendOptions::default()).await.unwrap().0;
+        let batch =
+            tokio::time::timeout(Duration::from_secs(5), follow.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(batch[0].id, next);
+    }
+    let per_node = cluster.keys_per_node(&ns).await;
+    assert!(per_node.iter().filter(|keys| !keys.is_empty()).count() >= 2, "streams spread over masters");
 }

@@ -51,8 +51,10 @@ async fn a_single_consumer_gets_the_stream_in_append_order() {
     let server = TestServer::start(test_config(&shared_redis().url())).await;
     let events = server.client(&namespace("order")).await.events();
     let ids = append_many(&events, "jobs", 1000).await;
-    let mut consumer =
-        events.consume("jobs", "workers", "w1", &ConsumeOptions { create_group: true, ..Default::default() }).await.unwrap();
+    let mut consumer = events
+        .consume("jobs", "workers", "w1", &ConsumeOptions { create_group: true, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(consumer.settings().max_in_flight, 100);
     let mut seen = Vec::new();
     while seen.len() < ids.len() {
@@ -80,9 +82,14 @@ async fn a_crashed_consumer_s_entries_go_to_the_others_and_every_entry_is_acked_
     let (a, b) = tokio::join!(TestServer::start(config.clone()), TestServer::start(config));
     let ns = namespace("crash");
     let (on_a, on_b) = (a.client(&ns).await.events(), b.client(&ns).await.events());
-    on_a.create_group("orders", "billing", "", GroupSettings { ack_timeout: Some(ACK_TIMEOUT), max_deliveries: Some(0) })
-        .await
-        .unwrap();
+    on_a.create_group(
+        "orders",
+        "billing",
+        "",
+        GroupSettings { ack_timeout: Some(ACK_TIMEOUT), max_deliveries: Some(0) },
+    )
+    .await
+    .unwrap();
     let ids = append_many(&on_a, "orders", ENTRIES).await;
 
     // The consumer that crashes takes some batches and drops its stream without acking.
@@ -102,12 +109,22 @@ async fn a_crashed_consumer_s_entries_go_to_the_others_and_every_entry_is_acked_
     let survivor = |events: EventsClient, name: &'static str| {
         let (acked_once, received_at) = (acked_once.clone(), received_at.clone());
         async move {
-            let mut consumer = events.consume("orders", "billing", name, &ConsumeOptions { max_in_flight: 200, ..Default::default() }).await.unwrap();
+            let mut consumer = events
+                .consume(
+                    "orders",
+                    "billing",
+                    name,
+                    &ConsumeOptions { max_in_flight: 200, ..Default::default() },
+                )
+                .await
+                .unwrap();
             loop {
                 if acked_once.lock().unwrap().len() == ENTRIES as usize {
                     return;
                 }
-                let Some(batch) = next_batch(&mut consumer, Duration::from_millis(500)).await else { continue };
+                let Some(batch) = next_batch(&mut consumer, Duration::from_millis(500)).await else {
+                    continue;
+                };
                 for delivery in batch {
                     received_at.lock().unwrap().entry(delivery.id.clone()).or_insert_with(Instant::now);
                     if consumer.ack([delivery.id.clone()]).await.unwrap() == 1 {
@@ -117,17 +134,19 @@ async fn a_crashed_consumer_s_entries_go_to_the_others_and_every_entry_is_acked_
             }
         }
     };
-    let finished = tokio::time::timeout(
-        Duration::from_secs(120),
-        async { tokio::join!(survivor(on_a.clone(), "survivor-a"), survivor(on_b.clone(), "survivor-b")) },
-    )
+    let finished = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(survivor(on_a.clone(), "survivor-a"), survivor(on_b.clone(), "survivor-b"))
+    })
     .await;
     assert!(finished.is_ok(), "every entry was acked within 120 s");
-    let acked_once = acked_once.lock().unwrap();
+    let acked_once = acked_once.lock().unwrap().clone();
     assert_eq!(acked_once.len(), ENTRIES as usize, "none lost");
     assert!(acked_once.values().all(|&n| n == 1), "each acked exactly once");
-    assert_eq!(acked_once.keys().cloned().collect::<HashSet<_>>(), ids.iter().cloned().collect::<HashSet<_>>());
-    let received_at = received_at.lock().unwrap();
+    assert_eq!(
+        acked_once.keys().cloned().collect::<HashSet<_>>(),
+        ids.iter().cloned().collect::<HashSet<_>>()
+    );
+    let received_at = received_at.lock().unwrap().clone();
     for delivery in &abandoned {
         let redelivered = received_at[&delivery.id].saturating_duration_since(crashed_at);
         assert!(
@@ -206,12 +225,15 @@ async fn nacked_entries_come_back_after_their_delay_and_end_in_the_dead_letters(
     let server = TestServer::start(test_config(&shared_redis().url())).await;
     let events = server.client(&namespace("nack")).await.events();
     let id = events.append("mail", entry(7), &AppendOptions::default()).await.unwrap().0;
-    let mut consumer = events.consume("mail", "senders", "s1", &group_settings(Duration::from_secs(5), 3)).await.unwrap();
+    let mut consumer =
+        events.consume("mail", "senders", "s1", &group_settings(Duration::from_secs(5), 3)).await.unwrap();
     let first = next_batch(&mut consumer, Duration::from_secs(5)).await.unwrap();
     assert_eq!((first[0].id.as_str(), first[0].deliveries), (id.as_str(), 1));
 
     // Only the consumer that has it can give it back, and no later than the ack timeout.
-    let nack = |consumer: &str, delay: Duration| events.nack("mail", "senders", consumer.to_owned(), [id.clone()], delay);
+    let nack = |consumer: &str, delay: Duration| {
+        events.nack("mail", "senders", consumer.to_owned(), [id.clone()], delay)
+    };
     assert_eq!(nack("s2", Duration::ZERO).await.unwrap(), (0, 0));
     assert_eq!(nack("s1", Duration::from_secs(6)).await.unwrap_err().code(), Code::InvalidArgument);
 
@@ -219,7 +241,10 @@ async fn nacked_entries_come_back_after_their_delay_and_end_in_the_dead_letters(
     assert_eq!(consumer.nack([id.clone()], Duration::from_secs(1)).await.unwrap(), (1, 0));
     let second = next_batch(&mut consumer, Duration::from_secs(3)).await.expect("redelivered");
     let waited = nacked_at.elapsed();
-    assert!(waited >= Duration::from_millis(950) && waited < Duration::from_secs(2), "after its delay: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_secs(2),
+        "after its delay: {waited:?}"
+    );
     assert_eq!(second[0].deliveries, 2);
     let described = events.describe("mail").await.unwrap();
     assert_eq!((described.groups[0].pending, described.groups[0].delayed), (1, 0));
@@ -262,7 +287,10 @@ async fn process_acks_what_the_handler_finished_and_retries_what_it_failed() {
     append_many(&events, "tasks", 50).await;
     // Entries divisible by 10 fail once; 49 always fails.
     let attempts: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
-    let options = ConsumeOptions { retry_delay: Duration::from_millis(100), ..group_settings(Duration::from_secs(5), 3) };
+    let options = ConsumeOptions {
+        retry_delay: Duration::from_millis(100),
+        ..group_settings(Duration::from_secs(5), 3)
+    };
     let run = events.process("tasks", "g", "p1", &options, |delivery| {
         let attempts = attempts.clone();
         async move {
@@ -270,13 +298,15 @@ async fn process_acks_what_the_handler_finished_and_retries_what_it_failed() {
             let mut attempts = attempts.lock().unwrap();
             let tries = attempts.entry(n).or_default();
             *tries += 1;
-            if n == 49 || (n % 10 == 0 && *tries == 1) { Err("failed") } else { Ok(()) }
+            if n == 49 || (n.is_multiple_of(10) && *tries == 1) { Err("failed") } else { Ok(()) }
         }
     });
     let done = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let described = events.describe("tasks").await.unwrap();
-            if described.dead_letters == 1 && described.groups.first().is_some_and(|g| g.pending == 0 && g.lag == Some(0)) {
+            if described.dead_letters == 1
+                && described.groups.first().is_some_and(|g| g.pending == 0 && g.lag == Some(0))
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -289,7 +319,13 @@ async fn process_acks_what_the_handler_finished_and_retries_what_it_failed() {
     let attempts = attempts.lock().unwrap();
     assert_eq!(attempts.len(), 50);
     for (n, tries) in attempts.iter() {
-        let expected = if *n == 49 { 3 } else if n % 10 == 0 { 2 } else { 1 };
+        let expected = if *n == 49 {
+            3
+        } else if n.is_multiple_of(10) {
+            2
+        } else {
+            1
+        };
         assert_eq!(*tries, expected, "entry {n}");
     }
 }
@@ -310,12 +346,21 @@ async fn groups_are_created_once_described_and_deleted() {
     events.append("s", entry(0), &AppendOptions::default()).await.unwrap();
     let last = events.append("s", entry(1), &AppendOptions::default()).await.unwrap().0;
     events.create_group("s", "from-start", "", GroupSettings::default()).await.unwrap();
-    events.create_group("s", "new-only", "$", GroupSettings { max_deliveries: Some(0), ..Default::default() }).await.unwrap();
-    assert_eq!(code(events.create_group("s", "new-only", "", GroupSettings::default()).await), Code::AlreadyExists);
+    events
+        .create_group("s", "new-only", "$", GroupSettings { max_deliveries: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(
+        code(events.create_group("s", "new-only", "", GroupSettings::default()).await),
+        Code::AlreadyExists
+    );
     // Consume with create_group on an existing group just joins it.
     let options = ConsumeOptions { create_group: true, ..ConsumeOptions::default() };
     let mut joined = events.consume("s", "new-only", "c", &options).await.unwrap();
-    assert!(next_batch(&mut joined, Duration::from_millis(300)).await.is_none(), "starts after the last entry");
+    assert!(
+        next_batch(&mut joined, Duration::from_millis(300)).await.is_none(),
+        "starts after the last entry"
+    );
     assert_eq!(joined.settings().max_deliveries, 0, "the stored setting, not the default");
     assert_eq!(joined.settings().ack_timeout, Duration::from_secs(30), "the server's default");
 
@@ -328,8 +373,14 @@ async fn groups_are_created_once_described_and_deleted() {
     assert_eq!(by_name["from-start"].settings.unwrap().max_deliveries, Some(10));
 
     // Bad input.
-    assert_eq!(code(events.create_group("s", "bad name", "", GroupSettings::default()).await), Code::InvalidArgument);
-    assert_eq!(code(events.create_group("s", "g2", "soon", GroupSettings::default()).await), Code::InvalidArgument);
+    assert_eq!(
+        code(events.create_group("s", "bad name", "", GroupSettings::default()).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(events.create_group("s", "g2", "soon", GroupSettings::default()).await),
+        Code::InvalidArgument
+    );
     let too_long = GroupSettings { ack_timeout: Some(Duration::from_secs(24 * 3600)), ..Default::default() };
     assert_eq!(code(events.create_group("s", "g3", "", too_long).await), Code::InvalidArgument);
     assert_eq!(code(events.consume("s", "new-only", "~delayed", &options).await), Code::InvalidArgument);

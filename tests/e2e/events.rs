@@ -249,3 +249,137 @@ async fn a_follower_gets_new_entries_from_another_replica_and_leaves_cleanly() {
     let batch = tokio::time::timeout(Duration::from_secs(2), resumed.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(batch.first().map(|e| e.fields.clone()), Some(fields(11)));
 }
+
+#[tokio::test]
+async fn two_hundred_subscribers_get_every_message_while_a_stalled_one_is_told_what_it_missed() {
+    const SUBSCRIBERS: usize = 200;
+    const MESSAGES: u32 = 300;
+    let mut config = test_config(&shared_redis().url());
+    config.events.subscriber_buffer = 16;
+    let server = TestServer::start(config).await;
+    let ns = namespace("fanout");
+    // Ten connections of twenty subscriptions each, and one connection for the stalled one.
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(server.client(&ns).await.events());
+    }
+    let mut subscriptions = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        subscriptions.push(clients[i % 10].subscribe(["fanout"], Vec::<String>::new()).await.unwrap());
+    }
+    let stalled_client = server.client(&ns).await.events();
+    let mut stalled = stalled_client.subscribe(["fanout"], Vec::<String>::new()).await.unwrap();
+
+    let readers: Vec<_> = subscriptions
+        .into_iter()
+        .map(|mut subscription| {
+            tokio::spawn(async move {
+                for i in 0..MESSAGES {
+                    let event = tokio::time::timeout(Duration::from_secs(20), subscription.next())
+                        .await
+                        .expect("the next message")
+                        .unwrap()
+                        .unwrap();
+                    let mut expected = i.to_be_bytes().to_vec();
+                    expected.resize(8 * 1024, 0);
+                    assert_eq!(event, message("fanout", &expected), "every message, in order, no gap");
+                }
+            })
+        })
+        .collect();
+    let publisher = clients[0].clone();
+    for i in 0..MESSAGES {
+        let mut payload = i.to_be_bytes().to_vec();
+        payload.resize(8 * 1024, 0);
+        publisher.publish("fanout", payload).await.unwrap();
+    }
+    for reader in readers {
+        reader.await.expect("a subscriber missed nothing");
+    }
+    // The stalled subscriber holds at most its queue and the HTTP/2 windows; the rest is
+    // reported, exactly.
+    let (mut delivered, mut missed) = (0u64, 0u64);
+    while delivered + missed < u64::from(MESSAGES) {
+        match next(&mut stalled).await {
+            Event::Message { .. } => delivered += 1,
+            Event::Gap { reason: GapReason::SlowSubscriber, missed: n } => missed += n,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(delivered + missed, u64::from(MESSAGES));
+    assert!(missed > 0 && delivered < u64::from(MESSAGES), "the stalled subscriber's backlog was bounded");
+}
+
+#[tokio::test]
+async fn clients_that_leave_leave_no_task_subscription_or_connection_behind() {
+    use rookery_client::{ConsumeOptions, GroupSettings};
+    let redis = RedisProcess::start(&[]);
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let events = server.client(&namespace("leave")).await.events();
+    events.append("jobs", fields(0), &AppendOptions::default()).await.unwrap();
+    events.create_group("jobs", "g", "$", GroupSettings::default()).await.unwrap();
+    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let mut conn = redis.conn().await;
+    let state = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await.unwrap();
+            let channels: Vec<String> =
+                redis::cmd("PUBSUB").arg("CHANNELS").arg("rk1:ev:*").query_async(&mut conn).await.unwrap();
+            (clients.lines().count(), channels)
+        }
+    };
+    let baseline_tasks = tasks();
+    // Dedicated connections (each with its driver task) stay pooled for the next reader, so
+    // the first round sets the level that later rounds must come back to.
+    let mut settled = (usize::MAX, usize::MAX);
+    for round in 0..3 {
+        for i in 0..20 {
+            let subscription = events.subscribe([format!("c{i}")], Vec::<String>::new()).await.unwrap();
+            let follower = events.read("jobs", "$", true).await.unwrap();
+            let consumer =
+                events.consume("jobs", "g", format!("c{i}"), &ConsumeOptions::default()).await.unwrap();
+            tokio::spawn(async move {
+                let _keep = (subscription, follower, consumer);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            });
+        }
+        assert!(tasks() > baseline_tasks + 60, "the subscriptions, readers and consumers run as tasks");
+        // Every stream is dropped after 300 ms: what they held on the server goes with them.
+        let stream_key = redis_stream_key(&redis, "jobs").await;
+        let forgotten = eventually(Duration::from_secs(6), || async {
+            let consumers: redis::Value = redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&stream_key)
+                .arg("g")
+                .query_async(&mut conn.clone())
+                .await
+                .unwrap();
+            consumers == redis::Value::Array(vec![])
+        })
+        .await;
+        assert!(forgotten, "consumers with nothing pending are forgotten");
+        let limit = if round == 0 { baseline_tasks + 64 } else { settled.0 };
+        let clean = eventually(Duration::from_secs(6), || async { tasks() <= limit }).await;
+        assert!(clean, "round {round}: {} server tasks remain, {limit} expected", tasks());
+        let (connections, channels) = state(&mut conn).await;
+        assert!(channels.is_empty(), "unsubscribed from {channels:?}");
+        if round == 0 {
+            settled = (tasks(), connections);
+        } else {
+            assert!(
+                connections <= settled.1,
+                "round {round}: {connections} Redis connections, {} before",
+                settled.1
+            );
+        }
+    }
+}
+
+/// The Redis key of the one stream named `name` in `redis` (tests use a fresh Redis).
+async fn redis_stream_key(redis: &RedisProcess, name: &str) -> String {
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("*:st:{name}}}")).query_async(&mut redis.conn().await).await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys[0].clone()
+}

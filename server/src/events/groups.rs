@@ -308,7 +308,13 @@ impl Events {
         Ok(())
     }
 
-    async fn create_group_at(&self, keys: &GroupKeys, group: &str, start: &str, settings: GroupSettings) -> Result<bool> {
+    async fn create_group_at(
+        &self,
+        keys: &GroupKeys,
+        group: &str,
+        start: &str,
+        settings: GroupSettings,
+    ) -> Result<bool> {
         self.check_settings(&settings)?;
         let mut cmd = evalsha(&scripts::EVENTS_CREATE_GROUP, &[&keys.stream, &keys.settings]);
         cmd.arg(group)
@@ -349,7 +355,8 @@ impl Events {
         check_name("stream", stream, false)?;
         check_name("group", group, false)?;
         let keys = GroupKeys::new(ns, stream, group);
-        let cmd = evalsha(&scripts::EVENTS_DELETE_GROUP, &[&keys.stream, &keys.settings]).arg(group).to_owned();
+        let cmd =
+            evalsha(&scripts::EVENTS_DELETE_GROUP, &[&keys.stream, &keys.settings]).arg(group).to_owned();
         let deleted: i64 = timed(
             "events.delete_group",
             scripts::run(&mut self.redis.conn(), &scripts::EVENTS_DELETE_GROUP, &cmd),
@@ -436,9 +443,10 @@ impl Events {
             .arg(millis(consumer.settings.ack_timeout))
             .arg(consumer.settings.max_deliveries)
             .arg(self.config.stream_max_len);
-        let reply: Value = timed("events.fetch", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_FETCH, &cmd))
-            .await
-            .map_err(|e| no_group(e, &consumer.keys.name, &consumer.group))?;
+        let reply: Value =
+            timed("events.fetch", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_FETCH, &cmd))
+                .await
+                .map_err(|e| no_group(e, &consumer.keys.name, &consumer.group))?;
         let fetched = parse_fetched(&reply).ok_or_else(|| Error::unexpected("events fetch", &reply))?;
         if fetched.dead_lettered > 0 {
             metrics::counter!("rookery_events_dead_lettered_total").increment(fetched.dead_lettered);
@@ -451,7 +459,8 @@ impl Events {
     async fn wait_for_new(&self, consumer: &Consumer, count: u64) -> Result<Vec<Delivery>> {
         let mut blocking = self.redis.blocking().get().await.map_err(|_| {
             Error::Unavailable(
-                "no connection for a blocking read is free (redis.blocking_connections); retry shortly".into(),
+                "no connection for a blocking read is free (redis.blocking_connections); retry shortly"
+                    .into(),
             )
         })?;
         let mut read = redis::cmd("XREADGROUP");
@@ -533,7 +542,9 @@ impl Events {
                 if tx.is_closed() {
                     // Read for a client that has left: give them back at once.
                     let ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
-                    let _ = self.requeue(&consumer.keys, &consumer.group, &consumer.name, &ids, Duration::ZERO).await;
+                    let _ = self
+                        .requeue(&consumer.keys, &consumer.group, &consumer.name, &ids, Duration::ZERO)
+                        .await;
                     break;
                 }
             }
@@ -670,27 +681,31 @@ impl Events {
             let fields = fields_of(group);
             let name = fields.get("name").map(|v| text(v)).unwrap_or_default();
             let g = GroupKeys::new(ns, stream, &name);
-            let (consumers, summary, (ack_timeout, max_deliveries)): (Value, Value, (Option<u64>, Option<u32>)) =
-                redis::pipe()
-                    .cmd("XINFO")
-                    .arg("CONSUMERS")
-                    .arg(&key)
-                    .arg(&name)
-                    .cmd("XPENDING")
-                    .arg(&key)
-                    .arg(&name)
-                    .cmd("HMGET")
-                    .arg(&g.settings)
-                    .arg("ack_timeout_ms")
-                    .arg("max_deliveries")
-                    .query_async(&mut conn)
-                    .await?;
+            let (consumers, summary, (ack_timeout, max_deliveries)): (
+                Value,
+                Value,
+                (Option<u64>, Option<u32>),
+            ) = redis::pipe()
+                .cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&key)
+                .arg(&name)
+                .cmd("XPENDING")
+                .arg(&key)
+                .arg(&name)
+                .cmd("HMGET")
+                .arg(&g.settings)
+                .arg("ack_timeout_ms")
+                .arg("max_deliveries")
+                .query_async(&mut conn)
+                .await?;
             let mut delayed = 0;
             let mut oldest_pending_age = None;
             if let Value::Array(parts) = &summary
                 && let [_, min_id, _, per_consumer] = parts.as_slice()
             {
-                oldest_pending_age = id_millis(&text(min_id)).map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+                oldest_pending_age =
+                    id_millis(&text(min_id)).map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
                 if let Value::Array(per_consumer) = per_consumer {
                     for pair in per_consumer {
                         if let Value::Array(pair) = pair

@@ -202,25 +202,38 @@ impl events_server::Events for EventsApi {
         let ns = namespace::of(&request)?;
         let pb::EventsConsumeRequest { stream, group, consumer, create_group, settings, max_in_flight } =
             request.into_inner();
-        let request =
-            ConsumeRequest { stream, group, consumer, create_group, settings: settings_in(settings)?, max_in_flight };
+        let request = ConsumeRequest {
+            stream,
+            group,
+            consumer,
+            create_group,
+            settings: settings_in(settings)?,
+            max_in_flight,
+        };
         let events = self.events.consume(&ns, request).await?;
         let stream = ReceiverStream::new(events).map(|event| event.map(consume_out).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn ack(&self, request: Request<pb::EventsAckRequest>) -> Result<Response<pb::EventsAckResponse>, Status> {
+    async fn ack(
+        &self,
+        request: Request<pb::EventsAckRequest>,
+    ) -> Result<Response<pb::EventsAckResponse>, Status> {
         let ns = namespace::of(&request)?;
         let pb::EventsAckRequest { stream, group, ids } = request.into_inner();
         let acked = self.events.ack(&ns, &stream, &group, &ids).await?;
         Ok(Response::new(pb::EventsAckResponse { acked }))
     }
 
-    async fn nack(&self, request: Request<pb::EventsNackRequest>) -> Result<Response<pb::EventsNackResponse>, Status> {
+    async fn nack(
+        &self,
+        request: Request<pb::EventsNackRequest>,
+    ) -> Result<Response<pb::EventsNackResponse>, Status> {
         let ns = namespace::of(&request)?;
         let pb::EventsNackRequest { stream, group, consumer, ids, delay } = request.into_inner();
         let delay = duration_in("delay", delay)?.unwrap_or_default();
-        let (requeued, dead_lettered) = self.events.nack(&ns, &stream, &group, &consumer, &ids, delay).await?;
+        let (requeued, dead_lettered) =
+            self.events.nack(&ns, &stream, &group, &consumer, &ids, delay).await?;
         Ok(Response::new(pb::EventsNackResponse { requeued, dead_lettered }))
     }
 

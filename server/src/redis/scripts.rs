@@ -87,7 +87,8 @@ pub static EVENTS_CREATE_GROUP: LazyLock<Script> =
 pub static EVENTS_DELETE_GROUP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../events/delete_group.lua")));
 /// `events/leave.lua`: forget a consumer that has nothing pending.
-pub static EVENTS_LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../events/leave.lua")));
+pub static EVENTS_LEAVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../events/leave.lua")));
 
 /// Starts an EVALSHA of `script` over `keys`; append ARGV with `.arg(..)`. Run it with
 /// [`run`] or [`run_batch`], which load the script when Redis has lost it.
