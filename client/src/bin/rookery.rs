@@ -465,8 +465,14 @@ async fn events_command(
             println!("{}", if deleted { "deleted" } else { "no such group" });
         }
         EventsCommand::Consume { stream, group, consumer, create, settings, count } => {
-            let options =
-                ConsumeOptions { create_group: create, settings: settings.settings(), ..Default::default() };
+            // Take no more than will be printed: the rest stays with the group for others.
+            let max_in_flight = count.map_or(0, |count| count.min(100) as u32);
+            let options = ConsumeOptions {
+                create_group: create,
+                settings: settings.settings(),
+                max_in_flight,
+                ..Default::default()
+            };
             let mut consumer = events.consume(stream, group, consumer, &options).await?;
             let mut left = count.unwrap_or(u64::MAX);
             while left > 0 {
