@@ -4,7 +4,8 @@
 //!   keys' values, session IDs and tokens are never logged.
 //! - Metrics: the process-wide Prometheus recorder, rendered by the admin HTTP server at
 //!   `/metrics`. RPC count and latency by method and code are recorded by [`RpcMetricsLayer`],
-//!   a tower layer around every service, so no handler repeats that code.
+//!   a tower layer around every service, so no handler repeats that code. Process metrics
+//!   (resident memory, CPU, open files, threads) are collected at each scrape.
 
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -52,6 +53,20 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// Collects the process metrics (`process_resident_memory_bytes`, …) and renders every metric.
+fn render_metrics() -> String {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    let handle = prometheus();
+    PROCESS
+        .get_or_init(|| {
+            let collector = metrics_process::Collector::default();
+            collector.describe();
+            collector
+        })
+        .collect();
+    handle.render()
+}
+
 /// Runs the recorder's periodic upkeep (draining histogram buckets) until dropped; the
 /// exporter's own HTTP listener would do this, but we serve `/metrics` ourselves.
 pub async fn run_metrics_upkeep() {
@@ -71,7 +86,7 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 /// 503 otherwise).
 pub fn admin_router(serving: watch::Receiver<bool>) -> Router {
     Router::new()
-        .route(METRICS_PATH, get(|| async { prometheus().render() }))
+        .route(METRICS_PATH, get(|| async { render_metrics() }))
         .route(HEALTHZ_PATH, get(healthz))
         .with_state(Arc::new(serving))
 }

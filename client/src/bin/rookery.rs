@@ -352,6 +352,9 @@ struct BenchArgs {
     /// (single runs on a small shared machine vary by 10-20%).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// The server's admin HTTP address, for `--op idle-subscribers`.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    admin_url: String,
     /// Redis for --compare-redis (the one the server uses).
     #[arg(long, env = "ROOKERY_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -787,6 +790,17 @@ async fn bench_command(
         BenchOp::Lock | BenchOp::LockContended => "EVALSHA acquire, release",
         BenchOp::SessionGet => "EVALSHA session get (touch)",
         BenchOp::RateLimit => "EVALSHA rate limit check (GCRA)",
+        BenchOp::Publish => "PUBLISH",
+        BenchOp::Consume => "XREADGROUP COUNT 100 + XACK loop",
+        BenchOp::Fanout => "PUBLISH to 10 subscribers, delivered",
+        BenchOp::IdleSubscribers => {
+            let bytes = bench::events::idle_subscriber_bytes(&config, &args.admin_url).await?;
+            println!(
+                "rookery {name}: {bytes:.0} bytes of server memory each ({} subscriptions over {} connections)",
+                config.keys, config.connections
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let mut ratios = Vec::new();
     let mut added = Vec::new();
@@ -804,6 +818,9 @@ async fn bench_command(
             ms(report.p999),
             report.errors
         );
+        if report.missed > 0 {
+            println!("subscribers were told they missed {} messages", report.missed);
+        }
         if !args.compare_redis {
             continue;
         }

@@ -4,6 +4,8 @@
 //! Absolute numbers on small shared machines are noise; the ratio to redis-benchmark at the
 //! same concurrency and value size is the figure that means something.
 
+pub mod events;
+
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -14,16 +16,20 @@ use crate::{Client, LockClient, LockOptions, SessionOptions, SetOptions};
 
 /// The Lock scripts as the server runs them (shared helpers first), for the redis-benchmark
 /// reference of the lock scenario.
-const LOCK_ACQUIRE_SCRIPT: &str =
-    concat!(include_str!("../../server/src/lock/lib.lua"), include_str!("../../server/src/lock/acquire.lua"));
-const RATE_LIMIT_SCRIPT: &str = include_str!("../../server/src/rate_limiter/check.lua");
+const LOCK_ACQUIRE_SCRIPT: &str = concat!(
+    include_str!("../../../server/src/lock/lib.lua"),
+    include_str!("../../../server/src/lock/acquire.lua")
+);
+const RATE_LIMIT_SCRIPT: &str = include_str!("../../../server/src/rate_limiter/check.lua");
 /// The benchmark's limit: generous, so that most checks are admissions (the writing path).
 const BENCH_RATE_LIMIT: u64 = 1000;
-const SESSION_GET_SCRIPT: &str = include_str!("../../server/src/session/get.lua");
+const SESSION_GET_SCRIPT: &str = include_str!("../../../server/src/session/get.lua");
 /// Attributes of a benchmark session: 8 names of 5–6 bytes with 16-byte values.
 const SESSION_ATTRIBUTES: usize = 8;
-const LOCK_RELEASE_SCRIPT: &str =
-    concat!(include_str!("../../server/src/lock/lib.lua"), include_str!("../../server/src/lock/release.lua"));
+const LOCK_RELEASE_SCRIPT: &str = concat!(
+    include_str!("../../../server/src/lock/lib.lua"),
+    include_str!("../../../server/src/lock/release.lua")
+);
 
 /// The operation a benchmark drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,6 +49,17 @@ pub enum BenchOp {
     /// `Session.Get` with touch of 8-attribute sessions (compared with redis-benchmark running
     /// the server's own get script with EVALSHA).
     SessionGet,
+    /// `Events.Publish` to a channel (compared with redis-benchmark PUBLISH).
+    Publish,
+    /// Stream entries (`--keys` of them) delivered to one consumer of a group that acks each
+    /// batch (compared with a raw XREADGROUP COUNT 100 + XACK loop).
+    Consume,
+    /// Messages delivered per second to 10 subscribers of one channel while `--concurrency`
+    /// workers publish (compared with redis-benchmark PUBLISH to 10 raw subscribers).
+    Fanout,
+    /// Server memory per idle subscription (`--keys` of them over `--connections`), from the
+    /// server's `process_resident_memory_bytes` at `--admin-url`.
+    IdleSubscribers,
 }
 
 impl BenchOp {
@@ -55,6 +72,10 @@ impl BenchOp {
             Self::LockContended => "Lock.Acquire+Release (one contended name)",
             Self::SessionGet => "Session.Get (touch)",
             Self::RateLimit => "RateLimiter.Check (GCRA)",
+            Self::Publish => "Events.Publish",
+            Self::Consume => "Events.Consume entries (one consumer, acked per batch)",
+            Self::Fanout => "Events.Subscribe messages (10 subscribers)",
+            Self::IdleSubscribers => "Events.Subscribe idle subscription",
         }
     }
 }
@@ -95,6 +116,8 @@ pub struct BenchReport {
     pub p99: Duration,
     /// 99.9th percentile latency.
     pub p999: Duration,
+    /// Messages subscribers were told they missed (fan-out only).
+    pub missed: u64,
 }
 
 /// Errors of a benchmark run.
@@ -106,6 +129,14 @@ fn key_name(i: usize) -> String {
 
 /// Runs the benchmark against a Rookery server.
 pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
+    match config.op {
+        BenchOp::Consume => return events::consume(config).await,
+        BenchOp::Fanout => return events::fanout(config).await,
+        BenchOp::IdleSubscribers => {
+            return Err("idle-subscribers measures memory: see events::idle_subscriber_bytes".into());
+        }
+        _ => {}
+    }
     let mut clients = Vec::with_capacity(config.connections.max(1));
     for _ in 0..config.connections.max(1) {
         clients.push(Client::connect(config.url.clone()).await?.with_namespace(&config.namespace)?);
@@ -145,8 +176,8 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let mut tasks = Vec::with_capacity(config.concurrency);
     for worker in 0..config.concurrency {
         let client = &clients[worker % clients.len()];
-        let (cache, lock, session, limiter) =
-            (client.cache(), client.lock(), client.session(), client.rate_limiter());
+        let (cache, lock, session, limiter, publisher) =
+            (client.cache(), client.lock(), client.session(), client.rate_limiter(), client.events());
         let rate_limit = crate::RateLimit::per(BENCH_RATE_LIMIT, Duration::from_secs(1));
         let session_ids = session_ids.clone();
         let value = value.clone();
@@ -173,6 +204,10 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
                     BenchOp::SessionGet => {
                         let id = &session_ids[rand::rng().random_range(0..session_ids.len())];
                         session.get(id.clone(), true).await.map(|found| found.is_some())
+                    }
+                    BenchOp::Publish => publisher.publish(events::CHANNEL, value.clone()).await.map(|_| true),
+                    BenchOp::Consume | BenchOp::Fanout | BenchOp::IdleSubscribers => {
+                        unreachable!("run separately")
                     }
                 };
                 if sent < start {
@@ -204,6 +239,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         p50: micros(0.5),
         p99: micros(0.99),
         p999: micros(0.999),
+        missed: 0,
     })
 }
 
@@ -359,7 +395,11 @@ pub async fn redis_benchmark(
             let csv = redis_benchmark_csv(&url, config.concurrency, requests, &args).await?;
             parse_redis_benchmark_csv(&csv, None)
         }
+        BenchOp::Publish => events::publish_reference(&url, config, requests).await,
+        BenchOp::Consume => events::consume_reference(redis_url, config).await,
+        BenchOp::Fanout => events::fanout_reference(redis_url, config, requests).await,
         BenchOp::LockContended => Err("there is no redis-benchmark reference for the contended lock".into()),
+        BenchOp::IdleSubscribers => Err("there is no redis-benchmark reference for memory".into()),
     }
 }
 

@@ -1,0 +1,333 @@
+//! The Events benchmarks that are not one request after another: stream entries delivered to
+//! one consumer with acks, fan-out of published messages to subscribers, and the server memory
+//! an idle subscriber costs; with their Redis-level references (a raw XREADGROUP + XACK loop,
+//! and redis-benchmark PUBLISH to raw subscribers) measured in the same run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use redis::AsyncCommands;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+
+use super::{BenchConfig, BenchError, BenchReport, RedisReport, RedisUrl, url_parts};
+use crate::{AppendOptions, Client, ConsumeOptions, Event, GroupSettings};
+
+/// Entries a consumer takes at once, and the COUNT of the raw XREADGROUP loop.
+const CONSUME_BATCH: u32 = 100;
+/// Subscribers of the fan-out benchmark.
+pub const FANOUT_SUBSCRIBERS: usize = 10;
+/// The channel the publish and fan-out benchmarks use.
+pub const CHANNEL: &str = "bench-channel";
+/// How long subscribers may stay silent after the publishers stop before the count is final.
+const DRAIN: Duration = Duration::from_millis(300);
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+fn report(histogram: &Histogram<u64>, count: u64, errors: u64, elapsed: Duration) -> BenchReport {
+    let micros = |q: f64| Duration::from_micros(histogram.value_at_quantile(q));
+    BenchReport {
+        missed: 0,
+        ops: count,
+        errors,
+        ops_per_sec: count as f64 / elapsed.as_secs_f64(),
+        p50: micros(0.5),
+        p99: micros(0.99),
+        p999: micros(0.999),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Appends `config.keys` entries (one field of `config.value_size` bytes) to a fresh stream,
+/// then consumes them all as one consumer that acks each batch in one call. Reports entries
+/// per second and the time from asking for a batch to having it.
+pub async fn consume(config: &BenchConfig) -> Result<BenchReport, BenchError> {
+    let client = Client::connect(config.url.clone()).await?.with_namespace(&config.namespace)?;
+    let events = client.events();
+    let stream = unique("bench-consume");
+    let entries = config.keys as u64;
+    let value = vec![b'x'; config.value_size];
+    let next = Arc::new(AtomicU64::new(0));
+    let mut appenders = Vec::new();
+    for _ in 0..config.concurrency.max(1) {
+        let (events, stream, value, next) = (events.clone(), stream.clone(), value.clone(), next.clone());
+        appenders.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < entries {
+                let fields = HashMap::from([("v".to_owned(), value.clone())]);
+                let options = AppendOptions { max_len: entries * 2, ..AppendOptions::default() };
+                events.append(stream.clone(), fields, &options).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for appender in appenders {
+        appender.await??;
+    }
+    events.create_group(stream.clone(), "bench", "", GroupSettings::default()).await?;
+    let options = ConsumeOptions { max_in_flight: CONSUME_BATCH, ..ConsumeOptions::default() };
+    let mut histogram = histogram();
+    let started = Instant::now();
+    let mut consumer = events.consume(stream.clone(), "bench", "c1", &options).await?;
+    let mut received = 0u64;
+    let mut asked = Instant::now();
+    while received < entries {
+        let Some(batch) = consumer.next().await else { break };
+        let batch = batch?;
+        histogram.saturating_record(u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
+        received += batch.entries.len() as u64;
+        consumer.ack(batch.entries.into_iter().map(|d| d.id)).await?;
+        asked = Instant::now();
+    }
+    let elapsed = started.elapsed();
+    events.delete_group(stream, "bench").await?;
+    Ok(report(&histogram, received, entries - received, elapsed))
+}
+
+/// The reference for [`consume`]: the same entries in a stream read by a raw loop of
+/// XREADGROUP COUNT 100 and one XACK per batch, on one connection.
+pub async fn consume_reference(redis_url: &str, config: &BenchConfig) -> Result<RedisReport, BenchError> {
+    let mut conn = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
+    let key = format!("rk1:{{bench-reference:st:{}}}", unique("consume"));
+    let entries = config.keys;
+    let value = vec![b'x'; config.value_size];
+    for chunk in (0..entries).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for _ in chunk {
+            pipe.cmd("XADD").arg(&key).arg("*").arg("v").arg(&value).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    redis::cmd("XGROUP").arg("CREATE").arg(&key).arg("g").arg("0").query_async::<()>(&mut conn).await?;
+    let mut histogram = histogram();
+    let started = Instant::now();
+    let mut received = 0;
+    while received < entries {
+        let asked = Instant::now();
+        let reply: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("COUNT")
+            .arg(CONSUME_BATCH)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">")
+            .query_async(&mut conn)
+            .await?;
+        let ids = entry_ids(&reply);
+        if ids.is_empty() {
+            return Err("the reference stream ran dry".into());
+        }
+        histogram.saturating_record(u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
+        received += ids.len();
+        redis::cmd("XACK").arg(&key).arg("g").arg(&ids).query_async::<()>(&mut conn).await?;
+    }
+    let elapsed = started.elapsed();
+    conn.del::<_, ()>(&key).await?;
+    Ok(RedisReport {
+        rps: received as f64 / elapsed.as_secs_f64(),
+        p50: Duration::from_micros(histogram.value_at_quantile(0.5)),
+        p99: Duration::from_micros(histogram.value_at_quantile(0.99)),
+    })
+}
+
+/// The entry IDs of an XREADGROUP reply for one stream.
+fn entry_ids(reply: &redis::Value) -> Vec<Vec<u8>> {
+    use redis::Value;
+    let entries = match reply {
+        Value::Array(streams) => match streams.first() {
+            Some(Value::Array(pair)) => pair.get(1),
+            _ => None,
+        },
+        Value::Map(streams) => streams.first().map(|(_, entries)| entries),
+        _ => None,
+    };
+    let Some(Value::Array(entries)) = entries else { return Vec::new() };
+    entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Value::Array(parts) => match parts.first() {
+                Some(Value::BulkString(id)) => Some(id.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Publishes from `config.concurrency` workers for `config.duration` to one channel with
+/// [`FANOUT_SUBSCRIBERS`] subscribers (one connection each). Reports messages delivered per
+/// second summed over the subscribers, and publish-to-delivery latency.
+pub async fn fanout(config: &BenchConfig) -> Result<BenchReport, BenchError> {
+    let publisher = Client::connect(config.url.clone()).await?.with_namespace(&config.namespace)?.events();
+    let epoch = Instant::now();
+    let mut subscribers = Vec::new();
+    for _ in 0..FANOUT_SUBSCRIBERS {
+        let client = Client::connect(config.url.clone()).await?.with_namespace(&config.namespace)?;
+        let mut subscription = client.events().subscribe([CHANNEL], Vec::<String>::new()).await?;
+        subscribers.push(tokio::spawn(async move {
+            let (mut histogram, mut delivered, mut missed, mut last) = (histogram(), 0u64, 0u64, epoch);
+            loop {
+                match tokio::time::timeout(DRAIN * 10, subscription.next()).await {
+                    Ok(Some(Ok(Event::Message { payload, .. }))) => {
+                        let sent =
+                            payload.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+                        let now = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        histogram.saturating_record(now.saturating_sub(sent).max(1));
+                        delivered += 1;
+                        last = Instant::now();
+                    }
+                    Ok(Some(Ok(Event::Gap { missed: n, .. }))) => missed += n,
+                    Ok(Some(Err(_)) | None) => break,
+                    // Quiet long after the publishers stopped: done.
+                    Err(_) => break,
+                }
+            }
+            (histogram, delivered, missed, last)
+        }));
+    }
+    let start = Instant::now();
+    let end = start + config.duration;
+    let value_size = config.value_size.max(8);
+    let mut publishers = Vec::new();
+    for _ in 0..config.concurrency.max(1) {
+        let publisher = publisher.clone();
+        publishers.push(tokio::spawn(async move {
+            let (mut published, mut errors) = (0u64, 0u64);
+            while Instant::now() < end {
+                let mut payload =
+                    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(0).to_be_bytes().to_vec();
+                payload.resize(value_size, b'x');
+                match publisher.publish(CHANNEL, payload).await {
+                    Ok(_) => published += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (published, errors)
+        }));
+    }
+    let (mut published, mut errors) = (0, 0);
+    for task in publishers {
+        let (p, e) = task.await?;
+        published += p;
+        errors += e;
+    }
+    let mut all = histogram();
+    let (mut delivered, mut missed, mut last) = (0, 0, start);
+    for task in subscribers {
+        let (h, d, m, l) = task.await?;
+        all.add(h)?;
+        delivered += d;
+        missed += m;
+        last = last.max(l);
+    }
+    if delivered + missed < published * FANOUT_SUBSCRIBERS as u64 {
+        return Err(format!(
+            "{published} messages to {FANOUT_SUBSCRIBERS} subscribers, but only {delivered} delivered and {missed} reported missed"
+        )
+        .into());
+    }
+    let report = report(&all, delivered, errors, last.duration_since(start).max(config.duration));
+    Ok(BenchReport { missed, ..report })
+}
+
+/// The reference for [`fanout`]: [`FANOUT_SUBSCRIBERS`] raw Redis subscribers while
+/// redis-benchmark PUBLISHes `requests` messages of the same size at the same concurrency.
+/// Reports messages delivered per second summed over the subscribers.
+pub async fn fanout_reference(
+    redis_url: &str,
+    config: &BenchConfig,
+    requests: u64,
+) -> Result<RedisReport, BenchError> {
+    let url = url_parts(redis_url)?;
+    let channel = "rk1:ev:bench-reference:bench-channel";
+    let received = Arc::new(AtomicU64::new(0));
+    let mut subscribers = Vec::new();
+    for _ in 0..FANOUT_SUBSCRIBERS {
+        let mut pubsub = redis::Client::open(redis_url)?.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        let received = received.clone();
+        subscribers.push(tokio::spawn(async move {
+            let mut messages = pubsub.on_message();
+            while let Ok(Some(_)) = tokio::time::timeout(DRAIN, messages.next()).await {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let payload = "x".repeat(config.value_size.max(8));
+    let args = ["PUBLISH", channel, &payload].map(str::to_owned);
+    let started = Instant::now();
+    let publish = super::redis_benchmark_csv(&url, config.concurrency, requests, &args).await?;
+    let elapsed = started.elapsed();
+    let publish = super::parse_redis_benchmark_csv(&publish, None)?;
+    for subscriber in subscribers {
+        subscriber.await?;
+    }
+    let delivered = received.load(Ordering::Relaxed) as f64;
+    Ok(RedisReport { rps: delivered / elapsed.as_secs_f64(), p50: publish.p50, p99: publish.p99 })
+}
+
+/// The reference for Events.Publish: redis-benchmark PUBLISH of the same size.
+pub(super) async fn publish_reference(
+    url: &RedisUrl,
+    config: &BenchConfig,
+    requests: u64,
+) -> Result<RedisReport, BenchError> {
+    let payload = "x".repeat(config.value_size);
+    let args = ["PUBLISH", "rk1:ev:bench-reference:bench-channel", &payload].map(str::to_owned);
+    let csv = super::redis_benchmark_csv(url, config.concurrency, requests, &args).await?;
+    super::parse_redis_benchmark_csv(&csv, None)
+}
+
+/// Opens `config.keys` subscriptions, each on its own channel, over `config.connections`
+/// HTTP/2 connections, and returns the server's resident memory growth per subscription
+/// (read from `process_resident_memory_bytes` at `admin_url`).
+pub async fn idle_subscriber_bytes(config: &BenchConfig, admin_url: &str) -> Result<f64, BenchError> {
+    let mut clients = Vec::new();
+    for _ in 0..config.connections.max(1) {
+        clients.push(Client::connect(config.url.clone()).await?.with_namespace(&config.namespace)?.events());
+    }
+    // Warm up: the first subscriptions size the server's buffers and tables.
+    let mut warm = Vec::new();
+    for i in 0..100 {
+        warm.push(
+            clients[i % clients.len()].subscribe([format!("idle-warm-{i}")], Vec::<String>::new()).await?,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = resident_bytes(admin_url).await?;
+    let mut open = Vec::with_capacity(config.keys);
+    for i in 0..config.keys {
+        let channel = format!("idle-{i}");
+        open.push(clients[i % clients.len()].subscribe([channel], Vec::<String>::new()).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = resident_bytes(admin_url).await?;
+    drop(open);
+    drop(warm);
+    Ok((after - before) / config.keys.max(1) as f64)
+}
+
+/// `process_resident_memory_bytes` from a Prometheus endpoint.
+async fn resident_bytes(admin_url: &str) -> Result<f64, BenchError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = admin_url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    body.lines()
+        .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no process_resident_memory_bytes at {admin_url}/metrics").into())
+}
