@@ -31,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .server_mod_attribute(".", r#"#[cfg(feature = "server")]"#)
         .client_mod_attribute(".", r#"#[cfg(feature = "client")]"#)
+        // prost's codec with a small encode buffer: see src/codec.rs.
+        .codec_path("crate::codec::RookeryCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

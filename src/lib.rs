@@ -5,6 +5,8 @@
 //! implements. Most users want the `rookery-client` crate, which wraps these stubs in an
 //! ergonomic API; the raw stubs stay available here for anyone who needs them.
 
+pub mod codec;
+
 /// Version 1 of the Rookery API (`rookery.v1`). The package only grows: field numbers are
 /// never reused.
 pub mod v1 {

@@ -169,7 +169,7 @@ impl events_server::Events for EventsApi {
         let ns = namespace::of(&request)?;
         let pb::EventsSubscribeRequest { channels, patterns } = request.into_inner();
         let events = self.events.subscribe(&ns, channels, patterns).await?;
-        let stream = ReceiverStream::new(events).map(|event| event.map(event_out).map_err(Status::from));
+        let stream = events.map(|event| event.map(event_out).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
 

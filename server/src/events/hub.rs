@@ -4,14 +4,15 @@
 //! pattern: the first subscriber of a topic SUBSCRIBEs, the last one to leave UNSUBSCRIBEs.
 //! Each subscriber has a bounded mailbox; when it is full, the message is dropped for that
 //! subscriber only and counted (`missed`), so a slow subscriber never slows the others or grows
-//! memory. Past `max_missed` in a row it is cut. After every reconnection the hub subscribes to
+//! memory. A mailbox allocates nothing until a message arrives and gives its memory back once
+//! drained, so an idle subscriber costs a few hundred bytes here. Past `max_missed` in a row it is cut. After every reconnection the hub subscribes to
 //! every live topic again and flags every mailbox `reconnected`: messages published while the
 //! connection was down are lost, and subscribers must be told.
 //!
 //! Commands to the hub are processed in order, so when the hub acknowledges a subscription,
 //! every topic it asked for is confirmed by Redis: anything published afterwards is delivered.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +20,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use redis::Client;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+/// Queued items above which a drained queue gives its memory back.
+const KEEP_CAPACITY: usize = 16;
 use tokio::task::JoinHandle;
 
 /// How often the idle connection PINGs Redis to detect a dead connection.
@@ -60,6 +64,70 @@ pub enum Item {
     Reconnected,
 }
 
+/// A subscriber's bounded queue of items, filled by the hub task and emptied by the subscriber.
+#[derive(Debug)]
+struct Queue {
+    items: Mutex<VecDeque<Item>>,
+    capacity: usize,
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn new(capacity: usize) -> Self {
+        Self {
+            items: Mutex::new(VecDeque::new()),
+            capacity,
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Item>> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `item` unless the queue is full (or its subscriber is gone).
+    fn try_push(&self, item: Item) -> Result<(), Item> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(item);
+        }
+        {
+            let mut items = self.lock();
+            if items.len() >= self.capacity {
+                return Err(item);
+            }
+            items.push_back(item);
+        }
+        // Stores a permit when the subscriber is not waiting, so no wake-up is lost.
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    fn take(&self) -> Option<Item> {
+        let mut items = self.lock();
+        let item = items.pop_front();
+        if items.is_empty() && items.capacity() > KEEP_CAPACITY {
+            *items = VecDeque::new();
+        }
+        item
+    }
+
+    /// The next item, waiting for one.
+    async fn pop(&self) -> Item {
+        loop {
+            if let Some(item) = self.take() {
+                return item;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
 /// One subscriber's side of the fan-out: its bounded queue, and the losses not yet queued.
 ///
 /// Only the hub task offers items, so the pending counters need no lock; a marker goes into the
@@ -67,7 +135,7 @@ pub enum Item {
 /// loss exactly where it happened.
 #[derive(Debug)]
 pub struct Mailbox {
-    sender: mpsc::Sender<Item>,
+    queue: Queue,
     pending_missed: AtomicU64,
     pending_reconnected: AtomicBool,
     missed_in_a_row: AtomicU64,
@@ -80,7 +148,7 @@ impl Mailbox {
     /// Queues the pending markers; false if the queue had no room for them.
     fn flush_markers(&self) -> bool {
         if self.pending_reconnected.load(Ordering::Relaxed) {
-            if self.sender.try_send(Item::Reconnected).is_err() {
+            if self.queue.try_push(Item::Reconnected).is_err() {
                 return false;
             }
             self.pending_reconnected.store(false, Ordering::Relaxed);
@@ -88,7 +156,7 @@ impl Mailbox {
         // Swapped out, so that the subscriber's own reporting (see `take_missed`) and this
         // marker never count one loss twice.
         let missed = self.pending_missed.swap(0, Ordering::Relaxed);
-        if missed > 0 && self.sender.try_send(Item::Missed(missed)).is_err() {
+        if missed > 0 && self.queue.try_push(Item::Missed(missed)).is_err() {
             self.pending_missed.fetch_add(missed, Ordering::Relaxed);
             return false;
         }
@@ -96,10 +164,10 @@ impl Mailbox {
     }
 
     fn offer(&self, delivery: Delivery) {
-        if self.sender.is_closed() {
+        if self.queue.closed.load(Ordering::Relaxed) {
             return;
         }
-        if self.flush_markers() && self.sender.try_send(Item::Message(delivery)).is_ok() {
+        if self.flush_markers() && self.queue.try_push(Item::Message(delivery)).is_ok() {
             self.missed_in_a_row.store(0, Ordering::Relaxed);
             return;
         }
@@ -168,14 +236,25 @@ pub struct Subscription {
     commands: mpsc::UnboundedSender<Command>,
     id: u64,
     topics: Vec<Topic>,
-    /// Messages and loss markers, in the order Redis delivered them.
-    pub receiver: mpsc::Receiver<Item>,
-    /// Losses.
+    /// Messages and loss markers, in the order Redis delivered them; and losses not queued.
     pub mailbox: Arc<Mailbox>,
+}
+
+impl Subscription {
+    /// The next message or loss marker, waiting for one.
+    pub async fn recv(&self) -> Item {
+        self.mailbox.queue.pop().await
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.mailbox.queue.is_empty()
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.mailbox.queue.closed.store(true, Ordering::Relaxed);
         let mut registry = self.hub_registry.lock().expect("events registry poisoned");
         let mut emptied = Vec::new();
         for topic in &self.topics {
@@ -229,9 +308,8 @@ impl Hub {
         max_missed: u64,
         timeout: Duration,
     ) -> Result<Subscription, NotConnected> {
-        let (sender, receiver) = mpsc::channel(buffer);
         let mailbox = Arc::new(Mailbox {
-            sender,
+            queue: Queue::new(buffer),
             pending_missed: AtomicU64::new(0),
             pending_reconnected: AtomicBool::new(false),
             missed_in_a_row: AtomicU64::new(0),
@@ -259,7 +337,6 @@ impl Hub {
             commands: self.commands.clone(),
             id,
             topics,
-            receiver,
             mailbox,
         };
         let (ack, acked) = oneshot::channel();

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use redis::Value;
 
+use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::config::{EventsConfig, LimitsConfig};
@@ -385,12 +386,13 @@ impl Events {
 
     /// Subscribes; the stream's first event is [`Event::Subscribed`] (the subscription is
     /// live), and it ends with an error if the subscriber is cut or the server shuts down.
+    /// Dropping the stream unsubscribes; it runs no task of its own.
     pub async fn subscribe(
         self: &Arc<Self>,
         ns: &Namespace,
         channels: Vec<String>,
         patterns: Vec<String>,
-    ) -> Result<mpsc::Receiver<Result<Event>>> {
+    ) -> Result<impl Stream<Item = Result<Event>> + Send + 'static> {
         if channels.is_empty() && patterns.is_empty() {
             return Err(Error::InvalidArgument("give at least one channel or pattern".into()));
         }
@@ -415,72 +417,95 @@ impl Events {
             .subscribe(topics, self.config.subscriber_buffer, self.config.max_missed, SUBSCRIBE_TIMEOUT)
             .await
             .map_err(|e| Error::Unavailable(format!("{e}; retry shortly")))?;
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(self.clone().forward(subscription, prefix, tx));
-        Ok(rx)
+        let forward = Forward {
+            subscription,
+            prefix,
+            drain: self.drain.clone(),
+            max_missed: self.config.max_missed,
+            state: ForwardState::Starting,
+        };
+        Ok(futures::stream::unfold(forward, |mut forward| async move {
+            let event = forward.next().await?;
+            Some((event, forward))
+        }))
+    }
+}
+
+/// Where a subscription's stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForwardState {
+    /// The confirmation is next.
+    Starting,
+    /// Forwarding messages and losses.
+    Forwarding,
+    /// Ended (cut or shut down).
+    Ended,
+}
+
+/// Turns a subscription's queue (messages and loss markers) into its gRPC stream's events.
+struct Forward {
+    subscription: Subscription,
+    prefix: String,
+    drain: Drain,
+    max_missed: u64,
+    state: ForwardState,
+}
+
+impl Forward {
+    fn strip(&self, name: String) -> String {
+        name.strip_prefix(&self.prefix).map(str::to_owned).unwrap_or(name)
     }
 
-    /// Forwards a subscription's queue (messages and loss markers) to its gRPC stream.
-    async fn forward(
-        self: Arc<Self>,
-        mut subscription: Subscription,
-        prefix: String,
-        tx: mpsc::Sender<Result<Event>>,
-    ) {
-        if tx.send(Ok(Event::Subscribed)).await.is_err() {
-            return;
+    /// The next event; None once the stream has ended.
+    async fn next(&mut self) -> Option<Result<Event>> {
+        match self.state {
+            ForwardState::Ended => return None,
+            ForwardState::Starting => {
+                self.state = ForwardState::Forwarding;
+                return Some(Ok(Event::Subscribed));
+            }
+            ForwardState::Forwarding => {}
         }
-        let strip = |name: String| name.strip_prefix(&prefix).map(str::to_owned).unwrap_or(name);
-        let mailbox = subscription.mailbox.clone();
+        let mailbox = self.subscription.mailbox.clone();
+        // Queue drained with losses after its last item: no later message carries their
+        // marker, so report them now. (The hub swaps the same counter: no loss counts twice.)
+        if self.subscription.is_empty() {
+            let missed = mailbox.take_missed();
+            if missed > 0 {
+                return Some(Ok(Event::SlowSubscriberGap(missed)));
+            }
+        }
         loop {
             let item = tokio::select! {
-                item = subscription.receiver.recv() => Some(item),
+                item = self.subscription.recv() => Some(item),
                 () = mailbox.lost() => None,
-                () = tx.closed() => return,
                 () = self.drain.draining() => {
-                    let _ = tx.send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()))).await;
-                    return;
+                    self.state = ForwardState::Ended;
+                    return Some(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into())));
                 }
             };
             if mailbox.is_cut() {
-                let _ = tx
-                    .send(Err(Error::ResourceExhausted(format!(
-                        "this subscriber fell too far behind ({} messages missed in a row); it was cut so as not \
-                         to hold the others back (events.max_missed)",
-                        self.config.max_missed
-                    ))))
-                    .await;
-                return;
+                self.state = ForwardState::Ended;
+                return Some(Err(Error::ResourceExhausted(format!(
+                    "this subscriber fell too far behind ({} messages missed in a row); it was cut so as not to \
+                     hold the others back (events.max_missed)",
+                    self.max_missed
+                ))));
             }
-            let event = match item {
-                Some(Some(Item::Message(delivery))) => Event::Message {
-                    channel: strip(delivery.channel),
-                    pattern: delivery.pattern.map(strip),
+            return Some(Ok(match item {
+                Some(Item::Message(delivery)) => Event::Message {
+                    channel: self.strip(delivery.channel),
+                    pattern: delivery.pattern.map(|p| self.strip(p)),
                     payload: delivery.payload,
                 },
-                Some(Some(Item::Missed(missed))) => Event::SlowSubscriberGap(missed),
-                Some(Some(Item::Reconnected)) => Event::ReconnectedGap,
-                // The hub is gone: the server is stopping.
-                Some(None) => {
-                    let _ = tx.send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()))).await;
-                    return;
-                }
+                Some(Item::Missed(missed)) => Event::SlowSubscriberGap(missed),
+                Some(Item::Reconnected) => Event::ReconnectedGap,
                 // Losses with the queue drained: no later message will carry their marker.
-                None => match subscription.receiver.is_empty().then(|| mailbox.take_missed()) {
+                None => match self.subscription.is_empty().then(|| mailbox.take_missed()) {
                     Some(missed) if missed > 0 => Event::SlowSubscriberGap(missed),
                     _ => continue,
                 },
-            };
-            if tx.send(Ok(event)).await.is_err() {
-                return;
-            }
-            // Queue drained with losses after its last message: report them now.
-            if subscription.receiver.is_empty() {
-                let missed = mailbox.take_missed();
-                if missed > 0 && tx.send(Ok(Event::SlowSubscriberGap(missed))).await.is_err() {
-                    return;
-                }
-            }
+            }));
         }
     }
 }
