@@ -101,7 +101,8 @@ pub struct ConsumeOptions {
     pub settings: GroupSettings,
     /// Most unacknowledged deliveries at once (0: the server's default, 100).
     pub max_in_flight: u32,
-    /// For [`EventsClient::process`]: how long a failed entry waits before it is delivered again.
+    /// For [`EventsClient::process`]: how long a failed entry waits before it is delivered
+    /// again (at most the group's ack timeout).
     pub retry_delay: Duration,
 }
 
@@ -410,20 +411,29 @@ impl EventsClient {
         Fut: Future<Output = Result<(), E>>,
     {
         let mut consumer = self.consume(stream, group, consumer, options).await?;
+        let settings = consumer.settings();
+        let retry_delay = options.retry_delay.min(settings.ack_timeout);
+        // A slow batch acks as it goes, well within the ack timeout of its first entries.
+        let flush_every = settings.ack_timeout / 4;
         while let Some(batch) = consumer.next().await {
             let (mut done, mut failed) = (Vec::new(), Vec::new());
+            let mut since_flush = std::time::Instant::now();
             for delivery in batch?.entries {
                 let id = delivery.id.clone();
                 match handler(delivery).await {
                     Ok(()) => done.push(id),
                     Err(_) => failed.push(id),
                 }
+                if !done.is_empty() && since_flush.elapsed() >= flush_every {
+                    consumer.ack(std::mem::take(&mut done)).await?;
+                    since_flush = std::time::Instant::now();
+                }
             }
             if !done.is_empty() {
                 consumer.ack(done).await?;
             }
             if !failed.is_empty() {
-                consumer.nack(failed, options.retry_delay).await?;
+                consumer.nack(failed, retry_delay).await?;
             }
         }
         Ok(())

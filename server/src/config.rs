@@ -764,8 +764,9 @@ impl Config {
         if self.events.ack_timeout > self.events.max_ack_timeout {
             return Err(invalid("events.ack_timeout", "must not exceed events.max_ack_timeout"));
         }
-        if self.events.max_in_flight == 0 || self.events.max_in_flight > 100_000 {
-            return Err(invalid("events.max_in_flight", "must be between 1 and 100000"));
+        // At most what one Ack may name, so a consumer can always ack everything it holds at once.
+        if self.events.max_in_flight == 0 || self.events.max_in_flight > 10_000 {
+            return Err(invalid("events.max_in_flight", "must be between 1 and 10000"));
         }
         if self.session.max_attributes == 0 || self.session.max_attributes > 1000 {
             return Err(invalid("session.max_attributes", "must be between 1 and 1000"));

@@ -29,6 +29,16 @@ async fn append_many(events: &EventsClient, stream: &str, count: u32) -> Vec<Str
     ids
 }
 
+/// Exactly `count` deliveries, from as many batches as they come in (each within 5 s).
+async fn take(consumer: &mut Consumer, count: usize) -> Vec<Delivery> {
+    let mut taken = Vec::new();
+    while taken.len() < count {
+        taken.extend(next_batch(consumer, Duration::from_secs(5)).await.expect("entries"));
+    }
+    assert_eq!(taken.len(), count, "no more than asked for");
+    taken
+}
+
 /// The next batch within `within`, or None if none came.
 async fn next_batch(consumer: &mut Consumer, within: Duration) -> Option<Vec<Delivery>> {
     match tokio::time::timeout(within, consumer.next()).await {
@@ -96,7 +106,7 @@ async fn a_crashed_consumer_s_entries_go_to_the_others_and_every_entry_is_acked_
     let options = ConsumeOptions { max_in_flight: 50, ..ConsumeOptions::default() };
     let mut doomed = on_b.consume("orders", "billing", "doomed", &options).await.unwrap();
     let mut abandoned = Vec::new();
-    abandoned.extend(next_batch(&mut doomed, Duration::from_secs(5)).await.expect("entries"));
+    abandoned.extend(take(&mut doomed, 50).await);
     assert!(next_batch(&mut doomed, Duration::from_millis(200)).await.is_none(), "at its in-flight bound");
     drop(doomed);
     let crashed_at = Instant::now();
@@ -114,7 +124,7 @@ async fn a_crashed_consumer_s_entries_go_to_the_others_and_every_entry_is_acked_
                     "orders",
                     "billing",
                     name,
-                    &ConsumeOptions { max_in_flight: 200, ..Default::default() },
+                    &ConsumeOptions { max_in_flight: 20, ..Default::default() },
                 )
                 .await
                 .unwrap();
@@ -125,8 +135,11 @@ async fn a_crashed_consumer_s_entries_go_to_the_others_and_every_entry_is_acked_
                 let Some(batch) = next_batch(&mut consumer, Duration::from_millis(500)).await else {
                     continue;
                 };
+                let arrived = Instant::now();
+                for delivery in &batch {
+                    received_at.lock().unwrap().entry(delivery.id.clone()).or_insert(arrived);
+                }
                 for delivery in batch {
-                    received_at.lock().unwrap().entry(delivery.id.clone()).or_insert_with(Instant::now);
                     if consumer.ack([delivery.id.clone()]).await.unwrap() == 1 {
                         *acked_once.lock().unwrap().entry(delivery.id).or_default() += 1;
                     }
@@ -174,21 +187,21 @@ async fn a_restarted_consumer_first_gets_back_what_it_had() {
     let ids = append_many(&events, "jobs", 20).await;
     let options = ConsumeOptions { max_in_flight: 5, ..group_settings(Duration::from_secs(600), 0) };
     let mut consumer = events.consume("jobs", "g", "worker-1", &options).await.unwrap();
-    let first = next_batch(&mut consumer, Duration::from_secs(5)).await.unwrap();
+    let first = take(&mut consumer, 5).await;
     assert_eq!(first.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), ids[..5]);
     drop(consumer);
 
     // Long before the ack timeout, the same consumer gets its own entries back first.
     let mut consumer = events.consume("jobs", "g", "worker-1", &options).await.unwrap();
-    let again = next_batch(&mut consumer, Duration::from_secs(5)).await.unwrap();
+    let again = take(&mut consumer, 5).await;
     assert_eq!(again.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), ids[..5]);
     assert!(again.iter().all(|d| d.deliveries == 2), "{again:?}");
     // Another consumer meanwhile gets only new entries.
     let mut other = events.consume("jobs", "g", "worker-2", &options).await.unwrap();
-    let theirs = next_batch(&mut other, Duration::from_secs(5)).await.unwrap();
+    let theirs = take(&mut other, 5).await;
     assert_eq!(theirs.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), ids[5..10]);
     consumer.ack(again.iter().map(|d| d.id.clone())).await.unwrap();
-    let next = next_batch(&mut consumer, Duration::from_secs(5)).await.unwrap();
+    let next = take(&mut consumer, 5).await;
     assert_eq!(next.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), ids[10..15]);
     assert!(next.iter().all(|d| d.deliveries == 1));
 }
@@ -200,8 +213,7 @@ async fn a_consumer_never_has_more_than_its_in_flight_bound_unacknowledged() {
     append_many(&events, "jobs", 100).await;
     let options = ConsumeOptions { max_in_flight: 10, ..group_settings(Duration::from_secs(600), 0) };
     let mut consumer = events.consume("jobs", "g", "slow", &options).await.unwrap();
-    let mut held = next_batch(&mut consumer, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(held.len(), 10);
+    let mut held = take(&mut consumer, 10).await;
     assert!(next_batch(&mut consumer, Duration::from_millis(1500)).await.is_none(), "nothing past the bound");
     let described = events.describe("jobs").await.unwrap();
     assert_eq!(described.groups[0].pending, 10, "the server read no more than the bound from Redis");
@@ -212,8 +224,7 @@ async fn a_consumer_never_has_more_than_its_in_flight_bound_unacknowledged() {
     // Acking 4 lets exactly 4 more through, at once (the ack went through the same replica).
     let acked_at = Instant::now();
     assert_eq!(consumer.ack(held.drain(..4).map(|d| d.id)).await.unwrap(), 4);
-    let more = next_batch(&mut consumer, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(more.len(), 4);
+    let more = take(&mut consumer, 4).await;
     assert!(acked_at.elapsed() < Duration::from_millis(400), "woken by the ack, not by polling");
     // Acking an entry twice counts once.
     assert_eq!(consumer.ack([more[0].id.clone(), more[0].id.clone()]).await.unwrap(), 1);
@@ -398,4 +409,37 @@ async fn groups_are_created_once_described_and_deleted() {
     let ended = tokio::time::timeout(Duration::from_secs(3), joined.next()).await.expect("the consumer ends");
     assert_eq!(ended.unwrap().unwrap_err().code(), Code::NotFound);
     assert_eq!(events.describe("s").await.unwrap().groups.len(), 1);
+}
+
+#[tokio::test]
+async fn large_entries_arrive_in_messages_that_fit_and_a_lost_ack_does_not_stall_a_consumer() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("large")).await.events();
+    // Ten entries of 900 KB: more than one 4 MB gRPC message holds.
+    for n in 0..10u8 {
+        let fields = HashMap::from([("blob".to_owned(), vec![n; 900 * 1024])]);
+        events.append("blobs", fields, &AppendOptions::default()).await.unwrap();
+    }
+    let options = ConsumeOptions { max_in_flight: 10, ..group_settings(Duration::from_secs(600), 0) };
+    let mut consumer = events.consume("blobs", "g", "c", &options).await.unwrap();
+    let mut received = Vec::new();
+    while received.len() < 10 {
+        let batch = next_batch(&mut consumer, Duration::from_secs(10)).await.expect("entries");
+        consumer.ack(batch.iter().map(|d| d.id.clone())).await.unwrap();
+        received.extend(batch.into_iter().map(|d| d.fields["blob"][0]));
+    }
+    assert_eq!(received, (0..10).collect::<Vec<u8>>(), "all of them, in order");
+
+    // A consumer at its bound whose acks never arrive gets its own entries again after the ack
+    // timeout, even as the only consumer.
+    append_many(&events, "lost", 3).await;
+    let options = ConsumeOptions { max_in_flight: 2, ..group_settings(Duration::from_millis(500), 0) };
+    let mut consumer = events.consume("lost", "g", "only", &options).await.unwrap();
+    let first = next_batch(&mut consumer, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first.len(), 1, "batches of half the bound");
+    let second = next_batch(&mut consumer, Duration::from_secs(5)).await.unwrap();
+    let again = next_batch(&mut consumer, Duration::from_secs(3)).await.expect("redelivered to itself");
+    assert_eq!(again[0].id, first[0].id);
+    assert_eq!(again[0].deliveries, 2);
+    assert_ne!(second[0].id, first[0].id);
 }

@@ -5,8 +5,8 @@
 -- KEYS[2]  the group's settings hash
 -- ARGV[1]  the group
 -- ARGV[2]  where it starts: '0' (the first entry), '$' (new entries) or an entry ID
--- ARGV[3]  ack timeout in ms ('' for the server's default)
--- ARGV[4]  delivery limit ('' for the server's default)
+-- ARGV[3]  ack timeout in ms
+-- ARGV[4]  delivery limit (0: none)
 --
 -- Returns 1 when the group was created, 0 when it existed (its settings are left as they are).
 local created = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], ARGV[2], 'MKSTREAM')
@@ -16,12 +16,5 @@ if type(created) == 'table' and created.err then
   end
   return redis.error_reply(created.err)
 end
--- Settings left unset follow the server's defaults, even when those change later.
-redis.call('DEL', KEYS[2])
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[2], 'ack_timeout_ms', ARGV[3])
-end
-if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[2], 'max_deliveries', ARGV[4])
-end
+redis.call('HSET', KEYS[2], 'ack_timeout_ms', ARGV[3], 'max_deliveries', ARGV[4])
 return 1

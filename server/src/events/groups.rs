@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{RedisError, Value};
 use tokio::sync::{Notify, mpsc};
@@ -35,6 +35,12 @@ pub const DEFAULT_MAX_IN_FLIGHT: u32 = 100;
 /// Longest wait before a consumer looks again for entries whose ack timeout or Nack delay ran
 /// out, and before one at its in-flight bound checks for acks made through other replicas.
 pub const POLL: Duration = Duration::from_millis(500);
+/// Field bytes after which one fetch takes no more entries (bounds the script's reply).
+const FETCH_BYTES: usize = 1024 * 1024;
+/// Room left in a gRPC message for everything but the entries' fields.
+const MESSAGE_MARGIN: usize = 64 * 1024;
+/// How long past its BLOCK time a blocking read may take before its connection is deemed dead.
+const BLOCK_GRACE: Duration = Duration::from_secs(5);
 /// Most entry IDs in one Ack or Nack.
 pub const MAX_IDS: usize = 10_000;
 /// The consumer that holds nacked entries until their delay ends; not a valid consumer name.
@@ -208,7 +214,8 @@ fn no_group(e: RedisError, stream: &str, group: &str) -> Error {
             "stream {stream:?} has no consumer group {group:?}; create it with CreateGroup (or Consume with create_group)"
         ))
     } else {
-        Error::from(e)
+        // Every caller may have written (claimed, acked, moved entries) before failing.
+        Error::from_write(e)
     }
 }
 
@@ -286,6 +293,30 @@ fn parse_fetched(value: &Value) -> Option<Fetched> {
     })
 }
 
+/// About how many bytes a delivery takes in a message.
+fn encoded_size(delivery: &Delivery) -> usize {
+    delivery.id.len()
+        + 16
+        + delivery.fields.iter().map(|(name, value)| name.len() + value.len() + 8).sum::<usize>()
+}
+
+/// Splits deliveries, in order, into messages of at most `limit` bytes (one delivery alone
+/// always fits: appends are bounded well below the message limit).
+fn split_by_size(deliveries: Vec<Delivery>, limit: usize) -> Vec<Vec<Delivery>> {
+    let mut messages = vec![Vec::new()];
+    let mut size = 0;
+    for delivery in deliveries {
+        let bytes = encoded_size(&delivery);
+        if size + bytes > limit && messages.last().is_some_and(|m| !m.is_empty()) {
+            messages.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        messages.last_mut().expect("never empty").push(delivery);
+    }
+    messages
+}
+
 /// Where a new group starts, from the API's form (empty, `$` or an ID) to XGROUP's.
 fn group_start(start: &str) -> Result<String> {
     match start {
@@ -317,10 +348,11 @@ impl Events {
     ) -> Result<bool> {
         self.check_settings(&settings)?;
         let mut cmd = evalsha(&scripts::EVENTS_CREATE_GROUP, &[&keys.stream, &keys.settings]);
+        // Stored resolved, so that every replica applies the same values whatever its config.
         cmd.arg(group)
             .arg(start)
-            .arg(settings.ack_timeout.map(|t| millis(t).to_string()).unwrap_or_default())
-            .arg(settings.max_deliveries.map(|m| m.to_string()).unwrap_or_default());
+            .arg(millis(settings.ack_timeout.unwrap_or(self.config.ack_timeout)))
+            .arg(settings.max_deliveries.unwrap_or(self.config.max_deliveries));
         let created: i64 = timed(
             "events.create_group",
             scripts::run(&mut self.redis.conn(), &scripts::EVENTS_CREATE_GROUP, &cmd),
@@ -432,7 +464,13 @@ impl Events {
         Ok(rx)
     }
 
-    async fn fetch(&self, consumer: &Consumer, history: &str, claim_cursor: &str) -> Result<Fetched> {
+    async fn fetch(
+        &self,
+        consumer: &Consumer,
+        history: &str,
+        claim_cursor: &str,
+        scan: bool,
+    ) -> Result<Fetched> {
         let keys = &consumer.keys;
         let mut cmd = evalsha(&scripts::EVENTS_FETCH, &[&keys.stream, &keys.dead_letters]);
         cmd.arg(&consumer.group)
@@ -442,7 +480,10 @@ impl Events {
             .arg(claim_cursor)
             .arg(millis(consumer.settings.ack_timeout))
             .arg(consumer.settings.max_deliveries)
-            .arg(self.config.stream_max_len);
+            .arg(self.config.stream_max_len)
+            .arg(consumer.batch())
+            .arg(FETCH_BYTES)
+            .arg(if scan { "1" } else { "0" });
         let reply: Value =
             timed("events.fetch", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_FETCH, &cmd))
                 .await
@@ -454,15 +495,20 @@ impl Events {
         Ok(fetched)
     }
 
-    /// Waits up to [`POLL`] for new entries on a dedicated connection; returns them (already
-    /// delivered to this consumer in Redis's books).
-    async fn wait_for_new(&self, consumer: &Consumer, count: u64) -> Result<Vec<Delivery>> {
-        let mut blocking = self.redis.blocking().get().await.map_err(|_| {
-            Error::Unavailable(
-                "no connection for a blocking read is free (redis.blocking_connections); retry shortly"
-                    .into(),
-            )
-        })?;
+    /// Waits up to `wait` for new entries on a dedicated connection; returns them (already
+    /// delivered to this consumer in Redis's books). When every dedicated connection is busy it
+    /// just waits, and the caller looks again: slower to see new entries, never an error.
+    async fn wait_for_new(&self, consumer: &Consumer, count: u64, wait: Duration) -> Result<Vec<Delivery>> {
+        let started = Instant::now();
+        let mut blocking = match tokio::time::timeout(wait, self.redis.blocking().get()).await {
+            Ok(Ok(conn)) => conn,
+            _ => {
+                metrics::counter!("rookery_events_blocking_pool_exhausted_total").increment(1);
+                tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
+                return Ok(Vec::new());
+            }
+        };
+        let block = wait.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         let mut read = redis::cmd("XREADGROUP");
         read.arg("GROUP")
             .arg(&consumer.group)
@@ -470,12 +516,14 @@ impl Events {
             .arg("COUNT")
             .arg(count)
             .arg("BLOCK")
-            .arg(millis(POLL))
+            .arg(millis(block).max(1))
             .arg("STREAMS")
             .arg(&consumer.keys.stream)
             .arg(">");
-        let reply: Value =
-            blocking.query(&read).await.map_err(|e| no_group(e, &consumer.keys.name, &consumer.group))?;
+        let reply: Value = blocking
+            .query_within(&read, block + BLOCK_GRACE)
+            .await
+            .map_err(|e| no_group(e, &consumer.keys.name, &consumer.group))?;
         let entries = match &reply {
             Value::Nil => Some(Vec::new()),
             Value::Array(streams) => match streams.first() {
@@ -493,6 +541,8 @@ impl Events {
         let _open = crate::telemetry::GaugeGuard::new(metrics::gauge!("rookery_events_consumers"));
         let mut history = "0-0".to_owned();
         let mut claim_cursor = "0-0".to_owned();
+        let mut last_scan: Option<Instant> = None;
+        let max_message = self.limits.max_message_bytes.saturating_sub(MESSAGE_MARGIN).max(1);
         loop {
             // Read from Redis only once the client has taken the previous message.
             let permit = tokio::select! {
@@ -508,7 +558,10 @@ impl Events {
             let acked = consumer.acked.notified();
             tokio::pin!(acked);
             acked.as_mut().enable();
-            let fetched = match self.fetch(&consumer, &history, &claim_cursor).await {
+            // Entries idle past the ack timeout are looked for at least every POLL, and until
+            // a scan of the pending list is complete.
+            let scan_due = claim_cursor != "0-0" || last_scan.is_none_or(|at| at.elapsed() >= POLL);
+            let fetched = match self.fetch(&consumer, &history, &claim_cursor, scan_due).await {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     permit.send(Err(e));
@@ -516,6 +569,9 @@ impl Events {
                 }
             };
             history = fetched.history;
+            if scan_due && fetched.claim_cursor == "0-0" {
+                last_scan = Some(Instant::now());
+            }
             claim_cursor = fetched.claim_cursor;
             let mut deliveries = fetched.deliveries;
             if deliveries.is_empty() && fetched.trimmed == 0 {
@@ -529,9 +585,16 @@ impl Events {
                     }
                     continue;
                 }
-                // Caught up: wait for new entries. The wait is bounded by POLL and not cut
-                // short when the client leaves, so the connection goes back to the pool.
-                match self.wait_for_new(&consumer, fetched.free_slots).await {
+                // More to look at at once: the restart history or a scan is unfinished, or
+                // everything this round went to the dead letters.
+                if !history.is_empty() || claim_cursor != "0-0" || fetched.dead_lettered > 0 {
+                    continue;
+                }
+                // Caught up: wait for new entries until the next scan is due. The wait is not
+                // cut short when the client leaves, so the connection goes back to the pool.
+                let until_scan = POLL.saturating_sub(last_scan.map_or(POLL, |at| at.elapsed()));
+                let count = fetched.free_slots.min(u64::from(consumer.batch()));
+                match self.wait_for_new(&consumer, count, until_scan.max(Duration::from_millis(1))).await {
                     Ok(new) if new.is_empty() => continue,
                     Ok(new) => deliveries = new,
                     Err(e) => {
@@ -540,16 +603,24 @@ impl Events {
                     }
                 }
                 if tx.is_closed() {
-                    // Read for a client that has left: give them back at once.
-                    let ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
-                    let _ = self
-                        .requeue(&consumer.keys, &consumer.group, &consumer.name, &ids, Duration::ZERO)
-                        .await;
+                    self.give_back(&consumer, &deliveries).await;
                     break;
                 }
             }
             metrics::counter!("rookery_events_delivered_total").increment(deliveries.len() as u64);
-            permit.send(Ok(ConsumeEvent::Deliveries { deliveries, trimmed: fetched.trimmed }));
+            // Each message fits the gRPC message limit; later ones wait for the client.
+            let mut messages = split_by_size(deliveries, max_message).into_iter();
+            let first = messages.next().unwrap_or_default();
+            permit.send(Ok(ConsumeEvent::Deliveries { deliveries: first, trimmed: fetched.trimmed }));
+            for message in messages.by_ref() {
+                if let Err(mpsc::error::SendError(Ok(ConsumeEvent::Deliveries { deliveries, .. }))) =
+                    tx.send(Ok(ConsumeEvent::Deliveries { deliveries: message, trimmed: 0 })).await
+                {
+                    let rest: Vec<Delivery> = deliveries.into_iter().chain(messages.flatten()).collect();
+                    self.give_back(&consumer, &rest).await;
+                    break;
+                }
+            }
         }
         // A consumer that leaves with nothing pending is forgotten.
         let cmd = evalsha(&scripts::EVENTS_LEAVE, &[&consumer.keys.stream])
@@ -560,6 +631,20 @@ impl Events {
             scripts::run(&mut self.redis.conn(), &scripts::EVENTS_LEAVE, &cmd).await;
         if let Err(e) = left {
             tracing::debug!(error = %e, "could not forget a consumer that left");
+        }
+    }
+
+    /// Entries read for a client that left before it could have them: back to the group at
+    /// once, their delivery not counted.
+    async fn give_back(&self, consumer: &Consumer, deliveries: &[Delivery]) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
+        let given =
+            self.requeue(&consumer.keys, &consumer.group, &consumer.name, &ids, Duration::ZERO, true).await;
+        if let Err(e) = given {
+            tracing::debug!(error = %e, "could not give back entries a departed consumer never received");
         }
     }
 
@@ -600,9 +685,11 @@ impl Events {
         check_name("consumer", consumer, false)?;
         let ids = check_ids(ids)?;
         let keys = GroupKeys::new(ns, stream, group);
-        self.requeue(&keys, group, consumer, &ids, delay).await
+        self.requeue(&keys, group, consumer, &ids, delay, false).await
     }
 
+    /// Gives entries back: after `delay` when the client nacked them (dead-lettering those at
+    /// the delivery limit), or at once and uncounted when they never reached the client.
     async fn requeue(
         &self,
         keys: &GroupKeys,
@@ -610,6 +697,7 @@ impl Events {
         consumer: &str,
         ids: &[String],
         delay: Duration,
+        undelivered: bool,
     ) -> Result<(u64, u64)> {
         let settings = self.settings_of(keys, &keys.name, group).await?;
         if delay > settings.ack_timeout {
@@ -624,11 +712,12 @@ impl Events {
             .arg(millis(settings.ack_timeout - delay))
             .arg(settings.max_deliveries)
             .arg(self.config.stream_max_len)
+            .arg(if undelivered { "1" } else { "0" })
             .arg(ids);
         let (requeued, dead): (u64, u64) =
             timed("events.nack", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_NACK, &cmd))
                 .await
-                .map_err(Error::from_write)?;
+                .map_err(|e| no_group(e, &keys.name, group))?;
         if dead > 0 {
             metrics::counter!("rookery_events_dead_lettered_total").increment(dead);
         }
@@ -745,6 +834,14 @@ impl Events {
     }
 }
 
+impl Consumer {
+    /// Most entries per delivery: half the in-flight bound (rounded up), so that the next
+    /// batch is already on its way while the client works on this one.
+    fn batch(&self) -> u32 {
+        self.max_in_flight.div_ceil(2)
+    }
+}
+
 /// One running consumer.
 struct Consumer {
     keys: GroupKeys,
@@ -770,6 +867,24 @@ mod tests {
     #[test]
     fn the_delayed_consumer_cannot_be_named_by_a_client() {
         assert!(check_name("consumer", DELAYED_CONSUMER, false).is_err());
+    }
+
+    #[test]
+    fn deliveries_split_into_messages_that_fit() {
+        let delivery = |n: usize| Delivery {
+            id: format!("{n}-0"),
+            fields: HashMap::from([("v".to_owned(), vec![0; 400])]),
+            deliveries: 1,
+        };
+        let messages = split_by_size((0..10).map(delivery).collect(), 1000);
+        assert_eq!(messages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 2, 2, 2]);
+        assert_eq!(
+            messages.concat().iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+            (0..10).map(|n| format!("{n}-0")).collect::<Vec<_>>()
+        );
+        // One delivery larger than the limit still goes, alone.
+        assert_eq!(split_by_size(vec![delivery(0), delivery(1)], 100).len(), 2);
+        assert_eq!(split_by_size(Vec::new(), 100), vec![Vec::<Delivery>::new()]);
     }
 
     #[test]

@@ -364,7 +364,7 @@ impl Events {
                 .arg(&key);
             xread.arg(cursor.as_deref().unwrap_or("0-0"));
             let outcome = {
-                let read = blocking.query::<Value>(&xread);
+                let read = blocking.query_within::<Value>(&xread, BLOCK * 2);
                 tokio::select! {
                     outcome = read => Some(outcome),
                     () = tx.closed() => None,

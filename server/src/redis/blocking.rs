@@ -55,6 +55,24 @@ impl BlockingConn {
     }
 }
 
+impl BlockingConn {
+    /// Runs one blocking command, giving up after `limit` (its BLOCK time plus a grace): a
+    /// half-open connection (a failover, a dropped NAT entry) then fails the command with a
+    /// timeout, and the connection is retired, instead of hanging its caller forever.
+    pub async fn query_within<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+        limit: Duration,
+    ) -> redis::RedisResult<T> {
+        match tokio::time::timeout(limit, self.query(cmd)).await {
+            Ok(result) => result,
+            Err(_) => {
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer to a blocking read").into())
+            }
+        }
+    }
+}
+
 impl ConnectionLike for BlockingConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.inner {
