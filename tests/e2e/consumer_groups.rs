@@ -443,3 +443,37 @@ async fn large_entries_arrive_in_messages_that_fit_and_a_lost_ack_does_not_stall
     assert_eq!(again[0].deliveries, 2);
     assert_ne!(second[0].id, first[0].id);
 }
+
+#[tokio::test]
+async fn consumers_that_left_holding_entries_are_forgotten_once_those_are_claimed_and_idle() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let ns = namespace("prune");
+    let events = server.client(&ns).await.events();
+    append_many(&events, "jobs", 4).await;
+    let options = ConsumeOptions { max_in_flight: 4, ..group_settings(Duration::from_millis(200), 0) };
+    let mut gone = events.consume("jobs", "g", "gone", &options).await.unwrap();
+    take(&mut gone, 4).await;
+    drop(gone);
+    let mut worker = events.consume("jobs", "g", "worker", &options).await.unwrap();
+    let claimed = take(&mut worker, 4).await;
+    worker.ack(claimed.iter().map(|d| d.id.clone())).await.unwrap();
+    let names = || async {
+        let described = events.describe("jobs").await.unwrap();
+        described.groups[0].consumers.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names().await, ["gone", "worker"], "the one that left keeps its (now empty) place");
+    // The script consumers run every minute, with no idle allowance: the empty, idle `gone` goes.
+    let mut conn = shared_redis().conn().await;
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("*{ns}*:st:jobs}}")).query_async(&mut conn).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let forgotten: i64 = redis::Script::new(include_str!("../../server/src/events/prune.lua"))
+        .key(&keys[0])
+        .arg("g")
+        .arg(20)
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(forgotten >= 1);
+    assert!(!names().await.contains(&"gone".to_owned()));
+}

@@ -41,6 +41,10 @@ const FETCH_BYTES: usize = 1024 * 1024;
 const MESSAGE_MARGIN: usize = 64 * 1024;
 /// How long past its BLOCK time a blocking read may take before its connection is deemed dead.
 const BLOCK_GRACE: Duration = Duration::from_secs(5);
+/// How often a consumer forgets the group's long-idle consumers that hold nothing.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Idle time after which a consumer holding nothing is forgotten.
+const PRUNE_IDLE: Duration = Duration::from_secs(3600);
 /// Most entry IDs in one Ack or Nack.
 pub const MAX_IDS: usize = 10_000;
 /// The consumer that holds nacked entries until their delay ends; not a valid consumer name.
@@ -542,6 +546,7 @@ impl Events {
         let mut history = "0-0".to_owned();
         let mut claim_cursor = "0-0".to_owned();
         let mut last_scan: Option<Instant> = None;
+        let mut last_prune = Instant::now();
         let max_message = self.limits.max_message_bytes.saturating_sub(MESSAGE_MARGIN).max(1);
         loop {
             // Read from Redis only once the client has taken the previous message.
@@ -571,6 +576,10 @@ impl Events {
             history = fetched.history;
             if scan_due && fetched.claim_cursor == "0-0" {
                 last_scan = Some(Instant::now());
+                if last_prune.elapsed() >= PRUNE_EVERY {
+                    last_prune = Instant::now();
+                    self.prune(&consumer).await;
+                }
             }
             claim_cursor = fetched.claim_cursor;
             let mut deliveries = fetched.deliveries;
@@ -631,6 +640,22 @@ impl Events {
             scripts::run(&mut self.redis.conn(), &scripts::EVENTS_LEAVE, &cmd).await;
         if let Err(e) = left {
             tracing::debug!(error = %e, "could not forget a consumer that left");
+        }
+    }
+
+    /// Forgets the group's consumers that hold nothing and have not read for [`PRUNE_IDLE`]
+    /// (they left with entries pending, which others have claimed since).
+    async fn prune(&self, consumer: &Consumer) {
+        let cmd = evalsha(&scripts::EVENTS_PRUNE, &[&consumer.keys.stream])
+            .arg(&consumer.group)
+            .arg(millis(PRUNE_IDLE))
+            .to_owned();
+        let pruned: redis::RedisResult<u64> =
+            scripts::run(&mut self.redis.conn(), &scripts::EVENTS_PRUNE, &cmd).await;
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(group = consumer.group, forgotten = n, "forgot idle consumers"),
+            Err(e) => tracing::debug!(error = %e, "could not forget idle consumers"),
         }
     }
 
@@ -787,7 +812,8 @@ impl Events {
                 .arg("ack_timeout_ms")
                 .arg("max_deliveries")
                 .query_async(&mut conn)
-                .await?;
+                .await
+                .map_err(|e| no_group(e, stream, &name))?;
             let mut delayed = 0;
             let mut oldest_pending_age = None;
             if let Value::Array(parts) = &summary

@@ -86,6 +86,9 @@ pub static EVENTS_CREATE_GROUP: LazyLock<Script> =
 /// `events/delete_group.lua`: delete a consumer group with its settings.
 pub static EVENTS_DELETE_GROUP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../events/delete_group.lua")));
+/// `events/prune.lua`: forget consumers that hold nothing and have long been idle.
+pub static EVENTS_PRUNE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../events/prune.lua")));
 /// `events/leave.lua`: forget a consumer that has nothing pending.
 pub static EVENTS_LEAVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../events/leave.lua")));
