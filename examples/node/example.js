@@ -1,6 +1,7 @@
 // Rookery from Node.js: @grpc/grpc-js with the protos loaded at run time by
 // @grpc/proto-loader. Uses every service: Cache, Lock (including the server-streaming Hold
-// and Observe), Session, RateLimiter and Events (a Subscribe stream). Exits non-zero if any call fails or returns
+// and Observe), Session, RateLimiter and Events (a Subscribe stream, and a consumer group:
+// Append, Consume, Ack). Exits non-zero if any call fails or returns
 // something unexpected.
 //
 //   npm install && ROOKERY_ADDRESS=127.0.0.1:50051 node example.js
@@ -97,6 +98,34 @@ async function main() {
   });
   assert.equal(received.channel, 'greetings');
   assert.equal(received.payload.toString(), 'hi');
+
+  // A work queue: append jobs, consume them as one consumer of a group, ack each batch.
+  for (const n of [0, 1, 2]) {
+    await call(events, 'Append', { stream: 'jobs', fields: { n: Buffer.from(String(n)) } });
+  }
+  const done = await new Promise((resolve, reject) => {
+    const seen = [];
+    const stream = events.Consume({ stream: 'jobs', group: 'workers', consumer: 'node-1', create_group: true }, metadata);
+    stream.on('data', (message) => {
+      if (message.event !== 'deliveries') return;
+      const { deliveries } = message.deliveries;
+      seen.push(...deliveries.map((d) => d.fields.n.toString()));
+      call(events, 'Ack', { stream: 'jobs', group: 'workers', ids: deliveries.map((d) => d.id) })
+        .then((acked) => {
+          assert.equal(Number(acked.acked), deliveries.length);
+          if (seen.length === 3) {
+            stream.cancel();
+            resolve(seen);
+          }
+        })
+        .catch(reject);
+    });
+    stream.once('error', (error) => { if (error.code !== grpc.status.CANCELLED) reject(error); });
+  });
+  assert.deepEqual(done, ['0', '1', '2']);
+  const described = await call(events, 'DescribeStream', { stream: 'jobs' });
+  assert.equal(Number(described.length), 3);
+  assert.equal(Number(described.groups[0].pending), 0);
 
   for (const client of [cache, lock, sessions, limiter, events]) client.close();
   console.log('node example: every call answered as expected');

@@ -1,7 +1,7 @@
 """Rookery from Python, through stubs generated from proto/ with grpcio-tools.
 
 Uses every service: Cache, Lock (including the server-streaming Hold), Session,
-RateLimiter and Events (a Subscribe stream). Exits non-zero if any call fails or returns something unexpected.
+RateLimiter and Events (a Subscribe stream, and a consumer group: Append, Consume, Ack). Exits non-zero if any call fails or returns something unexpected.
 
     python -m grpc_tools.protoc -I proto --python_out=GEN --grpc_python_out=GEN proto/rookery/v1/*.proto
     PYTHONPATH=GEN ROOKERY_ADDRESS=127.0.0.1:50051 python examples/python/rookery_example.py
@@ -78,6 +78,26 @@ def main():
         delivered = next(subscription)
         assert delivered.message.channel == "greetings" and delivered.message.payload == b"hi", delivered
         subscription.cancel()
+
+        # A work queue: append jobs, consume them as one consumer of a group, ack each batch.
+        for n in range(3):
+            events.Append(events_pb2.EventsAppendRequest(stream="jobs", fields={"n": str(n).encode()}), metadata=metadata)
+        consumer = events.Consume(
+            events_pb2.EventsConsumeRequest(stream="jobs", group="workers", consumer="py-1", create_group=True),
+            metadata=metadata,
+        )
+        assert next(consumer).WhichOneof("event") == "started"
+        done = []
+        while len(done) < 3:
+            batch = next(consumer).deliveries
+            done += [delivery.fields["n"] for delivery in batch.deliveries]
+            ids = [delivery.id for delivery in batch.deliveries]
+            acked = events.Ack(events_pb2.EventsAckRequest(stream="jobs", group="workers", ids=ids), metadata=metadata)
+            assert acked.acked == len(ids), acked
+        consumer.cancel()
+        assert done == [b"0", b"1", b"2"], done
+        described = events.DescribeStream(events_pb2.EventsDescribeStreamRequest(stream="jobs"), metadata=metadata)
+        assert described.length == 3 and described.groups[0].pending == 0, described
     print("python example: every call answered as expected")
 
 
