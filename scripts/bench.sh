@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: builds release binaries, starts a throwaway Redis (unless ROOKERY_REDIS_URL is
-# set) and a server on it, and runs the Cache, Lock, Session and RateLimiter benchmarks against redis-benchmark in one go.
+# set) and a server on it, and runs the Cache, Lock, Session, RateLimiter and Events benchmarks
+# against their Redis references in one go.
 # BENCH_DURATION (default 5s), BENCH_ROUNDS (default 5) and ROOKERY_WORKER_THREADS (default 1)
 # can be set.
 set -euo pipefail
@@ -33,3 +34,8 @@ bench --op lock --concurrency 1
 bench --op lock-contended --concurrency 16
 bench --op session-get --concurrency 64
 bench --op rate-limit --concurrency 64
+bench --op publish --concurrency 64
+bench --op consume --concurrency 64 --keys 200000
+bench --op fanout --concurrency 16
+target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --op idle-subscribers \
+  --keys 10000 --connections 4 --admin-url http://127.0.0.1:50152
