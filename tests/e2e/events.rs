@@ -311,7 +311,7 @@ async fn two_hundred_subscribers_get_every_message_while_a_stalled_one_is_told_w
 }
 
 #[tokio::test]
-async fn clients_that_leave_leave_no_task_subscription_or_connection_behind() {
+async fn one_pubsub_connection_per_replica_and_clients_that_leave_leave_nothing_behind() {
     use rookery_client::{ConsumeOptions, GroupSettings};
     let redis = RedisProcess::start(&[]);
     let server = TestServer::start(test_config(&redis.url())).await;
@@ -329,6 +329,11 @@ async fn clients_that_leave_leave_no_task_subscription_or_connection_behind() {
             (clients.lines().count(), channels)
         }
     };
+    // One pub/sub connection serves the replica: Events subscribers and the Cache and Lock
+    // wake-up channels alike.
+    let subscriber_connections = |clients: &str| clients.lines().filter(|c| c.contains("flags=P")).count();
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await.unwrap();
+    assert_eq!(subscriber_connections(&clients), 1, "{clients}");
     let baseline_tasks = tasks();
     // Dedicated connections (each with its driver task) stay pooled for the next reader, so
     // the first round sets the level that later rounds must come back to.
@@ -364,6 +369,8 @@ async fn clients_that_leave_leave_no_task_subscription_or_connection_behind() {
         assert!(clean, "round {round}: {} server tasks remain, {limit} expected", tasks());
         let (connections, channels) = state(&mut conn).await;
         assert!(channels.is_empty(), "unsubscribed from {channels:?}");
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await.unwrap();
+        assert_eq!(subscriber_connections(&clients), 1, "{clients}");
         if round == 0 {
             settled = (tasks(), connections);
         } else {

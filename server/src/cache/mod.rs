@@ -161,8 +161,7 @@ impl Cache {
         startup_wait: Duration,
     ) -> Self {
         let wakeups =
-            Wakeups::start(redis.seeds().to_vec(), keys::CACHE_WAKE_CHANNEL, startup_wait, "Fetch waiters")
-                .await;
+            Wakeups::start(redis.hub(), keys::CACHE_WAKE_CHANNEL, startup_wait, "Fetch waiters").await;
         Self { redis, limits, config, wakeups, drain }
     }
 

@@ -1,5 +1,5 @@
 //! The Events service's domain logic: publish/subscribe over the replica's one Redis pub/sub
-//! connection (`hub.rs`), and durable streams (Redis Streams: `append.lua`, XRANGE, and XREAD
+//! connection (`redis/hub.rs`), and durable streams (Redis Streams: `append.lua`, XRANGE, and XREAD
 //! BLOCK on dedicated connections); `grpc.rs` adapts it to the generated API.
 //!
 //! Consumer groups (Consume, Ack, Nack, dead letters, DescribeStream) live in `groups.rs`.
@@ -11,7 +11,6 @@
 
 pub mod groups;
 mod grpc;
-pub mod hub;
 
 pub use grpc::EventsApi;
 
@@ -28,9 +27,9 @@ use crate::config::{EventsConfig, LimitsConfig};
 use crate::drain::{Drain, SHUTDOWN_MESSAGE};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
+use crate::redis::hub::{self, Item, Subscription, Topic};
 use crate::redis::scripts::{self, evalsha};
 use crate::redis::{RedisPool, keys, timed};
-use hub::{Hub, Item, Subscription, Topic};
 
 /// Longest channel name or pattern.
 const MAX_NAME: usize = 256;
@@ -144,7 +143,6 @@ pub struct Events {
     redis: Arc<RedisPool>,
     limits: LimitsConfig,
     config: EventsConfig,
-    hub: Hub,
     drain: Drain,
     acks: groups::AckSignals,
 }
@@ -161,7 +159,7 @@ fn check_name(what: &str, name: &str, pattern: bool) -> Result<()> {
 }
 
 impl Events {
-    /// Builds the service and connects the replica's pub/sub hub (waiting up to `startup_wait`).
+    /// Builds the service, waiting up to `startup_wait` for the replica's pub/sub hub.
     pub async fn start(
         redis: Arc<RedisPool>,
         limits: LimitsConfig,
@@ -169,11 +167,10 @@ impl Events {
         drain: Drain,
         startup_wait: Duration,
     ) -> Self {
-        let hub = Hub::start(redis.seeds().to_vec());
-        if !hub.wait_connected(startup_wait).await {
+        if !redis.hub().wait_connected(startup_wait).await {
             tracing::warn!("events pub/sub connection not live yet; Subscribe waits for it");
         }
-        Self { redis, limits, config, hub, drain, acks: groups::AckSignals::default() }
+        Self { redis, limits, config, drain, acks: groups::AckSignals::default() }
     }
 
     /// The Redis this service uses.
@@ -183,7 +180,7 @@ impl Events {
 
     /// Whether Redis answers and the hub's connection is live.
     pub async fn is_healthy(&self) -> bool {
-        self.hub.is_connected() && self.redis.ping().await
+        self.redis.hub().is_connected() && self.redis.ping().await
     }
 
     /// Publishes; returns how many replicas received it.
@@ -413,7 +410,8 @@ impl Events {
                 .collect(),
         );
         let subscription = self
-            .hub
+            .redis
+            .hub()
             .subscribe(topics, self.config.subscriber_buffer, self.config.max_missed, SUBSCRIBE_TIMEOUT)
             .await
             .map_err(|e| Error::Unavailable(format!("{e}; retry shortly")))?;

@@ -292,8 +292,7 @@ impl Locks {
         startup_wait: Duration,
     ) -> Self {
         let wakeups =
-            Wakeups::start(redis.seeds().to_vec(), keys::LOCK_WAKE_CHANNEL, startup_wait, "lock waiters")
-                .await;
+            Wakeups::start(redis.hub(), keys::LOCK_WAKE_CHANNEL, startup_wait, "lock waiters").await;
         Self { redis, limits, config, wakeups, drain }
     }
 

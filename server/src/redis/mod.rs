@@ -11,8 +11,8 @@
 //! connections of their own.
 
 pub mod blocking;
+pub mod hub;
 pub mod keys;
-pub mod pubsub;
 pub mod scripts;
 pub mod wakeups;
 
@@ -142,6 +142,8 @@ pub struct RedisPool {
     role: RedisRole,
     /// Dedicated connections for blocking reads.
     blocking: blocking::BlockingPool,
+    /// The replica's one pub/sub connection to this Redis.
+    hub: hub::Hub,
 }
 
 impl std::fmt::Debug for RedisPool {
@@ -272,7 +274,8 @@ impl RedisPool {
             .min_idle(Some(0))
             .connection_timeout(config.connect_timeout)
             .build_unchecked(manager);
-        let pool = Self { backend, seeds, role, blocking };
+        let hub = hub::Hub::start(seeds.clone());
+        let pool = Self { backend, seeds, role, blocking, hub };
         let count = match &pool.backend {
             Backend::Single { connections, .. } => connections.len(),
             Backend::Cluster { .. } => 1,
@@ -296,6 +299,11 @@ impl RedisPool {
     /// Clients for dedicated connections (pub/sub): one per seed.
     pub fn seeds(&self) -> &[Client] {
         &self.seeds
+    }
+
+    /// The replica's pub/sub hub for this Redis: Events subscriptions and wake-up channels.
+    pub fn hub(&self) -> &hub::Hub {
+        &self.hub
     }
 
     /// The pool of dedicated connections for blocking commands.

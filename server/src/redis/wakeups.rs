@@ -2,15 +2,16 @@
 //! a lock release) on any server replica, woken through one pub/sub channel.
 //!
 //! A script that changes a watched object PUBLISHes the object's key on the service's wake
-//! channel; each replica's [`Wakeups`] subscribes to that channel with one dedicated
-//! connection and wakes its local waiters of that key, who then ask Redis again.
+//! channel; each replica's [`Wakeups`] subscribes to that channel through the replica's pub/sub
+//! [`Hub`] (one connection per Redis, shared with Events subscribers) and wakes its local
+//! waiters of that key, who then ask Redis again.
 //!
 //! Locally there is one `watch` channel per key that has waiters. A waiter registers before it
 //! asks Redis, so a wake that arrives between Redis's answer and the wait is not lost (a `watch`
 //! receiver remembers that a send happened since it subscribed). Channels are removed when their
 //! last waiter leaves, so the map holds only keys being waited on right now. Messages published
-//! while the subscription was down are lost, so after every (re)subscription all waiters are
-//! woken to re-check; and every waiter also bounds its wait by what Redis told it (a lease's
+//! while the subscription was down are lost, so after every (re)connection, and whenever the
+//! wake channel's mailbox overflowed, all waiters are woken to re-check; and every waiter also bounds its wait by what Redis told it (a lease's
 //! expiry), so a lost wake costs a delay, never a hang.
 //!
 //! Two kinds of waiters. [`Waiter`]s (from [`Wakeups::register`]) all see every wake: cache
@@ -25,44 +26,44 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::Client;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
-use super::pubsub::Subscriber;
+use super::hub::{Hub, Item, Subscription, Topic};
 
-/// One replica's waiters on one wake channel, and the subscription that wakes them.
+/// Wake messages queued for the forwarding task before further ones count as missed (which
+/// wakes every waiter: nothing is lost, only precision).
+const WAKE_BUFFER: usize = 4096;
+
+/// One replica's waiters on one wake channel, and the task that wakes them.
 #[derive(Debug)]
 pub struct Wakeups {
     waiters: Arc<Waiters>,
-    subscriber: Subscriber,
+    connected: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Wakeups {
-    /// Subscribes to `channel` (on the first of `seeds` that answers) and waits up to
-    /// `startup_wait` for the subscription to be live, so waiters are woken from the first call
-    /// on; `what` names the waiters in the warning logged if it is not live yet.
-    pub async fn start(seeds: Vec<Client>, channel: &str, startup_wait: Duration, what: &str) -> Self {
+    /// Subscribes to `channel` through `hub` and waits up to `startup_wait` for the hub to be
+    /// connected, so waiters are woken from the first call on; `what` names the waiters in the
+    /// warning logged if it is not live yet.
+    pub async fn start(hub: &Hub, channel: &str, startup_wait: Duration, what: &str) -> Self {
         let waiters = Arc::new(Waiters::default());
-        let on_message = {
-            let waiters = waiters.clone();
-            Arc::new(move |_channel: &str, payload: &[u8]| {
-                if let Ok(key) = std::str::from_utf8(payload) {
-                    waiters.wake(key);
-                }
-            })
-        };
-        let on_subscribed = {
-            let waiters = waiters.clone();
-            Arc::new(move || waiters.wake_all())
-        };
-        let subscriber = Subscriber::spawn(seeds, vec![channel.to_owned()], on_message, on_subscribed);
-        if !subscriber.wait_connected(startup_wait).await {
+        let subscription = hub.subscribe_in_background(vec![Topic::Channel(channel.to_owned())], WAKE_BUFFER);
+        let task = tokio::spawn(forward(subscription, hub.connection(), waiters.clone()));
+        if !hub.wait_connected(startup_wait).await {
             tracing::warn!(
                 channel,
                 "pub/sub wake-up subscription not live yet; {what} fall back to expiry timers"
             );
         }
-        Self { waiters, subscriber }
+        Self { waiters, connected: hub.connection(), task }
     }
 
     /// Registers a waiter for `key`; it sees every wake from now on.
@@ -77,7 +78,34 @@ impl Wakeups {
 
     /// Whether the subscription is live now.
     pub fn is_connected(&self) -> bool {
-        self.subscriber.is_connected()
+        *self.connected.borrow()
+    }
+}
+
+/// Wakes the waiters of each key published on the wake channel, and all of them whenever
+/// messages may have been lost: after every (re)connection, and when the mailbox overflowed.
+async fn forward(subscription: Subscription, mut connection: watch::Receiver<bool>, waiters: Arc<Waiters>) {
+    let mailbox = subscription.mailbox.clone();
+    loop {
+        tokio::select! {
+            item = subscription.recv() => match item {
+                Item::Message(delivery) => {
+                    if let Ok(key) = std::str::from_utf8(&delivery.payload) {
+                        waiters.wake(key);
+                    }
+                }
+                Item::Missed(_) | Item::Reconnected => waiters.wake_all(),
+            },
+            () = mailbox.lost() => waiters.wake_all(),
+            changed = connection.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *connection.borrow_and_update() {
+                    waiters.wake_all();
+                }
+            }
+        }
     }
 }
 

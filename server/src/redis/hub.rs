@@ -1,4 +1,5 @@
-//! The replica's one Redis pub/sub connection, shared by every gRPC subscriber.
+//! The replica's one Redis pub/sub connection per Redis, shared by every gRPC subscriber of the
+//! Events service and by the wake-up channels of the Cache and the Lock (`wakeups.rs`).
 //!
 //! The hub task owns the connection. Subscriptions are reference-counted per Redis channel or
 //! pattern: the first subscriber of a topic SUBSCRIBEs, the last one to leave UNSUBSCRIBEs.
@@ -238,6 +239,8 @@ pub struct Subscription {
     topics: Vec<Topic>,
     /// Messages and loss markers, in the order Redis delivered them; and losses not queued.
     pub mailbox: Arc<Mailbox>,
+    /// Counted in `rookery_events_subscribers` (a client's subscription, not the server's own).
+    counted: bool,
 }
 
 impl Subscription {
@@ -269,7 +272,9 @@ impl Drop for Subscription {
         if !emptied.is_empty() {
             let _ = self.commands.send(Command::Unsubscribe(emptied));
         }
-        metrics::gauge!("rookery_events_subscribers").decrement(1.0);
+        if self.counted {
+            metrics::gauge!("rookery_events_subscribers").decrement(1.0);
+        }
     }
 }
 
@@ -299,15 +304,20 @@ impl Hub {
         tokio::time::timeout(timeout, connected.wait_for(|c| *c)).await.is_ok()
     }
 
-    /// Subscribes to `topics` with a mailbox of `buffer` messages; returns once Redis confirmed
-    /// every topic (or fails if that takes longer than `timeout`).
-    pub async fn subscribe(
+    /// A receiver of the connection's state (true while live), to act on every (re)connection.
+    pub fn connection(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// Registers a subscription's mailbox under `topics`; returns it and the topics that had
+    /// no subscriber yet (to SUBSCRIBE).
+    fn register(
         &self,
         topics: Vec<Topic>,
         buffer: usize,
         max_missed: u64,
-        timeout: Duration,
-    ) -> Result<Subscription, NotConnected> {
+        counted: bool,
+    ) -> (Subscription, Vec<Topic>) {
         let mailbox = Arc::new(Mailbox {
             queue: Queue::new(buffer),
             pending_missed: AtomicU64::new(0),
@@ -331,20 +341,46 @@ impl Hub {
             }
             (id, new_topics)
         };
-        metrics::gauge!("rookery_events_subscribers").increment(1.0);
+        if counted {
+            metrics::gauge!("rookery_events_subscribers").increment(1.0);
+        }
         let subscription = Subscription {
             hub_registry: self.registry.clone(),
             commands: self.commands.clone(),
             id,
             topics,
             mailbox,
+            counted,
         };
+        (subscription, new_topics)
+    }
+
+    /// Subscribes to `topics` with a mailbox of `buffer` messages; returns once Redis confirmed
+    /// every topic (or fails if that takes longer than `timeout`).
+    pub async fn subscribe(
+        &self,
+        topics: Vec<Topic>,
+        buffer: usize,
+        max_missed: u64,
+        timeout: Duration,
+    ) -> Result<Subscription, NotConnected> {
+        let (subscription, new_topics) = self.register(topics, buffer, max_missed, true);
         let (ack, acked) = oneshot::channel();
         self.commands.send(Command::Subscribe(new_topics, ack)).map_err(|_| NotConnected)?;
         match tokio::time::timeout(timeout, acked).await {
             Ok(Ok(())) => Ok(subscription),
             _ => Err(NotConnected),
         }
+    }
+
+    /// Subscribes to `topics` for good, without waiting for Redis: the topics are subscribed as
+    /// soon as the connection is (or comes back) up. For the server's own wake-up channels,
+    /// whose users recover from missed messages (see [`Hub::connection`]).
+    pub fn subscribe_in_background(&self, topics: Vec<Topic>, buffer: usize) -> Subscription {
+        let (subscription, new_topics) = self.register(topics, buffer, u64::MAX, false);
+        let (ack, _) = oneshot::channel();
+        let _ = self.commands.send(Command::Subscribe(new_topics, ack));
+        subscription
     }
 }
 
