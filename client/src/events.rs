@@ -148,7 +148,7 @@ pub struct Consumer {
     group: String,
     name: String,
     settings: ConsumerSettings,
-    inner: Pin<Box<dyn Stream<Item = Result<Deliveries, Status>> + Send>>,
+    inner: Pin<Box<dyn Stream<Item = Result<Deliveries, Status>> + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -191,6 +191,10 @@ impl Stream for Consumer {
         self.inner.as_mut().poll_next(cx)
     }
 }
+
+/// First and longest wait before [`EventsClient::process`] consumes again after losing the server.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Typed calls to `rookery.v1.Events`. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -395,9 +399,13 @@ impl EventsClient {
     /// Consumes with `handler`, one entry at a time in delivery order: entries it finishes
     /// with `Ok` are acknowledged, entries it fails are given back for delivery after
     /// `options.retry_delay` (and reach the dead letters after the group's delivery limit).
-    /// Each batch is settled (acked and nacked in one call each) after its last entry. Runs
-    /// until the consumer ends, and returns why. The handler logs its own errors: here an error
-    /// only means "deliver this entry again".
+    /// Each batch is settled (acked and nacked in one call each) after its last entry.
+    ///
+    /// Runs for as long as the consumer can: when the server or Redis is unavailable (a
+    /// restart, a replica shutting down) it starts consuming again with backoff, getting back
+    /// first the entries it had not settled. It returns only an error that retrying cannot
+    /// fix (the group was deleted, bad arguments). The handler logs its own errors: here an
+    /// error only means "deliver this entry again".
     pub async fn process<F, Fut, E>(
         &self,
         stream: impl Into<String>,
@@ -410,7 +418,44 @@ impl EventsClient {
         F: FnMut(Delivery) -> Fut,
         Fut: Future<Output = Result<(), E>>,
     {
+        let (stream, group, consumer) = (stream.into(), group.into(), consumer.into());
+        let mut backoff = RETRY_MIN;
+        loop {
+            let mut started = false;
+            let ended =
+                self.process_once(&stream, &group, &consumer, options, &mut handler, &mut started).await;
+            match ended {
+                Err(status) if !matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
+                    return Err(status);
+                }
+                // Unavailable, or the stream ended with the server: consume again.
+                _ => {
+                    if started {
+                        backoff = RETRY_MIN;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// One consumer's life for [`Self::process`]; `started` tells whether it got going.
+    async fn process_once<F, Fut, E>(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        options: &ConsumeOptions,
+        handler: &mut F,
+        started: &mut bool,
+    ) -> Result<(), Status>
+    where
+        F: FnMut(Delivery) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+    {
         let mut consumer = self.consume(stream, group, consumer, options).await?;
+        *started = true;
         let settings = consumer.settings();
         let retry_delay = options.retry_delay.min(settings.ack_timeout);
         // A slow batch acks as it goes, well within the ack timeout of its first entries.

@@ -11,7 +11,7 @@ use rookery_client::{AppendOptions, ConsumeOptions, Consumer, Delivery, EventsCl
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::harness::{TestServer, eventually, namespace, shared_redis, test_config};
+use crate::harness::{RedisProcess, TestServer, eventually, namespace, shared_redis, test_config};
 
 fn entry(n: u32) -> HashMap<String, Vec<u8>> {
     HashMap::from([("n".to_owned(), n.to_string().into_bytes())])
@@ -476,4 +476,60 @@ async fn consumers_that_left_holding_entries_are_forgotten_once_those_are_claime
         .unwrap();
     assert!(forgotten >= 1);
     assert!(!names().await.contains(&"gone".to_owned()));
+}
+
+#[tokio::test]
+async fn process_keeps_consuming_across_a_redis_restart() {
+    let mut redis = RedisProcess::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let events = server.client(&namespace("redis-restart")).await.events();
+    let seen: Arc<Mutex<HashSet<u32>>> = Arc::default();
+    let worker = {
+        let (events, seen) = (events.clone(), seen.clone());
+        tokio::spawn(async move {
+            let options = ConsumeOptions { create_group: true, ..ConsumeOptions::default() };
+            events
+                .process("jobs", "g", "w", &options, |delivery| {
+                    seen.lock().unwrap().insert(number_of(&delivery));
+                    async { Ok::<_, ()>(()) }
+                })
+                .await
+        })
+    };
+    // Appends retried until Redis answers; the idempotency key keeps a retry from adding twice.
+    let append = |n: u32| {
+        let events = events.clone();
+        async move {
+            let options =
+                AppendOptions { idempotency_key: Some(format!("job-{n}")), ..AppendOptions::default() };
+            let appended = eventually(Duration::from_secs(15), || async {
+                events.append("jobs", entry(n), &options).await.is_ok()
+            })
+            .await;
+            assert!(appended, "append {n}");
+        }
+    };
+    let all_seen = |count: u32| {
+        let seen = seen.clone();
+        async move {
+            eventually(Duration::from_secs(15), || async { seen.lock().unwrap().len() == count as usize })
+                .await
+        }
+    };
+    for n in 0..5 {
+        append(n).await;
+    }
+    assert!(all_seen(5).await, "before the restart");
+    redis.restart();
+    for n in 5..10 {
+        append(n).await;
+    }
+    assert!(all_seen(10).await, "after the restart: {:?}", seen.lock().unwrap());
+    assert!(!worker.is_finished(), "process keeps running: {:?}", worker.await);
+    let settled = eventually(Duration::from_secs(5), || async {
+        events.describe("jobs").await.is_ok_and(|d| d.groups[0].pending == 0 && d.groups[0].lag == Some(0))
+    })
+    .await;
+    assert!(settled, "everything acked");
+    worker.abort();
 }
