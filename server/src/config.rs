@@ -88,8 +88,9 @@ pub struct RedisConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// Optional separate Redis for the Cache service; it may use any eviction policy.
     pub cache_url: Option<String>,
-    /// Dedicated connections per Redis for blocking reads (Events `Read` with `follow`): the
-    /// most readers one replica serves at once.
+    /// Dedicated connections per Redis for blocking reads (Events `Read` with `follow`, and
+    /// `Consume`): each caught-up reader or consumer holds one while it waits for new entries;
+    /// past this many, they poll instead.
     pub blocking_connections: u32,
     /// Multiplexed connections per Redis (requests are pipelined over each).
     pub connections: usize,
@@ -411,7 +412,7 @@ impl Default for RedisConfig {
             cluster: false,
             tls_ca_file: None,
             cache_url: None,
-            blocking_connections: 64,
+            blocking_connections: 256,
             connections: 1,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(2),

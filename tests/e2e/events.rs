@@ -215,7 +215,9 @@ async fn every_stream_is_trimmed_even_without_options() {
 
 #[tokio::test]
 async fn a_follower_gets_new_entries_from_another_replica_and_leaves_cleanly() {
-    let config = test_config(&shared_redis().url());
+    let mut config = test_config(&shared_redis().url());
+    // Few dedicated connections, so that a leak would show.
+    config.redis.blocking_connections = 8;
     let (a, b) = tokio::join!(TestServer::start(config.clone()), TestServer::start(config));
     let ns = namespace("follow");
     let (writer, reader) = (a.client(&ns).await.events(), b.client(&ns).await.events());
@@ -245,6 +247,14 @@ async fn a_follower_gets_new_entries_from_another_replica_and_leaves_cleanly() {
         let mut stream = reader.read("feed", "$", true).await.unwrap();
         assert!(tokio::time::timeout(Duration::from_millis(5), stream.next()).await.is_err());
     }
+    // The connections came back: a new follower waits on one, and hears at once.
+    let mut fresh = reader.read("feed", "$", true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let appended_at = std::time::Instant::now();
+    writer.append("feed", fields(99), &AppendOptions::default()).await.unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(2), fresh.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(batch[0].fields, fields(99));
+    assert!(appended_at.elapsed() < Duration::from_millis(400), "woken by its blocking read, not by polling");
     let mut resumed = reader.read("feed", seen[9].id.clone(), true).await.unwrap();
     let batch = tokio::time::timeout(Duration::from_secs(2), resumed.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(batch.first().map(|e| e.fields.clone()), Some(fields(11)));

@@ -40,6 +40,9 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_BATCH: usize = 100;
 /// How long one blocking read waits for new entries before checking on its reader.
 const BLOCK: Duration = Duration::from_secs(5);
+/// How long a caught-up reader waits for a dedicated connection, and then before it looks for
+/// new entries again when none was free.
+const POOL_WAIT: Duration = Duration::from_millis(500);
 /// Longest field name of a stream entry.
 const MAX_FIELD_NAME: usize = 256;
 /// Field names that dead letters add to an entry's own: no appended entry may use them.
@@ -342,13 +345,20 @@ impl Events {
                 return;
             }
             // Caught up: wait for new entries on a dedicated connection.
-            let mut blocking = match self.redis.blocking().get().await {
-                Ok(conn) => conn,
-                Err(_) => {
-                    return fail(Error::Unavailable(
-                        "no connection for a blocking read is free (redis.blocking_connections); retry shortly".into(),
-                    ))
-                    .await;
+            // Every dedicated connection busy: look again after a while (polling), rather
+            // than fail a reader that is doing nothing wrong.
+            let mut blocking = match tokio::time::timeout(POOL_WAIT, self.redis.blocking().get()).await {
+                Ok(Ok(conn)) => conn,
+                _ => {
+                    metrics::counter!("rookery_events_blocking_pool_exhausted_total").increment(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(POOL_WAIT) => continue,
+                        () = tx.closed() => return,
+                        () = self.drain.draining() => {
+                            let _ = tx.send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()))).await;
+                            return;
+                        }
+                    }
                 }
             };
             let mut xread = redis::cmd("XREAD");
