@@ -3,14 +3,13 @@
 //! tonic allocates each RPC's encode buffer up front (8 KiB by default) and keeps it for the
 //! life of the call. For server streams that stay open and mostly idle (subscriptions,
 //! consumers, lock holds), that buffer is most of what a stream costs the server, so it starts
-//! at 1 KiB here and grows, in 1 KiB steps, only for larger messages. Decoding keeps tonic's
-//! default: a request's decode buffer lives only while the request is read.
+//! at 1 KiB here and grows only for larger messages. Decoding keeps tonic's default: a
+//! request's decode buffer lives only while the request is read.
 
-use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-/// Initial size, and growth step, of a call's encode buffer.
+/// Initial size of a call's encode buffer.
 const ENCODE_BUFFER: usize = 1024;
 /// How much encoded output a stream batches before yielding it (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
@@ -32,35 +31,15 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = SmallBufferEncoder<T>;
+    type Encoder = ProstEncoder<T>;
     type Decoder = ProstDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        SmallBufferEncoder(ProstCodec::<T, U>::raw_encoder(BufferSettings::new(
-            ENCODE_BUFFER,
-            YIELD_THRESHOLD,
-        )))
+        // tonic sizes the buffer from the encoder's own `buffer_settings`.
+        ProstCodec::<T, U>::raw_encoder(BufferSettings::new(ENCODE_BUFFER, YIELD_THRESHOLD))
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         ProstCodec::<T, U>::raw_decoder(BufferSettings::default())
-    }
-}
-
-/// prost's encoder, reporting the small buffer settings to tonic (which sizes the buffer from
-/// the encoder's `buffer_settings`).
-#[derive(Debug)]
-pub struct SmallBufferEncoder<T>(ProstEncoder<T>);
-
-impl<T: prost::Message> Encoder for SmallBufferEncoder<T> {
-    type Item = T;
-    type Error = Status;
-
-    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        self.0.encode(item, buf)
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        self.0.buffer_settings()
     }
 }

@@ -7,32 +7,32 @@
 -- ARGV[3]  most entries the consumer may have delivered and unacknowledged
 -- ARGV[4]  history cursor: the last of the consumer's own pending entries (those it had when it
 --          started) delivered again so far, '0-0' at the start; '' once all were
--- ARGV[5]  XAUTOCLAIM cursor ('0-0' when no scan is under way)
+-- ARGV[5]  '1' when it is time to look for entries idle past the ack timeout
 -- ARGV[6]  the group's ack timeout, in ms
 -- ARGV[7]  the group's delivery limit (0: none)
 -- ARGV[8]  approximate maximum length of the dead-letter stream
 -- ARGV[9]  most entries to deliver in this call
 -- ARGV[10] bytes (field names and values) after which this call takes no more entries
--- ARGV[11] '1' when a scan for entries idle past the ack timeout is due (or under way)
 --
--- Returns {history cursor, XAUTOCLAIM cursor, trimmed, dead-lettered, slots still free after
--- this call, deliveries}, each delivery being {id, {field, value, ...}, times delivered}.
+-- Returns {history cursor, trimmed, dead-lettered, slots still free after this call, look,
+-- deliveries}, each delivery being {id, {field, value, ...}, times delivered}; `look` is 0 when
+-- this call did not look for entries idle past the ack timeout, 1 when it found them all, 2
+-- when it ran out of room (more may be waiting: look again at once).
 --
 -- Order of preference: the consumer's own pending entries (until all were delivered again);
--- then, when a scan is due, entries idle longer than the ack timeout (from any consumer, or
--- given back by a Nack); new entries only once that scan has gone round the whole pending
--- list. An entry delivered more often than the limit moves to the dead-letter stream; one
--- trimmed from the stream while pending is acknowledged and counted as trimmed. Reads go in
--- small chunks so that the byte budget bounds the reply.
+-- then, when it is time to look, entries idle longer than the ack timeout (from any consumer,
+-- or given back by a Nack), found with XPENDING IDLE (one pass over the pending list, inside
+-- Redis) and claimed with XCLAIM; then new entries. An entry delivered more often than the
+-- limit moves to the dead-letter stream; one trimmed from the stream while pending is
+-- acknowledged, or dropped from the pending list by Redis, and counted as trimmed. Reads go
+-- in small chunks so that the byte budget bounds the reply.
 local group, consumer = ARGV[1], ARGV[2]
 local max_in_flight = tonumber(ARGV[3])
-local history, claim_cursor = ARGV[4], ARGV[5]
+local history = ARGV[4]
 local ack_timeout = ARGV[6]
 local max_deliveries = tonumber(ARGV[7])
 local budget = tonumber(ARGV[10])
 local CHUNK = 16
--- XAUTOCLAIM calls per fetch: each examines at most 10 × its COUNT pending entries.
-local CLAIM_CALLS = 8
 
 local out, trimmed, dead, bytes = {}, 0, 0, 0
 
@@ -78,18 +78,38 @@ local function redeliver(entries)
   end
 end
 
-if free <= 0 then
-  -- At the bound: only this consumer's own entries idle past the ack timeout (an ack that was
-  -- lost) come back, so that a consumer never stalls on entries it will not ack.
-  local expired = redis.call('XPENDING', KEYS[1], group, 'IDLE', ack_timeout, '-', '+', CHUNK, consumer)
-  if #expired > 0 then
-    local ids = {}
-    for i, entry in ipairs(expired) do
-      ids[i] = entry[1]
-    end
-    redeliver(redis.call('XCLAIM', KEYS[1], group, consumer, ack_timeout, unpack(ids)))
+-- Claims `ids` (idle past the ack timeout) for this consumer and delivers them; XCLAIM drops
+-- entries trimmed from the stream from the pending list without returning them.
+local function claim(ids)
+  local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, ack_timeout, unpack(ids))
+  trimmed = trimmed + #ids - #claimed
+  redeliver(claimed)
+end
+
+-- This consumer's pending entries idle past the ack timeout, up to `last`, at most `count`.
+local function expired_ids(last, count, owner)
+  local expired
+  if owner then
+    expired = redis.call('XPENDING', KEYS[1], group, 'IDLE', ack_timeout, '-', last, count, owner)
+  else
+    expired = redis.call('XPENDING', KEYS[1], group, 'IDLE', ack_timeout, '-', last, count)
   end
-  return {history, claim_cursor, trimmed, dead, 0, out}
+  local ids = {}
+  for i, entry in ipairs(expired) do
+    ids[i] = entry[1]
+  end
+  return ids
+end
+
+if free <= 0 then
+  -- At the bound: only this consumer's own entries (those counted as in flight) idle past the
+  -- ack timeout (an ack that was lost) come back, so that a consumer never stalls on entries
+  -- it will not ack.
+  local ids = expired_ids(history ~= '' and history or '+', CHUNK, consumer)
+  if #ids > 0 then
+    claim(ids)
+  end
+  return {history, trimmed, dead, 0, 0, out}
 end
 local slots = math.min(free, tonumber(ARGV[9]))
 local function room()
@@ -109,42 +129,38 @@ if history ~= '' then
     history = entries[#entries][1]
   end
   if history ~= '' then
-    return {history, claim_cursor, trimmed, dead, free - #out, out}
+    return {history, trimmed, dead, free - #out, 0, out}
   end
 end
 
-if ARGV[11] == '1' then
-  local calls = 0
-  while room() and calls < CLAIM_CALLS do
-    calls = calls + 1
-    local claimed = redis.call('XAUTOCLAIM', KEYS[1], group, consumer, ack_timeout, claim_cursor,
-      'COUNT', math.min(slots - #out, CHUNK))
-    claim_cursor = claimed[1]
-    redeliver(claimed[2])
-    trimmed = trimmed + #(claimed[3] or {})
-    if claim_cursor == '0-0' then
-      break
-    end
-  end
-end
-
-if claim_cursor == '0-0' then
+local looked = 0
+if ARGV[5] == '1' then
+  looked = 2
   while room() do
-    local want = math.min(slots - #out, CHUNK)
-    local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[1], '>')
-    if not read then
+    local ids = expired_ids('+', math.min(slots - #out, CHUNK), nil)
+    if #ids == 0 then
+      looked = 1
       break
     end
-    local entries = read[1][2]
-    for _, entry in ipairs(entries) do
-      out[#out + 1] = {entry[1], entry[2], 1}
-      for i = 1, #entry[2] do
-        bytes = bytes + #entry[2][i]
-      end
-    end
-    if #entries < want then
-      break
-    end
+    claim(ids)
   end
 end
-return {history, claim_cursor, trimmed, dead, free - #out, out}
+
+while room() do
+  local want = math.min(slots - #out, CHUNK)
+  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[1], '>')
+  if not read then
+    break
+  end
+  local entries = read[1][2]
+  for _, entry in ipairs(entries) do
+    out[#out + 1] = {entry[1], entry[2], 1}
+    for i = 1, #entry[2] do
+      bytes = bytes + #entry[2][i]
+    end
+  end
+  if #entries < want then
+    break
+  end
+end
+return {history, trimmed, dead, free - #out, looked, out}

@@ -7,12 +7,13 @@
 //! (`keys::event_dead_letters`). All three share the stream's hash tag, so every step is one
 //! script, also on a Cluster.
 //!
-//! A `Consume` is a task that asks `fetch.lua` for the next entries only once the client has
-//! taken the previous message and has fewer than `max_in_flight` entries unacknowledged, so an
-//! entry's ack timeout runs while the client has it. When nothing is ready it waits for new
-//! entries with XREADGROUP BLOCK on a dedicated connection, at most [`POLL`] at a time, so that
-//! entries whose ack timeout ran out elsewhere (or whose Nack delay ended) are picked up within
-//! that much of becoming due. A consumer at its in-flight bound waits for an Ack made through
+//! A `Consume` is a task that asks `fetch.lua` for the next entries only once the previous
+//! message has left for the client and fewer than `max_in_flight` entries are unacknowledged
+//! (those in transit included), so few entries wait in buffers while their ack timeout runs.
+//! Every [`POLL`] a fetch also looks for entries idle past the ack timeout (XPENDING IDLE, then
+//! XCLAIM). When nothing is ready it waits for new entries with XREADGROUP BLOCK on a dedicated
+//! connection until that next look is due, so entries whose ack timeout ran out elsewhere (or
+//! whose Nack delay ended) are picked up within [`POLL`] of becoming due. A consumer at its in-flight bound waits for an Ack made through
 //! this replica (a local signal) or, at most, [`POLL`] (acks through other replicas).
 
 use std::collections::HashMap;
@@ -264,10 +265,12 @@ fn id_millis(id: &str) -> Option<u64> {
 /// Parses `fetch.lua`'s reply.
 struct Fetched {
     history: String,
-    claim_cursor: String,
     trimmed: u64,
     dead_lettered: u64,
     free_slots: u64,
+    /// Whether this fetch looked for entries idle past the ack timeout: 0 no, 1 it found them
+    /// all, 2 it ran out of room with more perhaps waiting.
+    looked_for_expired: u64,
     deliveries: Vec<Delivery>,
 }
 
@@ -284,15 +287,15 @@ fn parse_delivery(value: &Value) -> Option<Delivery> {
 
 fn parse_fetched(value: &Value) -> Option<Fetched> {
     let Value::Array(parts) = value else { return None };
-    let [history, cursor, trimmed, dead, free, Value::Array(deliveries)] = parts.as_slice() else {
+    let [history, trimmed, dead, free, looked, Value::Array(deliveries)] = parts.as_slice() else {
         return None;
     };
     Some(Fetched {
         history: text(history),
-        claim_cursor: text(cursor),
         trimmed: number(trimmed)?,
         dead_lettered: number(dead)?,
         free_slots: number(free)?,
+        looked_for_expired: number(looked)?,
         deliveries: deliveries.iter().map(parse_delivery).collect::<Option<_>>()?,
     })
 }
@@ -468,26 +471,19 @@ impl Events {
         Ok(rx)
     }
 
-    async fn fetch(
-        &self,
-        consumer: &Consumer,
-        history: &str,
-        claim_cursor: &str,
-        scan: bool,
-    ) -> Result<Fetched> {
+    async fn fetch(&self, consumer: &Consumer, history: &str, look_for_expired: bool) -> Result<Fetched> {
         let keys = &consumer.keys;
         let mut cmd = evalsha(&scripts::EVENTS_FETCH, &[&keys.stream, &keys.dead_letters]);
         cmd.arg(&consumer.group)
             .arg(&consumer.name)
             .arg(consumer.max_in_flight)
             .arg(history)
-            .arg(claim_cursor)
+            .arg(if look_for_expired { "1" } else { "0" })
             .arg(millis(consumer.settings.ack_timeout))
             .arg(consumer.settings.max_deliveries)
             .arg(self.config.stream_max_len)
             .arg(consumer.batch())
-            .arg(FETCH_BYTES)
-            .arg(if scan { "1" } else { "0" });
+            .arg(FETCH_BYTES);
         let reply: Value =
             timed("events.fetch", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_FETCH, &cmd))
                 .await
@@ -544,7 +540,6 @@ impl Events {
     async fn run_consumer(self: Arc<Self>, consumer: Consumer, tx: mpsc::Sender<Result<ConsumeEvent>>) {
         let _open = crate::telemetry::GaugeGuard::new(metrics::gauge!("rookery_events_consumers"));
         let mut history = "0-0".to_owned();
-        let mut claim_cursor = "0-0".to_owned();
         let mut last_scan: Option<Instant> = None;
         let mut last_prune = Instant::now();
         let max_message = self.limits.max_message_bytes.saturating_sub(MESSAGE_MARGIN).max(1);
@@ -556,32 +551,36 @@ impl Events {
                     Err(_) => break,
                 },
                 () = self.drain.draining() => {
-                    let _ = tx.send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()))).await;
+                    // Never waits on a client that stopped reading.
+                    let _ = tx.try_send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into())));
                     break;
                 }
             };
             let acked = consumer.acked.notified();
             tokio::pin!(acked);
             acked.as_mut().enable();
-            // Entries idle past the ack timeout are looked for at least every POLL, and until
-            // a scan of the pending list is complete.
-            let scan_due = claim_cursor != "0-0" || last_scan.is_none_or(|at| at.elapsed() >= POLL);
-            let fetched = match self.fetch(&consumer, &history, &claim_cursor, scan_due).await {
+            // Entries idle past the ack timeout are looked for every POLL.
+            let scan_due = last_scan.is_none_or(|at| at.elapsed() >= POLL);
+            let fetched = match self.fetch(&consumer, &history, scan_due).await {
                 Ok(fetched) => fetched,
                 Err(e) => {
                     permit.send(Err(e));
                     break;
                 }
             };
+            if tx.is_closed() {
+                self.give_back(&consumer, &fetched.deliveries).await;
+                break;
+            }
             history = fetched.history;
-            if scan_due && fetched.claim_cursor == "0-0" {
+            // Found them all: the next look is due in POLL. (Out of room: still due.)
+            if fetched.looked_for_expired == 1 {
                 last_scan = Some(Instant::now());
                 if last_prune.elapsed() >= PRUNE_EVERY {
                     last_prune = Instant::now();
                     self.prune(&consumer).await;
                 }
             }
-            claim_cursor = fetched.claim_cursor;
             let mut deliveries = fetched.deliveries;
             if deliveries.is_empty() && fetched.trimmed == 0 {
                 if fetched.free_slots == 0 {
@@ -594,9 +593,9 @@ impl Events {
                     }
                     continue;
                 }
-                // More to look at at once: the restart history or a scan is unfinished, or
-                // everything this round went to the dead letters.
-                if !history.is_empty() || claim_cursor != "0-0" || fetched.dead_lettered > 0 {
+                // More to look at at once: the restart history is unfinished, or everything
+                // this round went to the dead letters.
+                if !history.is_empty() || fetched.dead_lettered > 0 {
                     continue;
                 }
                 // Caught up: wait for new entries until the next scan is due. The wait is not
@@ -917,10 +916,10 @@ mod tests {
     fn fetch_replies_parse() {
         let reply = Value::Array(vec![
             Value::BulkString(b"".to_vec()),
-            Value::BulkString(b"0-0".to_vec()),
             Value::Int(1),
             Value::Int(0),
             Value::Int(7),
+            Value::Int(1),
             Value::Array(vec![Value::Array(vec![
                 Value::BulkString(b"5-1".to_vec()),
                 Value::Array(vec![Value::BulkString(b"k".to_vec()), Value::BulkString(b"v".to_vec())]),
@@ -928,7 +927,7 @@ mod tests {
             ])]),
         ]);
         let fetched = parse_fetched(&reply).unwrap();
-        assert_eq!((fetched.trimmed, fetched.free_slots), (1, 7));
+        assert_eq!((fetched.trimmed, fetched.free_slots, fetched.looked_for_expired), (1, 7, 1));
         assert_eq!(fetched.deliveries[0].id, "5-1");
         assert_eq!(fetched.deliveries[0].deliveries, 2);
         assert_eq!(fetched.deliveries[0].fields["k"], b"v");

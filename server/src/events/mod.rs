@@ -355,7 +355,7 @@ impl Events {
                         () = tokio::time::sleep(POOL_WAIT) => continue,
                         () = tx.closed() => return,
                         () = self.drain.draining() => {
-                            let _ = tx.send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()))).await;
+                            let _ = tx.try_send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into())));
                             return;
                         }
                     }
@@ -376,7 +376,7 @@ impl Events {
                     outcome = read => Some(outcome),
                     () = tx.closed() => None,
                     () = self.drain.draining() => {
-                        let _ = tx.send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()))).await;
+                        let _ = tx.try_send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into())));
                         None
                     }
                 }

@@ -143,6 +143,8 @@ pub struct Mailbox {
     cut: AtomicBool,
     notify: Notify,
     max_missed: u64,
+    /// A client's subscription (counted in the Events metrics), not one of the server's own.
+    counted: bool,
 }
 
 impl Mailbox {
@@ -173,7 +175,9 @@ impl Mailbox {
             return;
         }
         self.pending_missed.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("rookery_events_missed_total").increment(1);
+        if self.counted {
+            metrics::counter!("rookery_events_missed_total").increment(1);
+        }
         if self.missed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_missed {
             self.cut.store(true, Ordering::Relaxed);
         }
@@ -239,8 +243,6 @@ pub struct Subscription {
     topics: Vec<Topic>,
     /// Messages and loss markers, in the order Redis delivered them; and losses not queued.
     pub mailbox: Arc<Mailbox>,
-    /// Counted in `rookery_events_subscribers` (a client's subscription, not the server's own).
-    counted: bool,
 }
 
 impl Subscription {
@@ -272,7 +274,7 @@ impl Drop for Subscription {
         if !emptied.is_empty() {
             let _ = self.commands.send(Command::Unsubscribe(emptied));
         }
-        if self.counted {
+        if self.mailbox.counted {
             metrics::gauge!("rookery_events_subscribers").decrement(1.0);
         }
     }
@@ -326,6 +328,7 @@ impl Hub {
             cut: AtomicBool::new(false),
             notify: Notify::new(),
             max_missed,
+            counted,
         });
         let (id, new_topics) = {
             let mut registry = self.registry.lock().expect("events registry poisoned");
@@ -350,7 +353,6 @@ impl Hub {
             id,
             topics,
             mailbox,
-            counted,
         };
         (subscription, new_topics)
     }
@@ -374,13 +376,19 @@ impl Hub {
     }
 
     /// Subscribes to `topics` for good, without waiting for Redis: the topics are subscribed as
-    /// soon as the connection is (or comes back) up. For the server's own wake-up channels,
-    /// whose users recover from missed messages (see [`Hub::connection`]).
-    pub fn subscribe_in_background(&self, topics: Vec<Topic>, buffer: usize) -> Subscription {
+    /// soon as the connection is (or comes back) up, and the receiver resolves once Redis has
+    /// confirmed them (an error if that attempt failed: they are subscribed again on
+    /// reconnection, which [`Hub::connection`] shows). For the server's own wake-up channels,
+    /// whose users recover from missed messages.
+    pub fn subscribe_in_background(
+        &self,
+        topics: Vec<Topic>,
+        buffer: usize,
+    ) -> (Subscription, oneshot::Receiver<()>) {
         let (subscription, new_topics) = self.register(topics, buffer, u64::MAX, false);
-        let (ack, _) = oneshot::channel();
+        let (ack, confirmed) = oneshot::channel();
         let _ = self.commands.send(Command::Subscribe(new_topics, ack));
-        subscription
+        (subscription, confirmed)
     }
 }
 

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::hub::{Hub, Item, Subscription, Topic};
@@ -39,7 +39,11 @@ const WAKE_BUFFER: usize = 4096;
 #[derive(Debug)]
 pub struct Wakeups {
     waiters: Arc<Waiters>,
+    /// The hub's connection state.
     connected: watch::Receiver<bool>,
+    /// Whether Redis has confirmed the wake channel's subscription (once is enough: the hub
+    /// subscribes it again before it reports a new connection).
+    subscribed: watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
 
@@ -50,20 +54,23 @@ impl Drop for Wakeups {
 }
 
 impl Wakeups {
-    /// Subscribes to `channel` through `hub` and waits up to `startup_wait` for the hub to be
-    /// connected, so waiters are woken from the first call on; `what` names the waiters in the
+    /// Subscribes to `channel` through `hub` and waits up to `startup_wait` for Redis to
+    /// confirm it, so waiters are woken from the first call on; `what` names the waiters in the
     /// warning logged if it is not live yet.
     pub async fn start(hub: &Hub, channel: &str, startup_wait: Duration, what: &str) -> Self {
         let waiters = Arc::new(Waiters::default());
-        let subscription = hub.subscribe_in_background(vec![Topic::Channel(channel.to_owned())], WAKE_BUFFER);
-        let task = tokio::spawn(forward(subscription, hub.connection(), waiters.clone()));
-        if !hub.wait_connected(startup_wait).await {
+        let (subscription, confirmed) =
+            hub.subscribe_in_background(vec![Topic::Channel(channel.to_owned())], WAKE_BUFFER);
+        let (subscribed_tx, mut subscribed) = watch::channel(false);
+        let task =
+            tokio::spawn(forward(subscription, confirmed, hub.connection(), subscribed_tx, waiters.clone()));
+        if tokio::time::timeout(startup_wait, subscribed.wait_for(|s| *s)).await.is_err() {
             tracing::warn!(
                 channel,
                 "pub/sub wake-up subscription not live yet; {what} fall back to expiry timers"
             );
         }
-        Self { waiters, connected: hub.connection(), task }
+        Self { waiters, connected: hub.connection(), subscribed, task }
     }
 
     /// Registers a waiter for `key`; it sees every wake from now on.
@@ -78,16 +85,32 @@ impl Wakeups {
 
     /// Whether the subscription is live now.
     pub fn is_connected(&self) -> bool {
-        *self.connected.borrow()
+        *self.subscribed.borrow() && *self.connected.borrow()
     }
 }
 
 /// Wakes the waiters of each key published on the wake channel, and all of them whenever
-/// messages may have been lost: after every (re)connection, and when the mailbox overflowed.
-async fn forward(subscription: Subscription, mut connection: watch::Receiver<bool>, waiters: Arc<Waiters>) {
+/// messages may have been lost: once Redis confirmed the subscription, after every
+/// reconnection, and when the mailbox overflowed.
+async fn forward(
+    subscription: Subscription,
+    confirmed: oneshot::Receiver<()>,
+    mut connection: watch::Receiver<bool>,
+    subscribed: watch::Sender<bool>,
+    waiters: Arc<Waiters>,
+) {
     let mailbox = subscription.mailbox.clone();
+    let mut confirmed = Some(confirmed);
     loop {
         tokio::select! {
+            result = async { confirmed.as_mut().expect("guarded").await }, if confirmed.is_some() => {
+                confirmed = None;
+                // A failed first attempt is retried on reconnection, before the hub reports it.
+                if result.is_ok() {
+                    subscribed.send_replace(true);
+                    waiters.wake_all();
+                }
+            }
             item = subscription.recv() => match item {
                 Item::Message(delivery) => {
                     if let Ok(key) = std::str::from_utf8(&delivery.payload) {
@@ -102,6 +125,9 @@ async fn forward(subscription: Subscription, mut connection: watch::Receiver<boo
                     return;
                 }
                 if *connection.borrow_and_update() {
+                    if confirmed.is_none() {
+                        subscribed.send_replace(true);
+                    }
                     waiters.wake_all();
                 }
             }
