@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  the stream
 -- KEYS[2]  its dead-letter stream
+-- KEYS[3]  the group's "expired entries were just looked for" mark
 -- ARGV[1]  the group
 -- ARGV[2]  the consumer
 -- ARGV[3]  most entries the consumer may have delivered and unacknowledged
@@ -13,6 +14,7 @@
 -- ARGV[8]  approximate maximum length of the dead-letter stream
 -- ARGV[9]  most entries to deliver in this call
 -- ARGV[10] bytes (field names and values) after which this call takes no more entries
+-- ARGV[11] how long, in ms, a complete look spares the group's other consumers from looking
 --
 -- Returns {history cursor, trimmed, dead-lettered, slots still free after this call, look,
 -- deliveries}, each delivery being {id, {field, value, ...}, times delivered}; `look` is 0 when
@@ -22,7 +24,8 @@
 -- Order of preference: the consumer's own pending entries (until all were delivered again);
 -- then, when it is time to look, entries idle longer than the ack timeout (from any consumer,
 -- or given back by a Nack), found with XPENDING IDLE (one pass over the pending list, inside
--- Redis) and claimed with XCLAIM; then new entries. An entry delivered more often than the
+-- Redis) and claimed with XCLAIM, unless another consumer of the group has just found them all;
+-- then new entries. An entry delivered more often than the
 -- limit moves to the dead-letter stream; one trimmed from the stream while pending is
 -- acknowledged, or dropped from the pending list by Redis, and counted as trimmed. Reads go
 -- in small chunks so that the byte budget bounds the reply.
@@ -135,14 +138,20 @@ end
 
 local looked = 0
 if ARGV[5] == '1' then
-  looked = 2
-  while room() do
-    local ids = expired_ids('+', math.min(slots - #out, CHUNK), nil)
-    if #ids == 0 then
-      looked = 1
-      break
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    -- Another consumer of the group found them all a moment ago.
+    looked = 1
+  else
+    looked = 2
+    while room() do
+      local ids = expired_ids('+', math.min(slots - #out, CHUNK), nil)
+      if #ids == 0 then
+        looked = 1
+        redis.call('SET', KEYS[3], '1', 'PX', ARGV[11])
+        break
+      end
+      claim(ids)
     end
-    claim(ids)
   end
 end
 

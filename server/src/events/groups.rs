@@ -11,7 +11,7 @@
 //! message has left for the client and fewer than `max_in_flight` entries are unacknowledged
 //! (those in transit included), so few entries wait in buffers while their ack timeout runs.
 //! Every [`POLL`] a fetch also looks for entries idle past the ack timeout (XPENDING IDLE, then
-//! XCLAIM). When nothing is ready it waits for new entries with XREADGROUP BLOCK on a dedicated
+//! XCLAIM), unless another consumer of the group just did. When nothing is ready it waits for new entries with XREADGROUP BLOCK on a dedicated
 //! connection until that next look is due, so entries whose ack timeout ran out elsewhere (or
 //! whose Nack delay ended) are picked up within [`POLL`] of becoming due. A consumer at its in-flight bound waits for an Ack made through
 //! this replica (a local signal) or, at most, [`POLL`] (acks through other replicas).
@@ -195,6 +195,7 @@ struct GroupKeys {
     stream: String,
     dead_letters: String,
     settings: String,
+    expiry_look: String,
     /// Names the group locally (for [`AckSignals`]).
     signal: String,
 }
@@ -205,6 +206,7 @@ impl GroupKeys {
         Self {
             dead_letters: keys::event_dead_letters(&stream),
             settings: keys::event_group_settings(&stream, group),
+            expiry_look: keys::event_group_expiry_look(&stream, group),
             signal: format!("{stream}\n{group}"),
             stream,
             name: name.to_owned(),
@@ -473,7 +475,7 @@ impl Events {
 
     async fn fetch(&self, consumer: &Consumer, history: &str, look_for_expired: bool) -> Result<Fetched> {
         let keys = &consumer.keys;
-        let mut cmd = evalsha(&scripts::EVENTS_FETCH, &[&keys.stream, &keys.dead_letters]);
+        let mut cmd = evalsha(&scripts::EVENTS_FETCH, &[&keys.stream, &keys.dead_letters, &keys.expiry_look]);
         cmd.arg(&consumer.group)
             .arg(&consumer.name)
             .arg(consumer.max_in_flight)
@@ -483,7 +485,8 @@ impl Events {
             .arg(consumer.settings.max_deliveries)
             .arg(self.config.stream_max_len)
             .arg(consumer.batch())
-            .arg(FETCH_BYTES);
+            .arg(FETCH_BYTES)
+            .arg(millis(POLL));
         let reply: Value =
             timed("events.fetch", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_FETCH, &cmd))
                 .await

@@ -241,6 +241,15 @@ pub fn event_group_settings(stream: &str, group: &str) -> String {
     key
 }
 
+/// Marks, for a short while, that some consumer of group `group` of the stream whose key is
+/// `stream` has just looked for entries idle past the ack timeout and found them all, so the
+/// group's other consumers need not look again yet (same hash tag; expires by itself).
+pub fn event_group_expiry_look(stream: &str, group: &str) -> String {
+    let mut key = event_group_settings(stream, group);
+    key.push_str(":look");
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,7 +384,8 @@ mod tests {
             let of = |ns: &str, s: &str, g: &str, i: &str| {
                 let (stream, marker) = event_stream(ns, s, Some(i));
                 let (dead, group) = (event_dead_letters(&stream), event_group_settings(&stream, g));
-                [stream, marker.unwrap(), dead, group]
+                let look = event_group_expiry_look(&stream, g);
+                [stream, marker.unwrap(), dead, group, look]
             };
             let (a, b) = (of(&ns1, &s1, &g1, &i1), of(&ns2, &s2, &g2, &i2));
             for key in &a[1..] {
@@ -383,7 +393,8 @@ mod tests {
             }
             let all: std::collections::HashSet<&String> = a.iter().chain(&b).collect();
             let same_stream = (&ns1, &s1) == (&ns2, &s2);
-            let expected = if !same_stream { 8 } else { 4 + usize::from(i1 != i2) + usize::from(g1 != g2) };
+            let expected =
+                if !same_stream { 10 } else { 5 + usize::from(i1 != i2) + 2 * usize::from(g1 != g2) };
             prop_assert_eq!(all.len(), expected);
         }
 
