@@ -350,7 +350,8 @@ fn code<T>(result: Result<T, tonic::Status>) -> Code {
 #[tokio::test]
 async fn groups_are_created_once_described_and_deleted() {
     let server = TestServer::start(test_config(&shared_redis().url())).await;
-    let events = server.client(&namespace("groups")).await.events();
+    let ns = namespace("groups");
+    let events = server.client(&ns).await.events();
     assert_eq!(code(events.describe("nothing").await), Code::NotFound);
     assert_eq!(code(events.consume("nothing", "g", "c", &ConsumeOptions::default()).await), Code::NotFound);
 
@@ -409,6 +410,23 @@ async fn groups_are_created_once_described_and_deleted() {
     let ended = tokio::time::timeout(Duration::from_secs(3), joined.next()).await.expect("the consumer ends");
     assert_eq!(ended.unwrap().unwrap_err().code(), Code::NotFound);
     assert_eq!(events.describe("s").await.unwrap().groups.len(), 1);
+
+    // Without a TTL are only the durable parts: the stream, and the settings of its live group
+    // (the deleted group's went with it); everything else (marks, markers) expires.
+    let mut conn = shared_redis().conn().await;
+    let mut lasting = Vec::new();
+    for key in shared_redis().keys_of(&ns).await {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+        if ttl == -1 {
+            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.unwrap();
+            lasting.push((key.rsplit_once('}').map(|(_, rest)| rest.to_owned()).unwrap_or_default(), kind));
+        }
+    }
+    lasting.sort();
+    assert_eq!(
+        lasting,
+        [("".to_owned(), "stream".to_owned()), (":grp:from-start".to_owned(), "hash".to_owned())]
+    );
 }
 
 #[tokio::test]
