@@ -404,8 +404,9 @@ impl EventsClient {
     /// Runs for as long as the consumer can: when the server or Redis is unavailable (a
     /// restart, a replica shutting down) it starts consuming again with backoff, getting back
     /// first the entries it had not settled. It returns only an error that retrying cannot
-    /// fix (the group was deleted, bad arguments). The handler logs its own errors: here an
-    /// error only means "deliver this entry again".
+    /// fix: the group was deleted, bad arguments, or ABORTED when another call took the
+    /// consumer name over (two instances share one name). The handler logs its own errors:
+    /// here an error only means "deliver this entry again".
     pub async fn process<F, Fut, E>(
         &self,
         stream: impl Into<String>,
@@ -425,6 +426,8 @@ impl EventsClient {
             let ended =
                 self.process_once(&stream, &group, &consumer, options, &mut handler, &mut started).await;
             match ended {
+                // Unavailable: the server or Redis is restarting. (ABORTED, another live call
+                // took this consumer name over, is returned: two instances share one name.)
                 Err(status) if !matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
                     return Err(status);
                 }

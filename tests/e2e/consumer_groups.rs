@@ -556,3 +556,39 @@ async fn process_keeps_consuming_across_a_redis_restart() {
     assert!(settled, "everything acked");
     worker.abort();
 }
+
+#[tokio::test]
+async fn a_new_call_takes_a_consumer_name_over_and_the_old_one_ends() {
+    let config = test_config(&shared_redis().url());
+    let (a, b) = tokio::join!(TestServer::start(config.clone()), TestServer::start(config));
+    let ns = namespace("takeover");
+    let (on_a, on_b) = (a.client(&ns).await.events(), b.client(&ns).await.events());
+    let ids = append_many(&on_a, "jobs", 4).await;
+    let options = ConsumeOptions { max_in_flight: 2, ..group_settings(Duration::from_secs(600), 0) };
+    // The first call holds two entries; its client then goes silent (it never reads again).
+    let mut old = on_a.consume("jobs", "g", "worker-1", &options).await.unwrap();
+    let held = take(&mut old, 2).await;
+    // A new call with the same name, through another replica, takes the name over: it gets the
+    // held entries first, and the old call ends with ABORTED.
+    let mut new = on_b.consume("jobs", "g", "worker-1", &options).await.unwrap();
+    let again = take(&mut new, 2).await;
+    assert_eq!(
+        again.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        held.iter().map(|d| d.id.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(again.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), ids[..2]);
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match old.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return status.code(),
+                None => panic!("the old call ended without a status"),
+            }
+        }
+    })
+    .await
+    .expect("the old call ends");
+    assert_eq!(ended, Code::Aborted);
+    new.ack(again.iter().map(|d| d.id.clone())).await.unwrap();
+    assert_eq!(take(&mut new, 2).await.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), ids[2..]);
+}

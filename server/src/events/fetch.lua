@@ -3,6 +3,7 @@
 -- KEYS[1]  the stream
 -- KEYS[2]  its dead-letter stream
 -- KEYS[3]  the group's "expired entries were just looked for" mark
+-- KEYS[4]  the consumer's lease
 -- ARGV[1]  the group
 -- ARGV[2]  the consumer
 -- ARGV[3]  most entries the consumer may have delivered and unacknowledged
@@ -15,8 +16,10 @@
 -- ARGV[9]  most entries to deliver in this call
 -- ARGV[10] bytes (field names and values) after which this call takes no more entries
 -- ARGV[11] how long, in ms, a complete look spares the group's other consumers from looking
+-- ARGV[12] this Consume's lease token
+-- ARGV[13] how long the lease lasts, in ms
 --
--- Returns {history cursor, trimmed, dead-lettered, slots still free after this call, look,
+-- Returns {'taken'} when a newer Consume has taken the consumer's name; else {history cursor, trimmed, dead-lettered, slots still free after this call, look,
 -- deliveries}, each delivery being {id, {field, value, ...}, times delivered}; `look` is 0 when
 -- this call did not look for entries idle past the ack timeout, 1 when it found them all, 2
 -- when it ran out of room (more may be waiting: look again at once).
@@ -38,6 +41,14 @@ local budget = tonumber(ARGV[10])
 local CHUNK = 16
 
 local out, trimmed, dead, bytes = {}, 0, 0, 0
+
+-- One Consume per consumer name, the newest: renew this one's lease, unless a newer one has
+-- taken the name over.
+local holder = redis.call('GET', KEYS[4])
+if holder and holder ~= ARGV[12] then
+  return {'taken'}
+end
+redis.call('SET', KEYS[4], ARGV[12], 'PX', ARGV[13])
 
 -- While own pending entries are being delivered again, only those up to the cursor are in the
 -- client's hands; after that, every pending entry of the consumer is.

@@ -42,6 +42,10 @@ const FETCH_BYTES: usize = 1024 * 1024;
 const MESSAGE_MARGIN: usize = 64 * 1024;
 /// How long past its BLOCK time a blocking read may take before its connection is deemed dead.
 const BLOCK_GRACE: Duration = Duration::from_secs(5);
+/// How long a consumer's lease lasts without renewal (each fetch renews it, at least every
+/// [`POLL`] plus a blocking read's grace). A newer Consume takes a name over at once; the lease
+/// only tells an older call, at its next fetch, that it has been replaced.
+const LEASE: Duration = Duration::from_secs(10);
 /// How often a consumer forgets the group's long-idle consumers that hold nothing.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Idle time after which a consumer holding nothing is forgotten.
@@ -458,12 +462,27 @@ impl Events {
             self.create_group_at(&keys, &group, "0", settings).await?;
         }
         let effective = self.settings_of(&keys, &stream, &group).await?;
+        // One Consume per consumer name, the newest: it takes the name over, and an older call
+        // still holding it (its client may be gone without a word) ends at its next fetch.
+        // Two calls sharing a name would each be handed the other's entries as pending ones.
+        let lease = keys::event_consumer_lease(&keys.stream, &group, &consumer);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        redis::cmd("SET")
+            .arg(&lease)
+            .arg(&token)
+            .arg("PX")
+            .arg(millis(LEASE))
+            .query_async::<()>(&mut self.redis.conn())
+            .await
+            .map_err(Error::from_write)?;
         let (tx, rx) = mpsc::channel(1);
         tx.try_send(Ok(ConsumeEvent::Started { settings: effective, max_in_flight }))
             .map_err(|_| Error::Internal("a new consumer's channel is full".into()))?;
         let consumer = Consumer {
             acked: self.acks.subscribe(&keys.signal),
             keys,
+            lease,
+            token,
             group,
             name: consumer,
             settings: effective,
@@ -475,7 +494,10 @@ impl Events {
 
     async fn fetch(&self, consumer: &Consumer, history: &str, look_for_expired: bool) -> Result<Fetched> {
         let keys = &consumer.keys;
-        let mut cmd = evalsha(&scripts::EVENTS_FETCH, &[&keys.stream, &keys.dead_letters, &keys.expiry_look]);
+        let mut cmd = evalsha(
+            &scripts::EVENTS_FETCH,
+            &[&keys.stream, &keys.dead_letters, &keys.expiry_look, &consumer.lease],
+        );
         cmd.arg(&consumer.group)
             .arg(&consumer.name)
             .arg(consumer.max_in_flight)
@@ -486,11 +508,23 @@ impl Events {
             .arg(self.config.stream_max_len)
             .arg(consumer.batch())
             .arg(FETCH_BYTES)
-            .arg(millis(POLL));
+            .arg(millis(POLL))
+            .arg(&consumer.token)
+            .arg(millis(LEASE));
         let reply: Value =
             timed("events.fetch", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_FETCH, &cmd))
                 .await
                 .map_err(|e| no_group(e, &consumer.keys.name, &consumer.group))?;
+        if let Value::Array(parts) = &reply
+            && let [marker] = parts.as_slice()
+            && text(marker) == "taken"
+        {
+            return Err(Error::Aborted(format!(
+                "a newer Consume took over consumer {:?} of group {:?}; one consumer name serves one Consume at a \
+                 time",
+                consumer.name, consumer.group
+            )));
+        }
         let fetched = parse_fetched(&reply).ok_or_else(|| Error::unexpected("events fetch", &reply))?;
         if fetched.dead_lettered > 0 {
             metrics::counter!("rookery_events_dead_lettered_total").increment(fetched.dead_lettered);
@@ -634,9 +668,10 @@ impl Events {
             }
         }
         // A consumer that leaves with nothing pending is forgotten.
-        let cmd = evalsha(&scripts::EVENTS_LEAVE, &[&consumer.keys.stream])
+        let cmd = evalsha(&scripts::EVENTS_LEAVE, &[&consumer.keys.stream, &consumer.lease])
             .arg(&consumer.group)
             .arg(&consumer.name)
+            .arg(&consumer.token)
             .to_owned();
         let left: redis::RedisResult<Value> =
             scripts::run(&mut self.redis.conn(), &scripts::EVENTS_LEAVE, &cmd).await;
@@ -873,6 +908,9 @@ impl Consumer {
 /// One running consumer.
 struct Consumer {
     keys: GroupKeys,
+    /// The consumer's lease key, and this Consume's token in it.
+    lease: String,
+    token: String,
     group: String,
     name: String,
     settings: EffectiveSettings,

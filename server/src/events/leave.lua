@@ -2,10 +2,16 @@
 -- that come and go do not pile up in the group.
 --
 -- KEYS[1]  the stream
+-- KEYS[2]  the consumer's lease
 -- ARGV[1]  the group
 -- ARGV[2]  the consumer
+-- ARGV[3]  the leaving Consume's lease token
 --
--- Returns 1 when the consumer was deleted.
+-- Returns 1 when the consumer was deleted. Its lease goes in any case, if it is still this
+-- Consume's.
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+end
 local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
 if type(pending) ~= 'table' or pending.err or #pending > 0 then
   return 0

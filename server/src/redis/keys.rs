@@ -250,6 +250,15 @@ pub fn event_group_expiry_look(stream: &str, group: &str) -> String {
     key
 }
 
+/// The lease of consumer `consumer` of group `group` of the stream whose key is `stream`: the
+/// token of the one `Consume` serving that name (same hash tag; expires unless renewed).
+pub fn event_consumer_lease(stream: &str, group: &str, consumer: &str) -> String {
+    let mut key = event_group_settings(stream, group);
+    key.push_str(":c:");
+    escape_into(&mut key, consumer);
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,7 +394,8 @@ mod tests {
                 let (stream, marker) = event_stream(ns, s, Some(i));
                 let (dead, group) = (event_dead_letters(&stream), event_group_settings(&stream, g));
                 let look = event_group_expiry_look(&stream, g);
-                [stream, marker.unwrap(), dead, group, look]
+                let lease = event_consumer_lease(&stream, g, i);
+                [stream, marker.unwrap(), dead, group, look, lease]
             };
             let (a, b) = (of(&ns1, &s1, &g1, &i1), of(&ns2, &s2, &g2, &i2));
             for key in &a[1..] {
@@ -393,8 +403,12 @@ mod tests {
             }
             let all: std::collections::HashSet<&String> = a.iter().chain(&b).collect();
             let same_stream = (&ns1, &s1) == (&ns2, &s2);
-            let expected =
-                if !same_stream { 10 } else { 5 + usize::from(i1 != i2) + 2 * usize::from(g1 != g2) };
+            // The lease names a consumer (here `i`, standing in for any name) of a group.
+            let expected = if !same_stream {
+                12
+            } else {
+                5 + usize::from(i1 != i2) + 2 * usize::from(g1 != g2) + usize::from(g1 != g2 || i1 != i2)
+            };
             prop_assert_eq!(all.len(), expected);
         }
 
