@@ -400,3 +400,32 @@ async fn redis_stream_key(redis: &RedisProcess, name: &str) -> String {
     assert_eq!(keys.len(), 1, "{keys:?}");
     keys[0].clone()
 }
+
+#[tokio::test]
+async fn a_subscription_redis_refuses_fails_alone_and_at_once() {
+    let redis = RedisProcess::start(&[]);
+    // The server's Redis user may use the wake-up channels, and Events channels named ok-*.
+    let mut conn = redis.conn().await;
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("resetchannels")
+        .arg("&rk1:lock:wake")
+        .arg("&rk1:cache:wake")
+        .arg("&rk1:ev:*:ok-*")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let events = server.client(&namespace("acl")).await.events();
+    let mut allowed = events.subscribe(["ok-1"], Vec::<String>::new()).await.unwrap();
+    let started = std::time::Instant::now();
+    let refused = events.subscribe(["secret"], Vec::<String>::new()).await.err().expect("refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "refused at once, not after a timeout");
+    // The shared connection stayed up: the other subscription hears the next message, no gap.
+    events.publish("ok-1", b"still here".to_vec()).await.unwrap();
+    assert_eq!(next(&mut allowed).await, message("ok-1", b"still here"));
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await.unwrap();
+    assert_eq!(clients.lines().filter(|c| c.contains("flags=P")).count(), 1, "{clients}");
+}

@@ -424,7 +424,12 @@ impl Events {
             .hub()
             .subscribe(topics, self.config.subscriber_buffer, self.config.max_missed, SUBSCRIBE_TIMEOUT)
             .await
-            .map_err(|e| Error::Unavailable(format!("{e}; retry shortly")))?;
+            .map_err(|e| match e {
+                hub::SubscribeError::NotConnected => Error::Unavailable(format!("{e}; retry shortly")),
+                hub::SubscribeError::Refused(_) => Error::FailedPrecondition(format!(
+                    "{e}; the server's Redis user must be allowed the channels rk1:* (ACL &rk1:*)"
+                )),
+            })?;
         let forward = Forward {
             subscription,
             prefix,

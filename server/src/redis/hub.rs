@@ -213,8 +213,8 @@ struct Registry {
 }
 
 enum Command {
-    /// SUBSCRIBE these (new) topics, then acknowledge.
-    Subscribe(Vec<Topic>, oneshot::Sender<()>),
+    /// SUBSCRIBE these (new) topics, then answer: done, or Redis's refusal.
+    Subscribe(Vec<Topic>, oneshot::Sender<Result<(), String>>),
     /// UNSUBSCRIBE these topics if they still have no subscriber.
     Unsubscribe(Vec<Topic>),
 }
@@ -282,8 +282,43 @@ impl Drop for Subscription {
 
 /// Why a subscription could not be made live.
 #[derive(Debug, thiserror::Error)]
-#[error("the server's Redis pub/sub connection is not available")]
-pub struct NotConnected;
+pub enum SubscribeError {
+    /// The connection is down, or Redis did not confirm in time.
+    #[error("the server's Redis pub/sub connection is not available")]
+    NotConnected,
+    /// Redis answered the SUBSCRIBE with an error (its user may not use those channels).
+    #[error("Redis refused the subscription: {0}")]
+    Refused(String),
+}
+
+/// Whether a failed command means the connection is unusable (as opposed to Redis answering
+/// with an error, such as a permission refused).
+fn is_connection_failure(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+/// SUBSCRIBEs (and PSUBSCRIBEs) `topics`: Ok, a refusal from Redis, or a connection failure
+/// (which includes taking longer than [`COMMAND_TIMEOUT`]).
+async fn subscribe_topics(
+    sink: &mut redis::aio::PubSubSink,
+    topics: &[Topic],
+) -> Result<(), Option<redis::RedisError>> {
+    let (channels, patterns) = split(topics);
+    let subscribed = async {
+        if !channels.is_empty() {
+            sink.subscribe(&channels).await?;
+        }
+        if !patterns.is_empty() {
+            sink.psubscribe(&patterns).await?;
+        }
+        Ok::<_, redis::RedisError>(())
+    };
+    match tokio::time::timeout(COMMAND_TIMEOUT, subscribed).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if !is_connection_failure(&e) => Err(Some(e)),
+        _ => Err(None),
+    }
+}
 
 impl Hub {
     /// Starts the hub on the first of `clients` that answers (rotating on failures).
@@ -365,26 +400,27 @@ impl Hub {
         buffer: usize,
         max_missed: u64,
         timeout: Duration,
-    ) -> Result<Subscription, NotConnected> {
+    ) -> Result<Subscription, SubscribeError> {
         let (subscription, new_topics) = self.register(topics, buffer, max_missed, true);
         let (ack, acked) = oneshot::channel();
-        self.commands.send(Command::Subscribe(new_topics, ack)).map_err(|_| NotConnected)?;
+        self.commands.send(Command::Subscribe(new_topics, ack)).map_err(|_| SubscribeError::NotConnected)?;
         match tokio::time::timeout(timeout, acked).await {
-            Ok(Ok(())) => Ok(subscription),
-            _ => Err(NotConnected),
+            Ok(Ok(Ok(()))) => Ok(subscription),
+            Ok(Ok(Err(refusal))) => Err(SubscribeError::Refused(refusal)),
+            _ => Err(SubscribeError::NotConnected),
         }
     }
 
     /// Subscribes to `topics` for good, without waiting for Redis: the topics are subscribed as
-    /// soon as the connection is (or comes back) up, and the receiver resolves once Redis has
-    /// confirmed them (an error if that attempt failed: they are subscribed again on
-    /// reconnection, which [`Hub::connection`] shows). For the server's own wake-up channels,
-    /// whose users recover from missed messages.
+    /// soon as the connection is (or comes back) up, and the receiver answers once Redis has
+    /// confirmed them or refused them (it is dropped if the connection failed meanwhile: they
+    /// are subscribed again on reconnection, which [`Hub::connection`] shows). For the server's
+    /// own wake-up channels, whose users recover from missed messages.
     pub fn subscribe_in_background(
         &self,
         topics: Vec<Topic>,
         buffer: usize,
-    ) -> (Subscription, oneshot::Receiver<()>) {
+    ) -> (Subscription, oneshot::Receiver<Result<(), String>>) {
         let (subscription, new_topics) = self.register(topics, buffer, u64::MAX, false);
         let (ack, confirmed) = oneshot::channel();
         let _ = self.commands.send(Command::Subscribe(new_topics, ack));
@@ -416,15 +452,25 @@ async fn run(
         let session = async {
             let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub()).await.ok()?.ok()?;
             let (mut sink, stream) = pubsub.split();
-            // Every live topic, again: the registry is the truth.
+            // Every live topic, again: the registry is the truth. Should Redis refuse the lot
+            // (one topic its user may no longer use), each is tried alone, so one refusal costs
+            // only its own subscribers, who were told of the reconnection like everyone.
             let topics: Vec<Topic> =
                 registry.lock().expect("events registry poisoned").topics.keys().cloned().collect();
-            let (channels, patterns) = split(&topics);
-            if !channels.is_empty() {
-                tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await.ok()?.ok()?;
-            }
-            if !patterns.is_empty() {
-                tokio::time::timeout(COMMAND_TIMEOUT, sink.psubscribe(&patterns)).await.ok()?.ok()?;
+            match subscribe_topics(&mut sink, &topics).await {
+                Ok(()) => {}
+                Err(None) => return None,
+                Err(Some(_)) => {
+                    for topic in &topics {
+                        match subscribe_topics(&mut sink, std::slice::from_ref(topic)).await {
+                            Ok(()) => {}
+                            Err(None) => return None,
+                            Err(Some(e)) => {
+                                tracing::error!(?topic, error = %e, "Redis refused a subscription")
+                            }
+                        }
+                    }
+                }
             }
             Some((sink, stream))
         };
@@ -471,22 +517,18 @@ async fn run(
                 command = commands.recv() => match command {
                     // The hub was dropped.
                     None => return,
-                    Some(Command::Subscribe(topics, ack)) => {
-                        let (channels, patterns) = split(&topics);
-                        let mut ok = true;
-                        if !channels.is_empty() {
-                            ok &= matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await, Ok(Ok(())));
+                    Some(Command::Subscribe(topics, ack)) => match subscribe_topics(&mut sink, &topics).await {
+                        Ok(()) => {
+                            let _ = ack.send(Ok(()));
                         }
-                        if ok && !patterns.is_empty() {
-                            ok &= matches!(tokio::time::timeout(COMMAND_TIMEOUT, sink.psubscribe(&patterns)).await, Ok(Ok(())));
+                        // Redis answered, and the connection is fine: only this caller fails.
+                        Err(Some(refusal)) => {
+                            let _ = ack.send(Err(refusal.to_string()));
                         }
-                        if !ok {
-                            // The caller hears NotConnected; the topics stay registered and are
-                            // subscribed again on reconnection.
-                            break;
-                        }
-                        let _ = ack.send(());
-                    }
+                        // The caller hears NotConnected; the topics stay registered (until it
+                        // drops them) and are subscribed again on reconnection.
+                        Err(None) => break,
+                    },
                     Some(Command::Unsubscribe(topics)) => {
                         let still_empty: Vec<Topic> = {
                             let registry = registry.lock().expect("events registry poisoned");

@@ -94,7 +94,7 @@ impl Wakeups {
 /// reconnection, and when the mailbox overflowed.
 async fn forward(
     subscription: Subscription,
-    confirmed: oneshot::Receiver<()>,
+    confirmed: oneshot::Receiver<Result<(), String>>,
     mut connection: watch::Receiver<bool>,
     subscribed: watch::Sender<bool>,
     waiters: Arc<Waiters>,
@@ -105,10 +105,19 @@ async fn forward(
         tokio::select! {
             result = async { confirmed.as_mut().expect("guarded").await }, if confirmed.is_some() => {
                 confirmed = None;
-                // A failed first attempt is retried on reconnection, before the hub reports it.
-                if result.is_ok() {
-                    subscribed.send_replace(true);
-                    waiters.wake_all();
+                match result {
+                    Ok(Ok(())) => {
+                        subscribed.send_replace(true);
+                        waiters.wake_all();
+                    }
+                    Ok(Err(refusal)) => tracing::error!(
+                        error = refusal,
+                        "Redis refused the wake-up channel; waiters fall back to expiry timers until it is \
+                         allowed (ACL &rk1:*)"
+                    ),
+                    // The connection failed first: the hub subscribes it again on reconnection,
+                    // before it reports the connection.
+                    Err(_) => {}
                 }
             }
             item = subscription.recv() => match item {
