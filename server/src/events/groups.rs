@@ -761,25 +761,25 @@ impl Events {
         delay: Duration,
         undelivered: bool,
     ) -> Result<(u64, u64)> {
-        let settings = self.settings_of(keys, &keys.name, group).await?;
-        if delay > settings.ack_timeout {
-            return Err(Error::InvalidArgument(format!(
-                "delay must not exceed the group's ack timeout ({:?})",
-                settings.ack_timeout
-            )));
-        }
-        let mut cmd = evalsha(&scripts::EVENTS_NACK, &[&keys.stream, &keys.dead_letters]);
+        let mut cmd = evalsha(&scripts::EVENTS_NACK, &[&keys.stream, &keys.dead_letters, &keys.settings]);
         cmd.arg(group)
             .arg(consumer)
-            .arg(millis(settings.ack_timeout - delay))
-            .arg(settings.max_deliveries)
+            .arg(millis(delay))
+            .arg(millis(self.config.ack_timeout))
+            .arg(self.config.max_deliveries)
             .arg(self.config.stream_max_len)
             .arg(if undelivered { "1" } else { "0" })
             .arg(ids);
-        let (requeued, dead): (u64, u64) =
+        let (requeued, dead): (i64, u64) =
             timed("events.nack", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_NACK, &cmd))
                 .await
                 .map_err(|e| no_group(e, &keys.name, group))?;
+        let Ok(requeued) = u64::try_from(requeued) else {
+            return Err(Error::InvalidArgument(format!(
+                "delay must not exceed the group's ack timeout ({:?})",
+                Duration::from_millis(dead)
+            )));
+        };
         if dead > 0 {
             metrics::counter!("rookery_events_dead_lettered_total").increment(dead);
         }

@@ -146,7 +146,7 @@ impl events_server::Events for EventsApi {
     ) -> Result<Response<Self::ReadStream>, Status> {
         let ns = namespace::of(&request)?;
         let pb::EventsReadRequest { stream, after, follow, dead_letters } = request.into_inner();
-        let batches = self.events.read(&ns, &stream, &after, follow, dead_letters)?;
+        let batches = self.events.read(&ns, &stream, &after, follow, dead_letters).await?;
         let stream = ReceiverStream::new(batches).map(|batch| {
             batch
                 .map(|entries| pb::EventsReadResponse {

@@ -265,7 +265,7 @@ impl Events {
 
     /// Reads a stream (or its dead letters) in batches, in order; with `follow`, keeps
     /// delivering new entries.
-    pub fn read(
+    pub async fn read(
         self: &Arc<Self>,
         ns: &Namespace,
         stream: &str,
@@ -275,51 +275,49 @@ impl Events {
     ) -> Result<mpsc::Receiver<Result<Vec<StreamEntry>>>> {
         check_name("stream", stream, false)?;
         let start = parse_start(after)?;
-        if start == Start::End && !follow {
-            return Err(Error::InvalidArgument("after = $ reads only new entries: it needs follow".into()));
-        }
         let (mut key, _) = keys::event_stream(ns.as_str(), stream, None);
         if dead_letters {
             key = keys::event_dead_letters(&key);
         }
+        // The last entry's ID: read before the call answers, so that every entry appended
+        // after the answer is delivered (as a subscription is live once confirmed).
+        let cursor = match start {
+            Start::Beginning => None,
+            Start::After(id) => Some(id),
+            Start::End if !follow => {
+                return Err(Error::InvalidArgument(
+                    "after = $ reads only new entries: it needs follow".into(),
+                ));
+            }
+            Start::End => {
+                let last: Value = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut self.redis.conn())
+                    .await?;
+                let entries = parse_entries(&last).ok_or_else(|| Error::unexpected("XREVRANGE", &last))?;
+                Some(entries.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
+            }
+        };
         let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(self.clone().run_read(key, start, follow, tx));
+        tokio::spawn(self.clone().run_read(key, cursor, follow, tx));
         Ok(rx)
     }
 
+    /// Delivers the entries after `cursor` (None: from the first), and with `follow` new ones.
     async fn run_read(
         self: Arc<Self>,
         key: String,
-        start: Start,
+        mut cursor: Option<String>,
         follow: bool,
         tx: mpsc::Sender<Result<Vec<StreamEntry>>>,
     ) {
         let _open = crate::telemetry::GaugeGuard::new(metrics::gauge!("rookery_events_readers"));
         let fail = |e: Error| async {
             let _ = tx.send(Err(e)).await;
-        };
-        // The last ID delivered (exclusive start of the next read); None: from the beginning.
-        let mut cursor = match start {
-            Start::Beginning => None,
-            Start::After(id) => Some(id),
-            Start::End => {
-                let mut conn = self.redis.conn();
-                let last: Result<Value, _> = redis::cmd("XREVRANGE")
-                    .arg(&key)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut conn)
-                    .await;
-                match last.map(|v| parse_entries(&v)) {
-                    Ok(Some(entries)) => {
-                        Some(entries.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
-                    }
-                    Ok(None) => return fail(Error::Internal("unexpected reply to XREVRANGE".into())).await,
-                    Err(e) => return fail(Error::from(e)).await,
-                }
-            }
         };
         loop {
             let from = cursor.as_ref().map_or_else(|| "-".to_owned(), |id| format!("({id}"));
