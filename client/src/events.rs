@@ -248,13 +248,7 @@ impl EventsClient {
         after: impl Into<String>,
         follow: bool,
     ) -> Result<EntryStream, Status> {
-        self.read_request(pb::EventsReadRequest {
-            stream: stream.into(),
-            after: after.into(),
-            follow,
-            dead_letters: false,
-        })
-        .await
+        self.read_request(stream.into(), after.into(), follow, false).await
     }
 
     /// Reads a stream's dead letters (entries a group delivered too often), like [`Self::read`].
@@ -266,16 +260,17 @@ impl EventsClient {
         after: impl Into<String>,
         follow: bool,
     ) -> Result<EntryStream, Status> {
-        self.read_request(pb::EventsReadRequest {
-            stream: stream.into(),
-            after: after.into(),
-            follow,
-            dead_letters: true,
-        })
-        .await
+        self.read_request(stream.into(), after.into(), follow, true).await
     }
 
-    async fn read_request(&self, request: pb::EventsReadRequest) -> Result<EntryStream, Status> {
+    async fn read_request(
+        &self,
+        stream: String,
+        after: String,
+        follow: bool,
+        dead_letters: bool,
+    ) -> Result<EntryStream, Status> {
+        let request = pb::EventsReadRequest { stream, after, follow, dead_letters };
         let stream = self.raw.clone().read(request).await?.into_inner();
         Ok(Box::pin(stream.map(|batch| {
             batch.map(|b| b.entries.into_iter().map(|e| StreamEntry { id: e.id, fields: e.fields }).collect())

@@ -413,20 +413,20 @@ impl Events {
 
     /// A group's settings with the server's defaults filled in; NOT_FOUND without the group.
     async fn settings_of(&self, keys: &GroupKeys, stream: &str, group: &str) -> Result<EffectiveSettings> {
-        let mut conn = self.redis.conn();
-        // XPENDING fails with NOGROUP when the stream or the group does not exist.
-        let _: Value = redis::cmd("XPENDING")
+        // One round trip: XPENDING fails with NOGROUP when the stream or the group does not
+        // exist, and HMGET reads the settings.
+        let ((ack_timeout, max_deliveries),): ((Option<u64>, Option<u32>),) = redis::pipe()
+            .cmd("XPENDING")
             .arg(&keys.stream)
             .arg(group)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| no_group(e, stream, group))?;
-        let (ack_timeout, max_deliveries): (Option<u64>, Option<u32>) = redis::cmd("HMGET")
+            .ignore()
+            .cmd("HMGET")
             .arg(&keys.settings)
             .arg("ack_timeout_ms")
             .arg("max_deliveries")
-            .query_async(&mut conn)
-            .await?;
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| no_group(e, stream, group))?;
         Ok(self.effective(ack_timeout, max_deliveries))
     }
 
