@@ -1,6 +1,7 @@
 //! The Events service's pub/sub end to end: a subscription is live when `subscribe` returns,
 //! messages fan out across replicas and namespaces stay apart, patterns, a slow subscriber is
-//! told what it missed (and cut past the bound) without slowing the others, and a Redis restart
+//! told what it missed (and cut past the bound, freed on the server at once even if it never
+//! reads) without slowing the others, and a Redis restart
 //! is reported as a gap; durable streams: append with trimming and idempotency, read from the
 //! start or after an entry, and follow across replicas.
 
@@ -123,6 +124,59 @@ async fn a_subscriber_too_far_behind_is_cut() {
     .await
     .expect("the slow subscriber's stream ends");
     assert_eq!(ended.map(|s| s.code()), Some(Code::ResourceExhausted));
+}
+
+#[tokio::test]
+async fn a_subscriber_cut_while_it_does_not_read_is_freed_at_once_and_told_when_it_reads() {
+    let mut config = test_config(&shared_redis().url());
+    config.events.subscriber_buffer = 2;
+    config.events.max_missed = 5;
+    let server = TestServer::start(config).await;
+    let ns = namespace("cut-unread");
+    let events = server.client(&ns).await.events();
+    // Its own connection, never read while messages flow: once its HTTP/2 windows are full the
+    // server cannot hand it anything, so only the server's own accounting can notice the cut.
+    let stalled_client = server.client(&ns).await.events();
+    let mut stalled = stalled_client.subscribe(["feed"], Vec::<String>::new()).await.unwrap();
+    // Redis's record of the replica's subscription: the channel's subscriber count.
+    let channel = format!("{}feed", rookery_server::redis::keys::events_channel_prefix(&ns));
+    let conn = shared_redis().conn().await;
+    let numsub = || {
+        let (mut conn, channel) = (conn.clone(), channel.clone());
+        async move {
+            let counts: Vec<(String, u64)> =
+                redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut conn).await.unwrap();
+            counts[0].1
+        }
+    };
+    assert_eq!(numsub().await, 1, "the replica subscribed the channel for its one subscriber");
+    // 20 MB: far more than the HTTP/2 windows and send buffers between the server and the
+    // client hold, plus the 2-message queue and the 5 misses allowed.
+    let payload = vec![1u8; 512 * 1024];
+    for _ in 0..40 {
+        events.publish("feed", payload.clone()).await.unwrap();
+    }
+    let freed = eventually(Duration::from_secs(10), || async { numsub().await == 0 }).await;
+    assert!(freed, "the cut subscriber still holds the replica's subscription of {channel}");
+    assert_eq!(events.publish("feed", b"after".to_vec()).await.unwrap(), 0, "nobody receives it any more");
+    // Reading now, the client gets what was already on its way, then the cut.
+    let (delivered, ended) = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut delivered = 0;
+        loop {
+            match stalled.next().await {
+                Some(Ok(Event::Message { .. })) => delivered += 1,
+                Some(Ok(other)) => panic!("unexpected {other:?}"),
+                Some(Err(status)) => return (delivered, Some(status)),
+                None => return (delivered, None),
+            }
+        }
+    })
+    .await
+    .expect("the cut subscriber's stream ends");
+    let status = ended.expect("the stream ends with an error, not quietly");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("events.max_missed"), "{status:?}");
+    assert!(delivered < 40, "it received all {delivered} messages: the test did not stall it");
 }
 
 #[tokio::test]

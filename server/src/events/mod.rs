@@ -467,6 +467,16 @@ impl Forward {
         name.strip_prefix(&self.prefix).map(str::to_owned).unwrap_or(name)
     }
 
+    /// Ends the stream with the cut's error.
+    fn cut(&mut self) -> Error {
+        self.state = ForwardState::Ended;
+        Error::ResourceExhausted(format!(
+            "this subscriber fell too far behind ({} messages missed in a row); it was cut so as not to \
+             hold the others back (events.max_missed)",
+            self.max_missed
+        ))
+    }
+
     /// The next event; None once the stream has ended.
     async fn next(&mut self) -> Option<Result<Event>> {
         match self.state {
@@ -478,6 +488,10 @@ impl Forward {
             ForwardState::Forwarding => {}
         }
         let mailbox = self.subscription.mailbox.clone();
+        // Cut while nobody read: the hub freed the queue already, so nothing is left to give.
+        if mailbox.is_cut() {
+            return Some(Err(self.cut()));
+        }
         // Queue drained with losses after its last item: no later message carries their
         // marker, so report them now. (The hub swaps the same counter: no loss counts twice.)
         if self.subscription.is_empty() {
@@ -496,12 +510,7 @@ impl Forward {
                 }
             };
             if mailbox.is_cut() {
-                self.state = ForwardState::Ended;
-                return Some(Err(Error::ResourceExhausted(format!(
-                    "this subscriber fell too far behind ({} messages missed in a row); it was cut so as not to \
-                     hold the others back (events.max_missed)",
-                    self.max_missed
-                ))));
+                return Some(Err(self.cut()));
             }
             return Some(Ok(match item {
                 Some(Item::Message(delivery)) => Event::Message {

@@ -6,9 +6,17 @@
 //! Each subscriber has a bounded mailbox; when it is full, the message is dropped for that
 //! subscriber only and counted (`missed`), so a slow subscriber never slows the others or grows
 //! memory. A mailbox allocates nothing until a message arrives and gives its memory back once
-//! drained, so an idle subscriber costs a few hundred bytes here. Past `max_missed` in a row it is cut. After every reconnection the hub subscribes to
-//! every live topic again and flags every mailbox `reconnected`: messages published while the
-//! connection was down are lost, and subscribers must be told.
+//! drained, so an idle subscriber costs a few hundred bytes here. After every reconnection the
+//! hub subscribes to every live topic again and flags every mailbox `reconnected`: messages
+//! published while the connection was down are lost, and subscribers must be told.
+//!
+//! Past `max_missed` losses in a row a subscriber is cut, and the hub frees it there and then,
+//! in the same pass that counted the loss: the mailbox leaves the registry (and Redis is
+//! UNSUBSCRIBEd from topics it was the last one on), its queue is emptied and its memory given
+//! back, and it stops counting in `rookery_events_subscribers`. Waiting for its reader to notice
+//! would leave a subscriber whose client never reads (its HTTP/2 window full, so its stream is
+//! never polled) registered and accounted for as long as the client keeps the call open. The
+//! [`Subscription`] only keeps the flag, so its stream ends with the cut when it is next read.
 //!
 //! Commands to the hub are processed in order, so when the hub acknowledges a subscription,
 //! every topic it asked for is confirmed by Redis: anything published afterwards is delivered.
@@ -21,10 +29,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use redis::Client;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 /// Queued items above which a drained queue gives its memory back.
 const KEEP_CAPACITY: usize = 16;
-use tokio::task::JoinHandle;
 
 /// How often the idle connection PINGs Redis to detect a dead connection.
 const PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -127,6 +135,14 @@ impl Queue {
     fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }
+
+    /// Refuses every later item and gives the queued ones' memory back.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        *self.lock() = VecDeque::new();
+        // A subscriber waiting in `pop` re-checks (and finds its mailbox cut).
+        self.ready.notify_one();
+    }
 }
 
 /// One subscriber's side of the fan-out: its bounded queue, and the losses not yet queued.
@@ -136,6 +152,12 @@ impl Queue {
 /// loss exactly where it happened.
 #[derive(Debug)]
 pub struct Mailbox {
+    /// Its key in the registry, under each of `topics`.
+    id: u64,
+    /// The topics it is registered under (until it is released).
+    topics: Vec<Topic>,
+    /// Whether it left the registry (and the gauge): once, by a cut or by its subscription's drop.
+    released: AtomicBool,
     queue: Queue,
     pending_missed: AtomicU64,
     pending_reconnected: AtomicBool,
@@ -166,22 +188,24 @@ impl Mailbox {
         true
     }
 
-    fn offer(&self, delivery: Delivery) {
+    /// Queues `delivery`, or counts it missed; true if this loss cut the subscriber (the
+    /// caller, holding the registry, then releases it).
+    fn offer(&self, delivery: Delivery) -> bool {
         if self.queue.closed.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         if self.flush_markers() && self.queue.try_push(Item::Message(delivery)).is_ok() {
             self.missed_in_a_row.store(0, Ordering::Relaxed);
-            return;
+            return false;
         }
         self.pending_missed.fetch_add(1, Ordering::Relaxed);
         if self.counted {
             metrics::counter!("rookery_events_missed_total").increment(1);
         }
-        if self.missed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_missed {
-            self.cut.store(true, Ordering::Relaxed);
-        }
+        let cut = self.missed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= self.max_missed
+            && !self.cut.swap(true, Ordering::Relaxed);
         self.notify.notify_one();
+        cut
     }
 
     fn reconnected(&self) {
@@ -212,6 +236,31 @@ struct Registry {
     topics: HashMap<Topic, HashMap<u64, Arc<Mailbox>>>,
 }
 
+impl Registry {
+    /// Takes `mailbox` out of every topic and out of the gauge, unless that was done already
+    /// (a cut subscription is released by the hub, and dropped later by its stream); returns
+    /// the topics left without a subscriber, to UNSUBSCRIBE.
+    fn release(&mut self, mailbox: &Mailbox) -> Vec<Topic> {
+        if mailbox.released.swap(true, Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let mut emptied = Vec::new();
+        for topic in &mailbox.topics {
+            if let Some(subscribers) = self.topics.get_mut(topic) {
+                subscribers.remove(&mailbox.id);
+                if subscribers.is_empty() {
+                    self.topics.remove(topic);
+                    emptied.push(topic.clone());
+                }
+            }
+        }
+        if mailbox.counted {
+            metrics::gauge!("rookery_events_subscribers").decrement(1.0);
+        }
+        emptied
+    }
+}
+
 enum Command {
     /// SUBSCRIBE these (new) topics, then answer: done, or Redis's refusal.
     Subscribe(Vec<Topic>, oneshot::Sender<Result<(), String>>),
@@ -234,13 +283,11 @@ impl Drop for Hub {
     }
 }
 
-/// A live subscription; dropping it unsubscribes.
+/// A live subscription; dropping it unsubscribes (unless a cut did so already).
 #[derive(Debug)]
 pub struct Subscription {
     hub_registry: Arc<Mutex<Registry>>,
     commands: mpsc::UnboundedSender<Command>,
-    id: u64,
-    topics: Vec<Topic>,
     /// Messages and loss markers, in the order Redis delivered them; and losses not queued.
     pub mailbox: Arc<Mailbox>,
 }
@@ -260,22 +307,9 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.mailbox.queue.closed.store(true, Ordering::Relaxed);
-        let mut registry = self.hub_registry.lock().expect("events registry poisoned");
-        let mut emptied = Vec::new();
-        for topic in &self.topics {
-            if let Some(subscribers) = registry.topics.get_mut(topic) {
-                subscribers.remove(&self.id);
-                if subscribers.is_empty() {
-                    registry.topics.remove(topic);
-                    emptied.push(topic.clone());
-                }
-            }
-        }
+        let emptied = self.hub_registry.lock().expect("events registry poisoned").release(&self.mailbox);
         if !emptied.is_empty() {
             let _ = self.commands.send(Command::Unsubscribe(emptied));
-        }
-        if self.mailbox.counted {
-            metrics::gauge!("rookery_events_subscribers").decrement(1.0);
         }
     }
 }
@@ -355,40 +389,38 @@ impl Hub {
         max_missed: u64,
         counted: bool,
     ) -> (Subscription, Vec<Topic>) {
-        let mailbox = Arc::new(Mailbox {
-            queue: Queue::new(buffer),
-            pending_missed: AtomicU64::new(0),
-            pending_reconnected: AtomicBool::new(false),
-            missed_in_a_row: AtomicU64::new(0),
-            cut: AtomicBool::new(false),
-            notify: Notify::new(),
-            max_missed,
-            counted,
-        });
-        let (id, new_topics) = {
+        let (mailbox, new_topics) = {
             let mut registry = self.registry.lock().expect("events registry poisoned");
             registry.next_id += 1;
-            let id = registry.next_id;
+            let mailbox = Arc::new(Mailbox {
+                id: registry.next_id,
+                topics,
+                released: AtomicBool::new(false),
+                queue: Queue::new(buffer),
+                pending_missed: AtomicU64::new(0),
+                pending_reconnected: AtomicBool::new(false),
+                missed_in_a_row: AtomicU64::new(0),
+                cut: AtomicBool::new(false),
+                notify: Notify::new(),
+                max_missed,
+                counted,
+            });
             let mut new_topics = Vec::new();
-            for topic in &topics {
+            for topic in &mailbox.topics {
                 let subscribers = registry.topics.entry(topic.clone()).or_default();
                 if subscribers.is_empty() {
                     new_topics.push(topic.clone());
                 }
-                subscribers.insert(id, mailbox.clone());
+                subscribers.insert(mailbox.id, mailbox.clone());
             }
-            (id, new_topics)
+            // Counted under the lock, like its release, so the gauge never goes below zero.
+            if counted {
+                metrics::gauge!("rookery_events_subscribers").increment(1.0);
+            }
+            (mailbox, new_topics)
         };
-        if counted {
-            metrics::gauge!("rookery_events_subscribers").increment(1.0);
-        }
-        let subscription = Subscription {
-            hub_registry: self.registry.clone(),
-            commands: self.commands.clone(),
-            id,
-            topics,
-            mailbox,
-        };
+        let subscription =
+            Subscription { hub_registry: self.registry.clone(), commands: self.commands.clone(), mailbox };
         (subscription, new_topics)
     }
 
@@ -509,9 +541,27 @@ async fn run(
                         pattern,
                         payload: message.get_payload_bytes().to_vec(),
                     };
-                    let registry = registry.lock().expect("events registry poisoned");
-                    for mailbox in registry.topics.get(&topic).into_iter().flat_map(|s| s.values()) {
-                        mailbox.offer(delivery.clone());
+                    // Subscribers this message cut are released now, not when (or if) their
+                    // client reads again: see the module doc.
+                    let emptied = {
+                        let mut registry = registry.lock().expect("events registry poisoned");
+                        let cut: Vec<Arc<Mailbox>> = registry
+                            .topics
+                            .get(&topic)
+                            .into_iter()
+                            .flat_map(|s| s.values())
+                            .filter(|mailbox| mailbox.offer(delivery.clone()))
+                            .cloned()
+                            .collect();
+                        let mut emptied = Vec::new();
+                        for mailbox in cut {
+                            emptied.extend(registry.release(&mailbox));
+                            mailbox.queue.close();
+                        }
+                        emptied
+                    };
+                    if !emptied.is_empty() && !unsubscribe_topics(&mut sink, &registry, emptied).await {
+                        break;
                     }
                 }
                 command = commands.recv() => match command {
@@ -530,21 +580,7 @@ async fn run(
                         Err(None) => break,
                     },
                     Some(Command::Unsubscribe(topics)) => {
-                        let still_empty: Vec<Topic> = {
-                            let registry = registry.lock().expect("events registry poisoned");
-                            topics.into_iter().filter(|t| !registry.topics.contains_key(t)).collect()
-                        };
-                        let (channels, patterns) = split(&still_empty);
-                        let unsubscribed = async {
-                            if !channels.is_empty() {
-                                sink.unsubscribe(&channels).await?;
-                            }
-                            if !patterns.is_empty() {
-                                sink.punsubscribe(&patterns).await?;
-                            }
-                            Ok::<_, redis::RedisError>(())
-                        };
-                        if !matches!(tokio::time::timeout(COMMAND_TIMEOUT, unsubscribed).await, Ok(Ok(()))) {
+                        if !unsubscribe_topics(&mut sink, &registry, topics).await {
                             break;
                         }
                     }
@@ -560,6 +596,30 @@ async fn run(
         tracing::warn!("Redis pub/sub connection lost; reconnecting");
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// UNSUBSCRIBEs (and PUNSUBSCRIBEs) those of `topics` that still have no subscriber (one may
+/// have come since: its SUBSCRIBE is queued behind this); false if the connection failed.
+async fn unsubscribe_topics(
+    sink: &mut redis::aio::PubSubSink,
+    registry: &Mutex<Registry>,
+    topics: Vec<Topic>,
+) -> bool {
+    let still_empty: Vec<Topic> = {
+        let registry = registry.lock().expect("events registry poisoned");
+        topics.into_iter().filter(|t| !registry.topics.contains_key(t)).collect()
+    };
+    let (channels, patterns) = split(&still_empty);
+    let unsubscribed = async {
+        if !channels.is_empty() {
+            sink.unsubscribe(&channels).await?;
+        }
+        if !patterns.is_empty() {
+            sink.punsubscribe(&patterns).await?;
+        }
+        Ok::<_, redis::RedisError>(())
+    };
+    matches!(tokio::time::timeout(COMMAND_TIMEOUT, unsubscribed).await, Ok(Ok(())))
 }
 
 /// Distinct topics, in order.
