@@ -95,7 +95,9 @@ async fn bad_requests_are_invalid_argument_or_failed_precondition() {
     let ttl = LockOptions::new(TEN_SECONDS);
     let code = |r: Result<Option<rookery_client::Lease>, tonic::Status>| r.unwrap_err().code();
     assert_eq!(code(lock.acquire("", &ttl).await), Code::InvalidArgument);
-    assert_eq!(code(lock.acquire("x", &LockOptions::new(Duration::ZERO)).await), Code::InvalidArgument);
+    let status = lock.acquire("x", &LockOptions::new(Duration::ZERO)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "ttl must be at least 1ms, got 0s");
     assert_eq!(
         code(lock.acquire("x", &LockOptions::new(Duration::from_secs(90_000))).await),
         Code::InvalidArgument
@@ -107,10 +109,9 @@ async fn bad_requests_are_invalid_argument_or_failed_precondition() {
         Code::InvalidArgument
     );
     assert_eq!(lock.release("x", "").await.unwrap_err().code(), Code::InvalidArgument);
-    assert_eq!(
-        lock.hold("x", &LockOptions::new(Duration::from_millis(20))).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
+    let status = lock.hold("x", &LockOptions::new(Duration::from_millis(20))).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "ttl must be at least 100ms, got 20ms");
     // A semaphore's holders must agree on its permits.
     lock.acquire("sem", &ttl.clone().limit(3)).await.unwrap().unwrap();
     let status = lock.acquire("sem", &ttl.clone().limit(5)).await.unwrap_err();

@@ -311,17 +311,7 @@ impl Locks {
     }
 
     fn ttl(&self, ttl: Option<Duration>, min: Duration) -> Result<Duration> {
-        let ttl = ttl.unwrap_or(self.config.default_ttl);
-        if ttl < min.max(Duration::from_millis(1)) {
-            return Err(Error::InvalidArgument(format!("ttl must be at least {min:?}")));
-        }
-        if ttl > self.config.max_ttl {
-            return Err(Error::InvalidArgument(format!(
-                "ttl {ttl:?} exceeds the server's lock.max_ttl of {:?}",
-                self.config.max_ttl
-            )));
-        }
-        Ok(ttl)
+        check_ttl(ttl.unwrap_or(self.config.default_ttl), min, self.config.max_ttl)
     }
 
     /// Validates a request for a lease on a `kind` object; `min_ttl` is higher for streams.
@@ -787,9 +777,57 @@ impl Locks {
     }
 }
 
+/// Shortest lease of any kind: Redis counts expiries in whole milliseconds (PX), so anything
+/// shorter would be rounded to a lease the caller did not ask for.
+const MIN_TTL: Duration = Duration::from_millis(1);
+
+/// `ttl` if it lies within [`MIN_TTL`] (or the caller's higher `min`) and `max`. The messages
+/// name the bound in the units a user writes (`100ms`, `1h`), not Rust's debug form.
+fn check_ttl(ttl: Duration, min: Duration, max: Duration) -> Result<Duration> {
+    let min = min.max(MIN_TTL);
+    if ttl < min {
+        return Err(Error::InvalidArgument(format!(
+            "ttl must be at least {}, got {}",
+            humantime::format_duration(min),
+            humantime::format_duration(ttl)
+        )));
+    }
+    if ttl > max {
+        return Err(Error::InvalidArgument(format!(
+            "ttl {} exceeds the server's lock.max_ttl of {}",
+            humantime::format_duration(ttl),
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(ttl)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ttl_bounds_are_named_in_human_units() {
+        let hour = Duration::from_secs(3600);
+        let message = |r: Result<Duration>| match r {
+            Err(Error::InvalidArgument(m)) => m,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        };
+        assert_eq!(
+            message(check_ttl(Duration::ZERO, Duration::ZERO, hour)),
+            "ttl must be at least 1ms, got 0s"
+        );
+        assert_eq!(
+            message(check_ttl(Duration::from_millis(20), MIN_STREAM_TTL, hour)),
+            "ttl must be at least 100ms, got 20ms"
+        );
+        assert_eq!(
+            message(check_ttl(Duration::from_secs(7200), Duration::ZERO, hour)),
+            "ttl 2h exceeds the server's lock.max_ttl of 1h"
+        );
+        assert_eq!(check_ttl(MIN_TTL, Duration::ZERO, hour).unwrap(), MIN_TTL);
+        assert_eq!(check_ttl(hour, MIN_STREAM_TTL, hour).unwrap(), hour);
+    }
 
     #[test]
     fn terms_parse_with_colons_in_the_owner() {
