@@ -1,7 +1,7 @@
 //! The RateLimiter end to end: accuracy of every algorithm under 32 concurrent clients through
 //! two replicas, honest `retry_after`, `CheckMany` consuming nothing on a denial, shadow
 //! policies, Envoy's rate limit service through envoy's own client types, memory per key, and
-//! bad input.
+//! bad input (including limits beyond what Redis's scripts count exactly).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -342,6 +342,51 @@ async fn bad_limits_are_invalid_argument_and_reset_forgets() {
     assert!(!limiter.check("k", &limit, 1).await.unwrap().allowed);
     assert_eq!(limiter.reset("k").await.unwrap(), 1);
     assert!(limiter.check("k", &limit, 1).await.unwrap().allowed);
+    shared_redis().assert_no_key_without_ttl(&ns).await;
+}
+
+#[tokio::test]
+async fn limits_above_2_pow_53_are_refused_and_2_pow_53_is_counted_exactly() {
+    const EXACT: u64 = 1 << 53;
+    let minute = Duration::from_secs(60);
+    // A configured policy above the bound keeps the server from starting, naming the bound.
+    let mut config = test_config(&shared_redis().url());
+    config.rate_limiter.policies.insert(
+        "huge".into(),
+        RateLimitPolicy {
+            algorithm: RateLimitAlgorithm::Gcra,
+            limit: EXACT + 1,
+            period: minute,
+            burst: 0,
+            shadow: false,
+        },
+    );
+    let refused =
+        TestServer::try_start(config.clone()).await.err().expect("a policy above 2^53 must not start");
+    assert!(refused.to_string().contains("2^53"), "{refused}");
+    config.rate_limiter.policies.get_mut("huge").unwrap().limit = EXACT;
+    let server = TestServer::start(config).await;
+    let ns = namespace("rl-exact");
+    let limiter = server.client(&ns).await.rate_limiter();
+    let spec = |algorithm, limit, burst| RateLimit::Spec { algorithm, limit, period: minute, burst };
+    for algorithm in
+        [Algorithm::Gcra, Algorithm::TokenBucket, Algorithm::SlidingWindowCounter, Algorithm::FixedWindow]
+    {
+        for (limit, burst) in [(EXACT + 1, 0), (u64::MAX, 0)] {
+            let status = limiter.check("k", &spec(algorithm, limit, burst), 1).await.unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{algorithm:?} {limit}: {status:?}");
+            assert!(status.message().contains("2^53"), "{status:?}");
+        }
+        assert!(limiter.check("k", &spec(algorithm, EXACT, 0), 1).await.unwrap().allowed, "{algorithm:?}");
+    }
+    let status = limiter.check("k", &spec(Algorithm::Gcra, 10, EXACT + 1), 1).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("burst must be at most 2^53"), "{status:?}");
+    // At the bound the count is exact: one of 2^53 used leaves 2^53 - 1.
+    let decision = limiter.check("exact", &spec(Algorithm::FixedWindow, EXACT, 0), 1).await.unwrap();
+    assert!(decision.allowed);
+    assert_eq!(decision.remaining, EXACT - 1);
+    assert!(limiter.check("policy", &RateLimit::Policy("huge".into()), 1).await.unwrap().allowed);
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }
 

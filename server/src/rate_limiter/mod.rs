@@ -36,6 +36,10 @@ use crate::redis::{RedisPool, timed};
 /// Largest limit of the sliding-window log: its sorted set then stays in Redis's compact
 /// encoding (`zset-max-listpack-entries`, 128 by default).
 pub const MAX_LOG_LIMIT: u64 = 128;
+/// Largest limit, burst and cost: `check.lua` counts in Lua numbers (doubles), which hold every
+/// integer exactly only up to 2^53. Above it, counts round (a limit of 2^64-1 would answer
+/// `remaining` 0), so larger values are refused rather than decided inexactly.
+pub const MAX_EXACT: u64 = 1 << 53;
 /// Most keys the local over-limit cache remembers per replica.
 const LOCAL_CACHE_KEYS: usize = 100_000;
 /// Longest period of a limit.
@@ -73,14 +77,28 @@ impl Limit {
         if algorithm == RateLimitAlgorithm::SlidingWindowLog && limit > MAX_LOG_LIMIT {
             return Err(Error::InvalidArgument(format!(
                 "the sliding-window log stores one entry per request: limits above {MAX_LOG_LIMIT} leave \
-                 Redis's compact encoding (about 19 KB per key instead of 16 bytes per entry); use GCRA \
+                 Redis's compact encoding (about 18 KB per key instead of 24 bytes per entry); use GCRA \
                  or the sliding-window counter"
+            )));
+        }
+        if limit > MAX_EXACT {
+            return Err(Error::InvalidArgument(format!(
+                "limit must be at most 2^53 ({MAX_EXACT}), got {limit}: Redis's scripts count in doubles, \
+                 which are exact only up to there"
             )));
         }
         let burst = match algorithm {
             RateLimitAlgorithm::Gcra | RateLimitAlgorithm::TokenBucket if burst > 0 => burst,
             _ => limit,
         };
+        // Only the burst that reaches the script: the other algorithms ignore the field. A
+        // request's cost is at most its burst (`check_many`), so this bounds costs too.
+        if burst > MAX_EXACT {
+            return Err(Error::InvalidArgument(format!(
+                "burst must be at most 2^53 ({MAX_EXACT}), got {burst}: Redis's scripts count in doubles, \
+                 which are exact only up to there"
+            )));
+        }
         Ok(Self { algorithm, limit, period, burst, shadow: false, policy: None })
     }
 
@@ -484,5 +502,43 @@ mod tests {
         assert!(Limit::new(RateLimitAlgorithm::Gcra, 1, Duration::ZERO, 0).is_err());
         assert!(Limit::new(RateLimitAlgorithm::SlidingWindowLog, 129, minute, 0).is_err());
         assert!(Limit::new(RateLimitAlgorithm::SlidingWindowLog, 128, minute, 0).is_ok());
+    }
+
+    #[test]
+    fn limits_and_bursts_above_2_pow_53_are_refused_naming_the_bound() {
+        let minute = Duration::from_secs(60);
+        let refused = |r: Result<Limit>| match r {
+            Err(Error::InvalidArgument(message)) => message,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        };
+        for algorithm in [
+            RateLimitAlgorithm::Gcra,
+            RateLimitAlgorithm::TokenBucket,
+            RateLimitAlgorithm::SlidingWindowCounter,
+            RateLimitAlgorithm::FixedWindow,
+        ] {
+            assert_eq!(Limit::new(algorithm, MAX_EXACT, minute, 0).unwrap().burst, MAX_EXACT);
+            let message = refused(Limit::new(algorithm, MAX_EXACT + 1, minute, 0));
+            assert!(message.starts_with("limit must be at most 2^53 (9007199254740992)"), "{message}");
+            assert!(refused(Limit::new(algorithm, u64::MAX, minute, 0)).contains("2^53"));
+        }
+        // A burst counts where it is used; the other algorithms ignore it.
+        for algorithm in [RateLimitAlgorithm::Gcra, RateLimitAlgorithm::TokenBucket] {
+            assert_eq!(Limit::new(algorithm, 10, minute, MAX_EXACT).unwrap().burst, MAX_EXACT);
+            let message = refused(Limit::new(algorithm, 10, minute, MAX_EXACT + 1));
+            assert!(message.starts_with("burst must be at most 2^53"), "{message}");
+        }
+        assert_eq!(Limit::new(RateLimitAlgorithm::FixedWindow, 10, minute, u64::MAX).unwrap().burst, 10);
+        // Configured policies go through the same check (config validation calls this).
+        let policy = |limit, burst| RateLimitPolicy {
+            algorithm: RateLimitAlgorithm::Gcra,
+            limit,
+            period: minute,
+            burst,
+            shadow: false,
+        };
+        assert!(Limit::from_policy(&policy(MAX_EXACT, 0)).is_ok());
+        assert!(refused(Limit::from_policy(&policy(MAX_EXACT + 1, 0))).contains("2^53"));
+        assert!(refused(Limit::from_policy(&policy(10, MAX_EXACT + 1))).contains("2^53"));
     }
 }
