@@ -274,6 +274,16 @@ pub struct EventsConfig {
     pub max_deliveries: u32,
     /// Largest `max_in_flight` a consumer may ask for.
     pub max_in_flight: u32,
+    /// How long a stream lives after its last append (or group creation), with its dead
+    /// letters and groups' settings; each append starts it again.
+    #[serde(with = "humantime_serde")]
+    pub stream_idle_ttl: Duration,
+    /// Streams a namespace may have at once; an append (or group creation) that would create
+    /// one more is refused with RESOURCE_EXHAUSTED.
+    pub max_streams_per_namespace: u64,
+    /// Consumer groups one stream may have; a CreateGroup past it is refused with
+    /// RESOURCE_EXHAUSTED.
+    pub max_groups_per_stream: u32,
 }
 
 impl Default for EventsConfig {
@@ -288,6 +298,9 @@ impl Default for EventsConfig {
             max_ack_timeout: Duration::from_secs(12 * 3600),
             max_deliveries: 10,
             max_in_flight: 10_000,
+            stream_idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_streams_per_namespace: 10_000,
+            max_groups_per_stream: 100,
         }
     }
 }
@@ -769,6 +782,19 @@ impl Config {
         if self.events.max_in_flight == 0 || self.events.max_in_flight > 10_000 {
             return Err(invalid("events.max_in_flight", "must be between 1 and 10000"));
         }
+        if self.events.stream_idle_ttl < Duration::from_secs(1) {
+            return Err(invalid("events.stream_idle_ttl", "must be at least 1s"));
+        }
+        // A marker outliving its stream would answer a retry with the ID of a deleted entry.
+        if self.events.idempotency_window > self.events.stream_idle_ttl {
+            return Err(invalid("events.idempotency_window", "must not exceed events.stream_idle_ttl"));
+        }
+        if self.events.max_streams_per_namespace == 0 {
+            return Err(invalid("events.max_streams_per_namespace", "must be at least 1"));
+        }
+        if self.events.max_groups_per_stream == 0 || self.events.max_groups_per_stream > 10_000 {
+            return Err(invalid("events.max_groups_per_stream", "must be between 1 and 10000"));
+        }
         if self.session.max_attributes == 0 || self.session.max_attributes > 1000 {
             return Err(invalid("session.max_attributes", "must be between 1 and 1000"));
         }
@@ -833,6 +859,10 @@ mod tests {
             ("[limits]\nmax_value_bytes = 4194304", "limits.max_message_bytes"),
             ("[cache]\nlease_ttl = \"0s\"", "cache.lease_ttl"),
             ("[log]\nlevel = \"=&=\"", "log.level"),
+            ("[events]\nmax_streams_per_namespace = 0", "events.max_streams_per_namespace"),
+            ("[events]\nstream_idle_ttl = \"1h\"", "events.idempotency_window"),
+            ("[events]\nstream_idle_ttl = \"10ms\"", "events.stream_idle_ttl"),
+            ("[events]\nmax_groups_per_stream = 0", "events.max_groups_per_stream"),
         ];
         for (text, field) in cases {
             let err = parse(text).unwrap_err().to_string();

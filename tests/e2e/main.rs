@@ -8,6 +8,7 @@ mod deploy;
 mod events;
 mod harness;
 mod lock;
+mod memory;
 mod rate_limiter;
 mod server;
 mod session;

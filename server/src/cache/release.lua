@@ -1,4 +1,8 @@
+#!lua flags=allow-oom
 -- Cache.ReleaseLease: give back a lease without filling, so the next waiter gets it at once.
+--
+-- allow-oom: it only deletes the lease (and publishes), so a lease can be given back at
+-- maxmemory.
 --
 -- KEYS[1]  value key of the entry (named in the wake message)
 -- KEYS[2]  lease key of the entry

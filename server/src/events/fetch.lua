@@ -1,4 +1,8 @@
+#!lua
 -- Events.Consume: the next entries for one consumer of a group, within its in-flight bound.
+--
+-- Grows memory (pending entries, dead letters, the lease): refused whole while Redis is over
+-- maxmemory.
 --
 -- KEYS[1]  the stream
 -- KEYS[2]  its dead-letter stream

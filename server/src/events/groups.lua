@@ -1,4 +1,5 @@
--- Shared by the consumer-group scripts (prepended to each of them).
+-- Shared by the consumer-group scripts (scripts.rs puts it into each of them, after the
+-- script's flags line).
 --
 -- Every script using it takes KEYS[1] = the stream and KEYS[2] = its dead-letter stream.
 
@@ -13,7 +14,8 @@ local function pending_entry(group, id)
 end
 
 -- Moves entry `id` (its flat field list `fields`) to the dead-letter stream, trimmed to about
--- `max_len` entries, with where it came from, and acknowledges it in `group`.
+-- `max_len` entries, with where it came from, and acknowledges it in `group`. The dead letters
+-- expire with the stream (an append starts both idle expiries again).
 local function dead_letter(group, id, fields, deliveries, reason, max_len)
   local add = {'XADD', KEYS[2], 'MAXLEN', '~', max_len, '*',
     'rookery.id', id, 'rookery.group', group,
@@ -22,5 +24,9 @@ local function dead_letter(group, id, fields, deliveries, reason, max_len)
     add[#add + 1] = fields[i]
   end
   redis.call(unpack(add))
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
   redis.call('XACK', KEYS[1], group, id)
 end

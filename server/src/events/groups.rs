@@ -2,10 +2,12 @@
 //! one consumer of a group, with acknowledgements, delayed redelivery and dead letters.
 //!
 //! Redis keeps the truth: the group and its pending entries list (who has which entry, since
-//! when, how many deliveries) live in the stream; the group's settings in a hash beside it
-//! (`keys::event_group_settings`); entries delivered too often move to the dead-letter stream
-//! (`keys::event_dead_letters`). All three share the stream's hash tag, so every step is one
-//! script, also on a Cluster.
+//! when, how many deliveries) live in the stream; the group's settings in a hash beside it,
+//! shared by the stream's groups (`keys::event_groups`, fields from [`settings_fields`]), so
+//! that an append refreshes its idle expiry with the stream's; entries delivered too often
+//! move to the dead-letter stream (`keys::event_dead_letters`). All three share the stream's
+//! hash tag, so every step is one script, also on a Cluster. A stream has at most
+//! `events.max_groups_per_stream` groups.
 //!
 //! A `Consume` is a task that asks `fetch.lua` for the next entries only once the previous
 //! message has left for the client and fewer than `max_in_flight` entries are unacknowledged
@@ -20,9 +22,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redis::{RedisError, Value};
+use redis::{RedisError, Script, Value};
 use tokio::sync::{Notify, mpsc};
 
+use super::retention::Registration;
 use super::{Events, check_name, parse_entry_id};
 use crate::convert::millis;
 use crate::drain::SHUTDOWN_MESSAGE;
@@ -192,13 +195,25 @@ impl AckSignals {
     }
 }
 
+/// The fields of group `group`'s settings (ack timeout in ms, delivery limit) in its stream's
+/// settings hash. The prefixes end in `:` and group names are restricted, so the fields of
+/// two groups never meet.
+fn settings_fields(group: &str) -> [String; 2] {
+    [format!("ack_timeout_ms:{group}"), format!("max_deliveries:{group}")]
+}
+
 /// The keys of one stream's group machinery.
 struct GroupKeys {
     /// The stream's name, as the client gave it.
     name: String,
     stream: String,
     dead_letters: String,
-    settings: String,
+    /// The settings hash of the stream's groups.
+    groups: String,
+    /// The group's fields in it.
+    fields: [String; 2],
+    /// The stream's registration mark (see `retention.rs`).
+    mark: String,
     expiry_look: String,
     /// Names the group locally (for [`AckSignals`]).
     signal: String,
@@ -209,7 +224,9 @@ impl GroupKeys {
         let (stream, _) = keys::event_stream(ns.as_str(), name, None);
         Self {
             dead_letters: keys::event_dead_letters(&stream),
-            settings: keys::event_group_settings(&stream, group),
+            groups: keys::event_groups(&stream),
+            fields: settings_fields(group),
+            mark: keys::event_stream_mark(&stream),
             expiry_look: keys::event_group_expiry_look(&stream, group),
             signal: format!("{stream}\n{group}"),
             stream,
@@ -354,25 +371,54 @@ impl Events {
 
     async fn create_group_at(
         &self,
+        ns: &Namespace,
         keys: &GroupKeys,
         group: &str,
         start: &str,
         settings: GroupSettings,
     ) -> Result<bool> {
         self.check_settings(&settings)?;
-        let mut cmd = evalsha(&scripts::EVENTS_CREATE_GROUP, &[&keys.stream, &keys.settings]);
-        // Stored resolved, so that every replica applies the same values whatever its config.
-        cmd.arg(group)
-            .arg(start)
-            .arg(millis(settings.ack_timeout.unwrap_or(self.config.ack_timeout)))
-            .arg(settings.max_deliveries.unwrap_or(self.config.max_deliveries));
-        let created: i64 = timed(
-            "events.create_group",
-            scripts::run(&mut self.redis.conn(), &scripts::EVENTS_CREATE_GROUP, &cmd),
-        )
-        .await
-        .map_err(Error::from_write)?;
-        Ok(created == 1)
+        // A stream not counted in its namespace's index yet is registered first (see
+        // `retention.rs`): a group creation may create the stream.
+        let mut registration = Registration::Unknown;
+        loop {
+            let mut cmd = evalsha(
+                &scripts::EVENTS_CREATE_GROUP,
+                &[&keys.stream, &keys.groups, &keys.mark, &keys.dead_letters],
+            );
+            let (registered, mark_life) = registration.args();
+            // Stored resolved, so that every replica applies the same values whatever its config.
+            cmd.arg(group)
+                .arg(start)
+                .arg(millis(settings.ack_timeout.unwrap_or(self.config.ack_timeout)))
+                .arg(settings.max_deliveries.unwrap_or(self.config.max_deliveries))
+                .arg(&keys.fields[0])
+                .arg(&keys.fields[1])
+                .arg(self.idle_ttl_ms())
+                .arg(registered)
+                .arg(mark_life)
+                .arg(self.config.max_groups_per_stream);
+            let created: i64 = timed(
+                "events.create_group",
+                scripts::run(&mut self.redis.conn(), &scripts::EVENTS_CREATE_GROUP, &cmd),
+            )
+            .await
+            .map_err(Error::from_write)?;
+            match created {
+                -1 if registration == Registration::Unknown => {
+                    registration = self.register_stream(ns, &keys.name).await?;
+                }
+                -2 => {
+                    return Err(Error::ResourceExhausted(format!(
+                        "stream {:?} has {} consumer groups, the most it may have (events.max_groups_per_stream); \
+                         delete one first",
+                        keys.name, self.config.max_groups_per_stream
+                    )));
+                }
+                0 | 1 => return Ok(created == 1),
+                _ => return Err(Error::unexpected("events create group", &Value::Int(created))),
+            }
+        }
     }
 
     /// Creates a consumer group (and the stream, if needed); ALREADY_EXISTS if it exists.
@@ -388,7 +434,7 @@ impl Events {
         check_name("group", group, false)?;
         let start = group_start(start)?;
         let keys = GroupKeys::new(ns, stream, group);
-        if self.create_group_at(&keys, group, &start, settings).await? {
+        if self.create_group_at(ns, &keys, group, &start, settings).await? {
             Ok(())
         } else {
             Err(Error::AlreadyExists(format!("stream {stream:?} already has a consumer group {group:?}")))
@@ -400,8 +446,10 @@ impl Events {
         check_name("stream", stream, false)?;
         check_name("group", group, false)?;
         let keys = GroupKeys::new(ns, stream, group);
-        let cmd =
-            evalsha(&scripts::EVENTS_DELETE_GROUP, &[&keys.stream, &keys.settings]).arg(group).to_owned();
+        let cmd = evalsha(&scripts::EVENTS_DELETE_GROUP, &[&keys.stream, &keys.groups])
+            .arg(group)
+            .arg(&keys.fields)
+            .to_owned();
         let deleted: i64 = timed(
             "events.delete_group",
             scripts::run(&mut self.redis.conn(), &scripts::EVENTS_DELETE_GROUP, &cmd),
@@ -421,9 +469,8 @@ impl Events {
             .arg(group)
             .ignore()
             .cmd("HMGET")
-            .arg(&keys.settings)
-            .arg("ack_timeout_ms")
-            .arg("max_deliveries")
+            .arg(&keys.groups)
+            .arg(&keys.fields)
             .query_async(&mut self.redis.conn())
             .await
             .map_err(|e| no_group(e, stream, group))?;
@@ -459,7 +506,7 @@ impl Events {
         };
         let keys = GroupKeys::new(ns, &stream, &group);
         if create_group {
-            self.create_group_at(&keys, &group, "0", settings).await?;
+            self.create_group_at(ns, &keys, &group, "0", settings).await?;
         }
         let effective = self.settings_of(&keys, &stream, &group).await?;
         // One Consume per consumer name, the newest: it takes the name over, and an older call
@@ -761,19 +808,33 @@ impl Events {
         delay: Duration,
         undelivered: bool,
     ) -> Result<(u64, u64)> {
-        let mut cmd = evalsha(&scripts::EVENTS_NACK, &[&keys.stream, &keys.dead_letters, &keys.settings]);
-        cmd.arg(group)
-            .arg(consumer)
-            .arg(millis(delay))
-            .arg(millis(self.config.ack_timeout))
-            .arg(self.config.max_deliveries)
-            .arg(self.config.stream_max_len)
-            .arg(if undelivered { "1" } else { "0" })
-            .arg(ids);
-        let (requeued, dead): (i64, u64) =
-            timed("events.nack", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_NACK, &cmd))
-                .await
-                .map_err(|e| no_group(e, &keys.name, group))?;
+        let nack = |script: &Script, dead_letter: bool| {
+            let mut cmd = evalsha(script, &[&keys.stream, &keys.dead_letters, &keys.groups]);
+            cmd.arg(group)
+                .arg(consumer)
+                .arg(millis(delay))
+                .arg(millis(self.config.ack_timeout))
+                .arg(self.config.max_deliveries)
+                .arg(self.config.stream_max_len)
+                .arg(if undelivered { "1" } else { "0" })
+                .arg(if dead_letter { "1" } else { "0" })
+                .arg(&keys.fields)
+                .arg(ids);
+            cmd
+        };
+        let mut conn = self.redis.conn();
+        let cmd = nack(&scripts::EVENTS_NACK, true);
+        let mut outcome: redis::RedisResult<(i64, u64)> =
+            timed("events.nack", scripts::run(&mut conn, &scripts::EVENTS_NACK, &cmd)).await;
+        // Over maxmemory, Redis refuses the script that may copy entries to the dead letters
+        // before it runs (so nothing happened); entries are then given back without it (memory
+        // stays steady), and those at their delivery limit move at their next delivery.
+        if matches!(&outcome, Err(e) if e.code() == Some("OOM")) {
+            let cmd = nack(&scripts::EVENTS_NACK_AT_MAXMEMORY, false);
+            outcome =
+                timed("events.nack", scripts::run(&mut conn, &scripts::EVENTS_NACK_AT_MAXMEMORY, &cmd)).await;
+        }
+        let (requeued, dead) = outcome.map_err(|e| no_group(e, &keys.name, group))?;
         let Ok(requeued) = u64::try_from(requeued) else {
             return Err(Error::InvalidArgument(format!(
                 "delay must not exceed the group's ack timeout ({:?})",
@@ -845,9 +906,8 @@ impl Events {
                 .arg(&key)
                 .arg(&name)
                 .cmd("HMGET")
-                .arg(&g.settings)
-                .arg("ack_timeout_ms")
-                .arg("max_deliveries")
+                .arg(&g.groups)
+                .arg(&g.fields)
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| no_group(e, stream, &name))?;

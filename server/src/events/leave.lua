@@ -1,5 +1,8 @@
+#!lua flags=allow-oom
 -- Events.Consume, at its end: forget a consumer that has nothing pending, so that consumers
 -- that come and go do not pile up in the group.
+--
+-- allow-oom: it only deletes, so a leaving consumer is forgotten at maxmemory too.
 --
 -- KEYS[1]  the stream
 -- KEYS[2]  the consumer's lease

@@ -2,7 +2,9 @@
 //! connection (`redis/hub.rs`), and durable streams (Redis Streams: `append.lua`, XRANGE, and XREAD
 //! BLOCK on dedicated connections); `grpc.rs` adapts it to the generated API.
 //!
-//! Consumer groups (Consume, Ack, Nack, dead letters, DescribeStream) live in `groups.rs`.
+//! Consumer groups (Consume, Ack, Nack, dead letters, DescribeStream) live in `groups.rs`;
+//! how long streams live and how many a namespace may have (and why that works on a Cluster)
+//! in `retention.rs`.
 //!
 //! Channels are namespaced by a prefix (`keys::events_channel_prefix`). Names and patterns are
 //! limited to `A-Z a-z 0-9 . _ - / :` (plus `*` and `?` in patterns), so a pattern is a Redis
@@ -11,6 +13,7 @@
 
 pub mod groups;
 mod grpc;
+mod retention;
 
 pub use grpc::EventsApi;
 
@@ -242,24 +245,43 @@ impl Events {
         // No stream grows forever by accident.
         let max_len = if max_len == 0 && max_age.is_none() { self.config.stream_max_len } else { max_len };
         let (key, marker) = keys::event_stream(ns.as_str(), stream, idempotency_key.as_deref());
-        let mut cmd = evalsha(&scripts::EVENTS_APPEND, &[&key, marker.as_deref().unwrap_or(&key)]);
-        cmd.arg(if marker.is_some() { "1" } else { "0" })
-            .arg(crate::convert::millis(self.config.idempotency_window))
-            .arg(max_len)
-            .arg(max_age.map_or(0, crate::convert::millis));
-        for (name, value) in &fields {
-            cmd.arg(name).arg(value);
-        }
-        let mut conn = self.redis.conn();
-        let reply: Vec<Value> =
-            timed("events.append", scripts::run(&mut conn, &scripts::EVENTS_APPEND, &cmd))
-                .await
-                .map_err(Error::from_write)?;
-        match reply.as_slice() {
-            [Value::BulkString(id), Value::Int(duplicate)] => {
-                Ok((String::from_utf8_lossy(id).into_owned(), *duplicate == 1))
+        let (mark, dead, groups) =
+            (keys::event_stream_mark(&key), keys::event_dead_letters(&key), keys::event_groups(&key));
+        // A stream not counted in its namespace's index yet is registered first (a second
+        // round trip, once per stream per mark life; see `retention.rs`).
+        let mut registration = retention::Registration::Unknown;
+        loop {
+            let mut cmd = evalsha(
+                &scripts::EVENTS_APPEND,
+                &[&key, marker.as_deref().unwrap_or(&key), &mark, &dead, &groups],
+            );
+            let (registered, mark_life) = registration.args();
+            cmd.arg(if marker.is_some() { "1" } else { "0" })
+                .arg(crate::convert::millis(self.config.idempotency_window))
+                .arg(max_len)
+                .arg(max_age.map_or(0, crate::convert::millis))
+                .arg(self.idle_ttl_ms())
+                .arg(registered)
+                .arg(mark_life);
+            for (name, value) in &fields {
+                cmd.arg(name).arg(value);
             }
-            _ => Err(Error::unexpected("events append", &Value::Array(reply))),
+            let mut conn = self.redis.conn();
+            let reply: Vec<Value> =
+                timed("events.append", scripts::run(&mut conn, &scripts::EVENTS_APPEND, &cmd))
+                    .await
+                    .map_err(Error::from_write)?;
+            match reply.as_slice() {
+                [Value::BulkString(id), Value::Int(duplicate)] => {
+                    return Ok((String::from_utf8_lossy(id).into_owned(), *duplicate == 1));
+                }
+                [Value::BulkString(ask)]
+                    if ask == b"register" && registration == retention::Registration::Unknown =>
+                {
+                    registration = self.register_stream(ns, stream).await?;
+                }
+                _ => return Err(Error::unexpected("events append", &Value::Array(reply))),
+            }
         }
     }
 

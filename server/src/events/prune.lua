@@ -1,5 +1,8 @@
+#!lua flags=allow-oom
 -- Events.Consume, now and then: forget consumers of a group that hold nothing and have not
 -- read for a long time (they left with entries pending, which others have since claimed).
+--
+-- allow-oom: it only forgets consumers, so it frees memory at maxmemory too.
 --
 -- KEYS[1]  the stream
 -- ARGV[1]  the group

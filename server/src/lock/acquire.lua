@@ -1,4 +1,7 @@
+#!lua
 -- Lock.Acquire: grant a lease on a lock, semaphore or election if a permit is free, atomically.
+--
+-- Grows memory (a holder, a fence): refused whole while Redis is over maxmemory.
 --
 -- KEYS[1]  holders: sorted set, token -> lease expiry (ms)
 -- KEYS[2]  info: hash, token -> "fence:acquired_ms:owner", '#limit' -> permits, and

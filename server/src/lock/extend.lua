@@ -1,4 +1,8 @@
+#!lua flags=allow-oom
 -- Lock.Extend (and Hold's renewals): move a live lease's expiry to now + TTL.
+--
+-- allow-oom: it only moves an existing lease's expiry (memory steady), so leases stay renewable
+-- at maxmemory.
 --
 -- KEYS[1]  holders: sorted set, token -> lease expiry (ms)
 -- KEYS[2]  info: hash of grant details

@@ -1,4 +1,7 @@
+#!lua flags=no-writes
 -- Lock.Inspect and Lock.Observe: read a lock's or election's state without changing it.
+--
+-- no-writes: a read, so it runs at maxmemory too.
 --
 -- KEYS[1]  holders: sorted set, token -> lease expiry (ms)
 -- KEYS[2]  info: hash, token -> "fence:acquired_ms:owner", and '#limit'

@@ -1,4 +1,5 @@
--- Helpers shared by the Lock scripts; scripts.rs prepends this file to each of them.
+-- Helpers shared by the Lock scripts; scripts.rs puts this file into each of them, after the
+-- script's flags line.
 --
 -- A lock's holders live in a sorted set scored by lease expiry, in milliseconds of Redis's
 -- clock; their grant details live in a hash beside it. Both keys expire with the last lease

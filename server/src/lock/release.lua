@@ -1,4 +1,7 @@
+#!lua flags=allow-oom
 -- Lock.Release: end a live lease, and wake the lock's waiters and observers if it has any.
+--
+-- allow-oom: it only removes a holder (and publishes), so a lease can end at maxmemory.
 --
 -- KEYS[1]  holders: sorted set, token -> lease expiry (ms)
 -- KEYS[2]  info: hash of grant details

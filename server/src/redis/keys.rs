@@ -232,12 +232,40 @@ pub fn event_dead_letters(stream: &str) -> String {
     format!("{stream}:dead")
 }
 
-/// The settings (a hash) of consumer group `group` of the stream whose key is `stream` (same
-/// hash tag). Like the group itself, which lives inside the stream, it has no TTL: it is
-/// deleted with the group.
-pub fn event_group_settings(stream: &str, group: &str) -> String {
+/// The settings of every consumer group of the stream whose key is `stream` (same hash tag): a
+/// hash with two fields per group (see `events::groups`). One hash per stream, not one per
+/// group, so that an append can refresh its idle expiry along with the stream's without
+/// knowing the groups; a group's fields go with the group.
+pub fn event_groups(stream: &str) -> String {
+    format!("{stream}:groups")
+}
+
+/// The common head of the keys of consumer group `group` of the stream whose key is `stream`.
+fn event_group_head(stream: &str, group: &str) -> String {
     let mut key = format!("{stream}:grp:");
     escape_into(&mut key, group);
+    key
+}
+
+/// Marks that the stream whose key is `stream` is counted in its namespace's stream index
+/// ([`event_stream_index`]) for a while yet (same hash tag; expires by itself, well before the
+/// index entry does). An append or group creation that finds no mark registers the stream
+/// first, which is how the index learns of new streams without touching another slot.
+pub fn event_stream_mark(stream: &str) -> String {
+    format!("{stream}:reg")
+}
+
+/// Kind of a namespace's stream index.
+const KIND_STREAM_INDEX: &str = "streams";
+
+/// The index of `namespace`'s streams, which caps how many it may have: a sorted set of stream
+/// names scored by the time (Redis ms) after which each has surely expired unless registered
+/// again (`rk1:{<ns>:streams:}`). It has its own hash tag, so on a Cluster it lives in another
+/// slot than the streams: it is written in its own round trip, only when a stream is
+/// registered.
+pub fn event_stream_index(namespace: &str) -> String {
+    let mut key = object_head(namespace, KIND_STREAM_INDEX, "");
+    key.push('}');
     key
 }
 
@@ -245,7 +273,7 @@ pub fn event_group_settings(stream: &str, group: &str) -> String {
 /// `stream` has just looked for entries idle past the ack timeout and found them all, so the
 /// group's other consumers need not look again yet (same hash tag; expires by itself).
 pub fn event_group_expiry_look(stream: &str, group: &str) -> String {
-    let mut key = event_group_settings(stream, group);
+    let mut key = event_group_head(stream, group);
     key.push_str(":look");
     key
 }
@@ -253,7 +281,7 @@ pub fn event_group_expiry_look(stream: &str, group: &str) -> String {
 /// The lease of consumer `consumer` of group `group` of the stream whose key is `stream`: the
 /// token of the one `Consume` serving that name (same hash tag; expires unless renewed).
 pub fn event_consumer_lease(stream: &str, group: &str, consumer: &str) -> String {
-    let mut key = event_group_settings(stream, group);
+    let mut key = event_group_head(stream, group);
     key.push_str(":c:");
     escape_into(&mut key, consumer);
     key
@@ -392,10 +420,11 @@ mod tests {
         ) {
             let of = |ns: &str, s: &str, g: &str, i: &str| {
                 let (stream, marker) = event_stream(ns, s, Some(i));
-                let (dead, group) = (event_dead_letters(&stream), event_group_settings(&stream, g));
+                let (dead, groups) = (event_dead_letters(&stream), event_groups(&stream));
                 let look = event_group_expiry_look(&stream, g);
                 let lease = event_consumer_lease(&stream, g, i);
-                [stream, marker.unwrap(), dead, group, look, lease]
+                let mark = event_stream_mark(&stream);
+                [stream, marker.unwrap(), dead, groups, look, lease, mark]
             };
             let (a, b) = (of(&ns1, &s1, &g1, &i1), of(&ns2, &s2, &g2, &i2));
             for key in &a[1..] {
@@ -405,11 +434,15 @@ mod tests {
             let same_stream = (&ns1, &s1) == (&ns2, &s2);
             // The lease names a consumer (here `i`, standing in for any name) of a group.
             let expected = if !same_stream {
-                12
+                14
             } else {
-                5 + usize::from(i1 != i2) + 2 * usize::from(g1 != g2) + usize::from(g1 != g2 || i1 != i2)
+                7 + usize::from(i1 != i2) + usize::from(g1 != g2) + usize::from(g1 != g2 || i1 != i2)
             };
             prop_assert_eq!(all.len(), expected);
+            // A namespace's stream index is no stream key of any namespace.
+            let index = event_stream_index(&ns1);
+            prop_assert!(!all.contains(&index));
+            prop_assert_eq!(index == event_stream_index(&ns2), ns1 == ns2);
         }
 
         #[test]
@@ -437,5 +470,10 @@ mod tests {
         );
         assert_eq!(events_channel_prefix("team:a"), "rk1:ev:team%3Aa:");
         assert_eq!(rate_limit_pattern("team-a", "a*"), "rk1:{team-a:rl:a%2A}:*");
+        let (stream, _) = event_stream("team-a", "orders", None);
+        assert_eq!(stream, "rk1:{team-a:st:orders}");
+        assert_eq!(event_groups(&stream), "rk1:{team-a:st:orders}:groups");
+        assert_eq!(event_stream_mark(&stream), "rk1:{team-a:st:orders}:reg");
+        assert_eq!(event_stream_index("team-a"), "rk1:{team-a:streams:}");
     }
 }

@@ -4,6 +4,22 @@
 //! cache) they are loaded and retried, by [`run`] for single calls and by [`run_batch`]
 //! for pipelines. Scripts take every key through KEYS, never through ARGV,
 //! so they run unchanged on Redis Cluster.
+//!
+//! Memory. A script's first line may declare Redis 7 flags (`#!lua flags=...`). Without that
+//! line Redis checks maxmemory only at the script's first write command that needs memory, and
+//! not at all once a write that does not (a ZREMRANGEBYSCORE, a DEL) came first: such a
+//! script could write past maxmemory. With it, Redis decides before the script runs: a script
+//! without `allow-oom` (or `no-writes`) is refused with OOM while Redis is over maxmemory, and
+//! one with `allow-oom` runs and may call any command. So a script that can grow memory
+//! declares `#!lua` (no flags) and is refused whole; `allow-oom` goes only to scripts that
+//! free memory or keep it steady, their growth bounded by a constant (releases, renewals,
+//! acks, deletes), so that they keep working at maxmemory; read-only scripts declare
+//! `no-writes`. A declared script also loses the legacy leave to touch keys of other Cluster
+//! slots (`allow-cross-slot-keys`), which ours never need: every key a script touches comes
+//! through KEYS and shares one hash tag.
+//!
+//! Scripts built from a shared helper file and a script file ([`compose`]) keep the script
+//! file's first line first, where Redis looks for it.
 
 use std::sync::LazyLock;
 
@@ -27,10 +43,20 @@ pub static CACHE_DELETE: LazyLock<Script> =
 /// `cache/tag.lua`: add an entry to a tag index and keep the index's TTL above the entry's.
 pub static CACHE_TAG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/tag.lua")));
 
+/// Joins helpers shared by several scripts and one script into the text Redis runs. The
+/// script's flags line (`#!lua ...`), if it has one, goes first: Redis reads flags only from
+/// the first line.
+fn compose(helpers: &str, script: &str) -> String {
+    match script.strip_prefix("#!").and(script.split_once('\n')) {
+        Some((flags, body)) => format!("{flags}\n{helpers}{body}"),
+        None => format!("{helpers}{script}"),
+    }
+}
+
 /// A Lock script: `lock/lib.lua` (shared helpers) followed by the named file.
 macro_rules! lock_script {
     ($file:literal) => {
-        LazyLock::new(|| Script::new(concat!(include_str!("../lock/lib.lua"), include_str!($file))))
+        LazyLock::new(|| Script::new(&compose(include_str!("../lock/lib.lua"), include_str!($file))))
     };
 }
 
@@ -65,21 +91,36 @@ pub static SESSION_DELETE_SUBJECT: LazyLock<Script> =
 pub static RATE_LIMIT_CHECK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../rate_limiter/check.lua")));
 
-/// `events/append.lua`: append to a stream with trimming and an optional idempotency key.
+/// `events/append.lua`: append to a stream with trimming and an optional idempotency key,
+/// refreshing the idle expiry of the stream and its companions.
 pub static EVENTS_APPEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../events/append.lua")));
+/// `events/register.lua`: count a stream in its namespace's index, within the cap on streams.
+pub static EVENTS_REGISTER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../events/register.lua")));
 
 /// A consumer-group script: `events/groups.lua` (shared helpers) followed by the named file.
 macro_rules! group_script {
     ($file:literal) => {
-        LazyLock::new(|| Script::new(concat!(include_str!("../events/groups.lua"), include_str!($file))))
+        LazyLock::new(|| Script::new(&compose(include_str!("../events/groups.lua"), include_str!($file))))
     };
 }
 
 /// `events/fetch.lua`: the next entries for a consumer of a group, within its in-flight bound.
 pub static EVENTS_FETCH: LazyLock<Script> = group_script!("../events/fetch.lua");
 /// `events/nack.lua`: give entries back for delivery after a delay, or to the dead letters.
+/// Refused while Redis is over maxmemory (a dead letter copies an entry); see
+/// [`EVENTS_NACK_AT_MAXMEMORY`].
 pub static EVENTS_NACK: LazyLock<Script> = group_script!("../events/nack.lua");
+/// `events/nack.lua` as it runs while Redis is over maxmemory: flagged `allow-oom`, and always
+/// called with dead-lettering off, so that it only moves entries between consumers (memory
+/// stays steady). Entries at their delivery limit are then given back like the others and go
+/// to the dead letters at their next delivery, once memory allows.
+pub static EVENTS_NACK_AT_MAXMEMORY: LazyLock<Script> = LazyLock::new(|| {
+    let script = include_str!("../events/nack.lua");
+    let body = script.split_once('\n').map_or(script, |(_, body)| body);
+    Script::new(&compose(include_str!("../events/groups.lua"), &format!("#!lua flags=allow-oom\n{body}")))
+});
 /// `events/create_group.lua`: create a consumer group with its settings.
 pub static EVENTS_CREATE_GROUP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../events/create_group.lua")));
@@ -144,4 +185,55 @@ pub async fn run_batch(
         }
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composed_scripts_keep_their_flags_line_first() {
+        assert_eq!(
+            compose("-- lib\n", "#!lua flags=allow-oom\n-- body\n"),
+            "#!lua flags=allow-oom\n-- lib\n-- body\n"
+        );
+        assert_eq!(compose("-- lib\n", "-- body\n"), "-- lib\n-- body\n");
+    }
+
+    /// The first line of every script that must keep working at maxmemory, or must be refused
+    /// there whole: a change of flags is a change of what survives a full Redis.
+    #[test]
+    fn scripts_declare_their_memory_behaviour() {
+        let flags = |source: &str| source.lines().next().unwrap_or_default().to_owned();
+        let allow_oom = [
+            include_str!("../lock/release.lua"),
+            include_str!("../lock/extend.lua"),
+            include_str!("../session/get.lua"),
+            include_str!("../session/delete.lua"),
+            include_str!("../session/delete_subject.lua"),
+            include_str!("../cache/delete.lua"),
+            include_str!("../cache/release.lua"),
+            include_str!("../events/delete_group.lua"),
+            include_str!("../events/prune.lua"),
+            include_str!("../events/leave.lua"),
+        ];
+        for source in allow_oom {
+            assert_eq!(flags(source), "#!lua flags=allow-oom", "{source}");
+        }
+        let refused_at_maxmemory = [
+            include_str!("../lock/acquire.lua"),
+            include_str!("../session/create.lua"),
+            include_str!("../session/update.lua"),
+            include_str!("../session/rotate.lua"),
+            include_str!("../events/append.lua"),
+            include_str!("../events/register.lua"),
+            include_str!("../events/create_group.lua"),
+            include_str!("../events/fetch.lua"),
+            include_str!("../events/nack.lua"),
+        ];
+        for source in refused_at_maxmemory {
+            assert_eq!(flags(source), "#!lua", "{source}");
+        }
+        assert_eq!(flags(include_str!("../lock/inspect.lua")), "#!lua flags=no-writes");
+    }
 }

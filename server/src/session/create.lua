@@ -1,5 +1,9 @@
+#!lua
 -- Session.Create: store a new session with its expiry and its subject index entry, atomically,
 -- keeping the subject within its cap on live sessions.
+--
+-- Grows memory: refused whole while Redis is over maxmemory. (Without this line Redis checked
+-- only the first write, the index pruning, which needs no memory, and then let the rest write.)
 --
 -- KEYS[1]  the new session's hash
 -- KEYS[2]  the index of the subject's hash tag: sorted set, "<subject>|<id hash>" -> expiry (ms)

@@ -1,4 +1,7 @@
+#!lua flags=allow-oom
 -- Session.Delete: end one session and drop it from its subject index.
+--
+-- allow-oom: it only deletes, so sessions can end at maxmemory.
 --
 -- KEYS[1]  the session's hash
 -- KEYS[2]  the index of the session's hash tag

@@ -1,4 +1,7 @@
+#!lua flags=allow-oom
 -- Session.DeleteBySubject: end every session of a subject, atomically.
+--
+-- allow-oom: it only deletes, so sessions can end at maxmemory.
 --
 -- The caller first reads the index and names every session of the subject it found; this
 -- script deletes them only if that list is still complete, so a session created or rotated in

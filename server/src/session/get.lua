@@ -1,5 +1,9 @@
+#!lua flags=allow-oom
 -- Session.Get: read a session and, with touch, slide its idle expiry (never past its absolute
 -- expiry), keeping its subject index entry and the index's TTL in step.
+--
+-- allow-oom: it reads, and a touch only moves expiries (re-adding at most the one index entry
+-- pruned at its expiry instant), so sessions stay readable and alive at maxmemory.
 --
 -- KEYS[1]  the session's hash
 -- KEYS[2]  the index of the session's hash tag

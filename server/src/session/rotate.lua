@@ -1,5 +1,8 @@
+#!lua
 -- Session.Rotate: move a session to a new ID; the old ID is deleted, or left as a forwarding
 -- alias for a grace period.
+--
+-- Grows memory (the new ID, an alias): refused whole while Redis is over maxmemory.
 --
 -- KEYS[1]  the session's hash under its old ID
 -- KEYS[2]  the session's hash under its new ID

@@ -1,4 +1,7 @@
+#!lua
 -- Session.Update: change some attributes, optionally only if the version is unchanged.
+--
+-- May grow memory (new attributes): refused whole while Redis is over maxmemory.
 --
 -- KEYS[1]  the session's hash
 -- ARGV[1]  expected version, or '' for none
