@@ -8,9 +8,10 @@
 -- KEYS[2]  lease key of the entry
 -- ARGV[1]  wake channel
 --
--- Returns 1 if the value existed, else 0.
-local deleted = redis.call('DEL', KEYS[1])
-if redis.call('DEL', KEYS[2]) == 1 then
+-- Returns 1 if the value existed, else 0. UNLINK: Redis frees a large value in the background
+-- instead of holding every namespace's commands while it does.
+local deleted = redis.call('UNLINK', KEYS[1])
+if redis.call('UNLINK', KEYS[2]) == 1 then
   redis.call('PUBLISH', ARGV[1], KEYS[1])
 end
 return deleted
