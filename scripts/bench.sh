@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: builds release binaries, starts a throwaway Redis (unless ROOKERY_REDIS_URL is
 # set) and a server on it, and runs the Cache, Lock, Session, RateLimiter and Events benchmarks
-# against their Redis references in one go.
+# against their Redis references in one go, then Cache.Get and RateLimiter.Check with fair
+# shares on vs off (a second server on the same Redis).
 # BENCH_DURATION (default 5s), BENCH_ROUNDS (default 5) and ROOKERY_WORKER_THREADS (default 1)
 # can be set.
 set -euo pipefail
@@ -14,10 +15,18 @@ export ROOKERY_LISTEN=127.0.0.1:50151 ROOKERY_ADMIN_LISTEN=127.0.0.1:50152
 export ROOKERY_WORKER_THREADS="${ROOKERY_WORKER_THREADS:-1}" ROOKERY_LOG_LEVEL=warn
 target/release/rookery-server &
 server_pid=$!
-trap 'kill -TERM "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}"' EXIT
-for _ in $(seq 200); do
-  (exec 3<>/dev/tcp/127.0.0.1/50151) 2>/dev/null && break
-  sleep 0.05
+# A second server on the same Redis with fair shares off, for the cost of the fair-share layer.
+unshared_config="$(mktemp --suffix=.toml)"
+printf '[fair_share]\nenabled = false\n' >"$unshared_config"
+ROOKERY_CONFIG="$unshared_config" ROOKERY_LISTEN=127.0.0.1:50153 ROOKERY_ADMIN_LISTEN=127.0.0.1:50154 \
+  target/release/rookery-server &
+unshared_pid=$!
+trap 'kill -TERM "$server_pid" "$unshared_pid" 2>/dev/null; wait "$server_pid" "$unshared_pid" 2>/dev/null; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}" "$unshared_config"' EXIT
+for port in 50151 50153; do
+  for _ in $(seq 200); do
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+    sleep 0.05
+  done
 done
 duration="${BENCH_DURATION:-5s}"
 rounds="${BENCH_ROUNDS:-5}"
@@ -37,5 +46,12 @@ bench --op rate-limit --concurrency 64
 bench --op publish --concurrency 64
 bench --op consume --concurrency 64 --keys 200000
 bench --op fanout --concurrency 16
+# Fair shares on (50151) vs off (50153), alternating rounds.
+shares() {
+  target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" \
+    --rounds "$rounds" --compare-url http://127.0.0.1:50153 "$@"
+}
+shares --op get --concurrency 64
+shares --op rate-limit --concurrency 64
 target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --op idle-subscribers \
   --keys 10000 --connections 4 --admin-url http://127.0.0.1:50152

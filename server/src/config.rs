@@ -71,6 +71,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Each namespace's share of a replica (see `fair_share`).
+    pub fair_share: crate::fair_share::FairShareConfig,
 }
 
 /// Where Redis is and how the server talks to it.
@@ -117,6 +119,10 @@ pub struct LimitsConfig {
     pub max_value_bytes: usize,
     /// Largest gRPC message, in bytes (must leave room for the largest value).
     pub max_message_bytes: usize,
+    /// Largest answer a call whose size depends on stored data (GetMany) may give, in bytes;
+    /// checked before values are read. At least `max_value_bytes` + 1 KiB, at most
+    /// `max_message_bytes` − 64 KiB, which is the default.
+    pub max_response_bytes: Option<usize>,
     /// Most keys in one batch call (GetMany, SetMany, Delete).
     pub max_batch_keys: usize,
     /// Most concurrent HTTP/2 streams (calls) per client connection.
@@ -414,6 +420,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
+            fair_share: crate::fair_share::FairShareConfig::default(),
         }
     }
 }
@@ -453,12 +460,21 @@ impl LimitsConfig {
     }
 }
 
+impl LimitsConfig {
+    /// The response budget: `max_response_bytes`, or what `max_message_bytes` leaves after
+    /// 64 KiB of room for message framing.
+    pub fn response_budget(&self) -> usize {
+        self.max_response_bytes.unwrap_or(self.max_message_bytes.saturating_sub(64 * 1024))
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_key_bytes: 512,
             max_value_bytes: 1024 * 1024,
             max_message_bytes: 4 * 1024 * 1024,
+            max_response_bytes: None,
             max_batch_keys: 1000,
             max_concurrent_streams: 10_000,
         }
@@ -723,6 +739,18 @@ impl Config {
                 ),
             ));
         }
+        let budget = self.limits.response_budget();
+        if budget < self.limits.max_value_bytes + 1024 || budget + 64 * 1024 > self.limits.max_message_bytes {
+            return Err(invalid(
+                "limits.max_response_bytes",
+                format!(
+                    "must be at least limits.max_value_bytes + 1024 ({}) and at most limits.max_message_bytes - \
+                     65536 ({})",
+                    self.limits.max_value_bytes + 1024,
+                    self.limits.max_message_bytes.saturating_sub(64 * 1024)
+                ),
+            ));
+        }
         if self.limits.max_batch_keys == 0 || self.limits.max_batch_keys > 10_000 {
             return Err(invalid("limits.max_batch_keys", "must be between 1 and 10000"));
         }
@@ -804,6 +832,7 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?} is not a valid filter: {e}", self.log.level)))?;
         positive("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
+        self.fair_share.validate()?;
         Ok(())
     }
 }

@@ -5,7 +5,8 @@
 //! [`serve`] in-process on `127.0.0.1:0`.
 //!
 //! Module map: `config` (the one Config struct), `error` (the domain error and its one mapping
-//! to gRPC codes), `namespace` (tenant of each request), `redis` (connections, keys, scripts,
+//! to gRPC codes), `namespace` (tenant of each request), `fair_share` (each namespace's share of
+//! a replica, one tower layer), `honest_codes` (tonic's own rejections mapped to the table), `redis` (connections, keys, scripts,
 //! pub/sub), `telemetry` (logs, metrics, the per-RPC layer), and one folder per service.
 
 pub mod cache;
@@ -14,6 +15,8 @@ mod convert;
 pub mod drain;
 pub mod error;
 pub mod events;
+pub mod fair_share;
+mod honest_codes;
 pub mod lock;
 pub mod namespace;
 pub mod rate_limiter;
@@ -34,7 +37,6 @@ use rookery::v1::rate_limiter_server::RateLimiterServer;
 use rookery::v1::session_server::SessionServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -43,6 +45,8 @@ use crate::cache::{Cache, CacheApi};
 pub use crate::config::Config;
 use crate::drain::CutLayer;
 use crate::events::{Events, EventsApi};
+use crate::fair_share::{FairShare, FairShareLayer};
+use crate::honest_codes::HonestCodesLayer;
 use crate::lock::{LockApi, Locks};
 use crate::rate_limiter::envoy::EnvoyRateLimitApi;
 use crate::rate_limiter::{RateLimiter, RateLimiterApi};
@@ -138,6 +142,7 @@ pub async fn serve(
         None => coordination.clone(),
     };
     let (drain_control, drain) = drain::channel();
+    let shares = FairShare::new(config.fair_share.clone());
     let cache = Arc::new(
         Cache::start(
             cache_redis,
@@ -167,6 +172,7 @@ pub async fn serve(
             coordination.clone(),
             config.limits.clone(),
             config.events.clone(),
+            shares.clone(),
             drain.clone(),
             config.redis.startup_timeout,
         )
@@ -253,16 +259,19 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(config.limits.max_concurrent_streams)
+        // Outermost first: metrics see the final code of every call, refusals included.
         .layer(RpcMetricsLayer)
+        .layer(HonestCodesLayer)
+        .layer(FairShareLayer::new(shares))
         .layer(CutLayer::new(drain.clone()))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(InterceptedService::new(cache_service, namespace::interceptor))
-        .add_service(InterceptedService::new(lock_service, namespace::interceptor))
-        .add_service(InterceptedService::new(session_service, namespace::interceptor))
-        .add_service(InterceptedService::new(rate_limiter_service, namespace::interceptor))
-        .add_service(InterceptedService::new(events_service, namespace::interceptor))
-        .add_service(InterceptedService::new(envoy_service, namespace::interceptor))
+        .add_service(cache_service)
+        .add_service(lock_service)
+        .add_service(session_service)
+        .add_service(rate_limiter_service)
+        .add_service(events_service)
+        .add_service(envoy_service)
         .serve_with_incoming_shutdown(incoming, signal);
     let drain_timeout = config.shutdown.drain_timeout;
     let drain_deadline = async move {

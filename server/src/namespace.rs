@@ -1,9 +1,10 @@
 //! The tenant namespace of a request.
 //!
 //! Every key a request touches lives in its namespace. With auth off (today), the namespace
-//! comes from the `x-rookery-namespace` metadata header, `default` when absent. The
-//! [`interceptor`] validates it once and puts a [`Namespace`] in the request's extensions,
-//! where handlers read it; an auth layer can later set it from the caller's identity instead,
+//! comes from the `x-rookery-namespace` metadata header, `default` when absent. [`resolve`]
+//! validates it once, in the fair-share layer (`crate::fair_share`), which enforces the
+//! namespace's share and puts the [`Namespace`] in the request's extensions, where handlers
+//! read it with [`of`]; an auth layer can later set it from the caller's identity instead,
 //! without touching any handler.
 
 use std::sync::Arc;
@@ -42,29 +43,26 @@ impl Namespace {
     }
 }
 
-/// Reads and validates the namespace header and stores the [`Namespace`] in the request's
-/// extensions. Use with `XServer::with_interceptor`.
-pub fn interceptor(mut request: Request<()>) -> Result<Request<()>, Status> {
-    let namespace = match request.metadata().get(NAMESPACE_HEADER) {
-        None => Namespace(DEFAULT_NAMESPACE.into()),
+/// Reads and validates the namespace header of a request (`default` when absent).
+pub fn resolve(headers: &http::HeaderMap) -> Result<Namespace, Status> {
+    match headers.get(NAMESPACE_HEADER) {
+        None => Ok(Namespace(DEFAULT_NAMESPACE.into())),
         Some(value) => {
             let text = value
                 .to_str()
                 .map_err(|_| Status::invalid_argument(format!("{NAMESPACE_HEADER} must be ASCII")))?;
-            Namespace::new(text).map_err(|e| Status::invalid_argument(format!("{NAMESPACE_HEADER}: {e}")))?
+            Namespace::new(text).map_err(|e| Status::invalid_argument(format!("{NAMESPACE_HEADER}: {e}")))
         }
-    };
-    request.extensions_mut().insert(namespace);
-    Ok(request)
+    }
 }
 
-/// The namespace the [`interceptor`] attached to a request.
+/// The namespace the fair-share layer attached to a request.
 pub fn of<T>(request: &Request<T>) -> Result<Namespace, Status> {
     request
         .extensions()
         .get::<Namespace>()
         .cloned()
-        .ok_or_else(|| Status::internal("namespace interceptor missing on this service"))
+        .ok_or_else(|| Status::internal("fair-share layer missing on this service"))
 }
 
 #[cfg(test)]
@@ -83,13 +81,11 @@ mod tests {
 
     #[test]
     fn header_sets_namespace_and_absence_means_default() {
-        let request = interceptor(Request::new(())).unwrap();
-        assert_eq!(of(&request).unwrap().as_str(), "default");
-        let mut request = Request::new(());
-        request.metadata_mut().insert(NAMESPACE_HEADER, "team-a".parse().unwrap());
-        assert_eq!(of(&interceptor(request).unwrap()).unwrap().as_str(), "team-a");
-        let mut request = Request::new(());
-        request.metadata_mut().insert(NAMESPACE_HEADER, "a:b".parse().unwrap());
-        assert_eq!(interceptor(request).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(resolve(&headers).unwrap().as_str(), "default");
+        headers.insert(NAMESPACE_HEADER, "team-a".parse().unwrap());
+        assert_eq!(resolve(&headers).unwrap().as_str(), "team-a");
+        headers.insert(NAMESPACE_HEADER, "a:b".parse().unwrap());
+        assert_eq!(resolve(&headers).unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

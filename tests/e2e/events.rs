@@ -247,20 +247,30 @@ async fn streams_append_in_order_resume_after_an_entry_and_never_append_twice() 
 #[tokio::test]
 async fn every_stream_is_trimmed_even_without_options() {
     let mut config = test_config(&shared_redis().url());
-    config.events.stream_max_len = 20;
+    config.events.stream_max_len = 200;
     let server = TestServer::start(config).await;
     let ns = namespace("trim");
     let events = server.client(&ns).await.events();
     for n in 0..1000 {
         events.append("log", fields(n), &AppendOptions::default()).await.unwrap();
     }
-    let bounded = AppendOptions { max_len: 50, ..AppendOptions::default() };
+    let bounded = AppendOptions { max_len: 20, ..AppendOptions::default() };
     for n in 0..1000 {
         events.append("bounded", fields(n), &bounded).await.unwrap();
     }
+    // A stream given only an age bound is still bounded by events.stream_max_len.
+    let aged = AppendOptions { max_age: Some(Duration::from_secs(3600)), ..AppendOptions::default() };
+    for n in 0..1000 {
+        events.append("aged", fields(n), &aged).await.unwrap();
+    }
+    // No append may ask for more than the server's bound.
+    let unbounded = AppendOptions { max_len: 201, ..AppendOptions::default() };
+    let refused = events.append("log", fields(0), &unbounded).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("events.stream_max_len"), "{}", refused.message());
     // Approximate trimming keeps whole nodes of up to 100 entries.
     let mut conn = shared_redis().conn().await;
-    for (stream, bound) in [("log", 20), ("bounded", 50)] {
+    for (stream, bound) in [("log", 200), ("bounded", 20), ("aged", 200)] {
         let key = format!("rk1:{{{ns}:st:{stream}}}");
         let len: u64 = redis::cmd("XLEN").arg(&key).query_async(&mut conn).await.unwrap();
         assert!(len <= bound + 100, "{stream} kept {len} entries");

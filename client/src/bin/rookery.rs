@@ -352,6 +352,10 @@ struct BenchArgs {
     /// (single runs on a small shared machine vary by 10-20%).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Another Rookery server (the same build with another config, e.g. fair shares off):
+    /// alternate rounds between it and `--url` and print the throughput ratio of `--url` to it.
+    #[arg(long, conflicts_with = "compare_redis")]
+    compare_url: Option<String>,
     /// The server's admin HTTP address, for `--op idle-subscribers`.
     #[arg(long, default_value = "http://127.0.0.1:9090")]
     admin_url: String,
@@ -821,6 +825,26 @@ async fn bench_command(
         if report.missed > 0 {
             println!("subscribers were told they missed {} messages", report.missed);
         }
+        if let Some(other_url) = &args.compare_url {
+            let other = bench::run(&BenchConfig { url: other_url.clone(), ..config.clone() }).await?;
+            errors += other.errors;
+            println!(
+                "{other_url} {name} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
+                config.concurrency,
+                config.value_size,
+                other.ops_per_sec,
+                ms(other.p50),
+                ms(other.p99),
+                ms(other.p999),
+                other.errors
+            );
+            let ratio = 100.0 * report.ops_per_sec / other.ops_per_sec;
+            let extra = (report.p50.as_secs_f64() - other.p50.as_secs_f64()) * 1e6;
+            println!("ratio: {ratio:.1}% of {other_url}'s throughput; p50 {extra:+.0}µs over it");
+            ratios.push(ratio);
+            added.push(extra);
+            continue;
+        }
         if !args.compare_redis {
             continue;
         }
@@ -845,8 +869,9 @@ async fn bench_command(
         added.push(extra);
     }
     if ratios.len() > 1 {
+        let reference = args.compare_url.as_deref().unwrap_or("redis-benchmark");
         println!(
-            "median of {} rounds: {:.1}% of redis-benchmark throughput; p50 {:+.0}µs over Redis",
+            "median of {} rounds: {:.1}% of {reference}'s throughput; p50 {:+.0}µs over it",
             ratios.len(),
             median(&mut ratios),
             median(&mut added)

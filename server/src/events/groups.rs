@@ -526,6 +526,7 @@ impl Events {
         tx.try_send(Ok(ConsumeEvent::Started { settings: effective, max_in_flight }))
             .map_err(|_| Error::Internal("a new consumer's channel is full".into()))?;
         let consumer = Consumer {
+            ns: ns.clone(),
             acked: self.acks.subscribe(&keys.signal),
             keys,
             lease,
@@ -584,13 +585,9 @@ impl Events {
     /// just waits, and the caller looks again: slower to see new entries, never an error.
     async fn wait_for_new(&self, consumer: &Consumer, count: u64, wait: Duration) -> Result<Vec<Delivery>> {
         let started = Instant::now();
-        let mut blocking = match tokio::time::timeout(wait, self.redis.blocking().get()).await {
-            Ok(Ok(conn)) => conn,
-            _ => {
-                metrics::counter!("rookery_events_blocking_pool_exhausted_total").increment(1);
-                tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
-                return Ok(Vec::new());
-            }
+        let Some((_share, mut blocking)) = self.blocking_connection(&consumer.ns, wait).await else {
+            tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
+            return Ok(Vec::new());
         };
         let block = wait.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         let mut read = redis::cmd("XREADGROUP");
@@ -967,6 +964,8 @@ impl Consumer {
 
 /// One running consumer.
 struct Consumer {
+    /// Its namespace, whose fair share its blocking reads count against.
+    ns: Namespace,
     keys: GroupKeys,
     /// The consumer's lease key, and this Consume's token in it.
     lease: String,

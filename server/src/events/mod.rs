@@ -29,7 +29,9 @@ use tokio::sync::mpsc;
 use crate::config::{EventsConfig, LimitsConfig};
 use crate::drain::{Drain, SHUTDOWN_MESSAGE};
 use crate::error::{Error, Result};
+use crate::fair_share::{FairShare, ShareGuard};
 use crate::namespace::Namespace;
+use crate::redis::blocking::BlockingManager;
 use crate::redis::hub::{self, Item, Subscription, Topic};
 use crate::redis::scripts::{self, evalsha};
 use crate::redis::{RedisPool, keys, timed};
@@ -43,9 +45,9 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_BATCH: usize = 100;
 /// How long one blocking read waits for new entries before checking on its reader.
 const BLOCK: Duration = Duration::from_secs(5);
-/// How long a caught-up reader waits for a dedicated connection, and then before it looks for
-/// new entries again when none was free.
-const POOL_WAIT: Duration = Duration::from_millis(500);
+/// How often a caught-up reader that could get no dedicated connection looks for new entries
+/// (the wait for a connection included).
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Longest field name of a stream entry.
 const MAX_FIELD_NAME: usize = 256;
 /// Field names that dead letters add to an entry's own: no appended entry may use them.
@@ -149,6 +151,7 @@ pub struct Events {
     redis: Arc<RedisPool>,
     limits: LimitsConfig,
     config: EventsConfig,
+    shares: Arc<FairShare>,
     drain: Drain,
     acks: groups::AckSignals,
 }
@@ -170,13 +173,14 @@ impl Events {
         redis: Arc<RedisPool>,
         limits: LimitsConfig,
         config: EventsConfig,
+        shares: Arc<FairShare>,
         drain: Drain,
         startup_wait: Duration,
     ) -> Self {
         if !redis.hub().wait_connected(startup_wait).await {
             tracing::warn!("events pub/sub connection not live yet; Subscribe waits for it");
         }
-        Self { redis, limits, config, drain, acks: groups::AckSignals::default() }
+        Self { redis, limits, config, shares, drain, acks: groups::AckSignals::default() }
     }
 
     /// The Redis this service uses.
@@ -187,6 +191,28 @@ impl Events {
     /// Whether Redis answers and the hub's connection is live.
     pub async fn is_healthy(&self) -> bool {
         self.redis.hub().is_connected() && self.redis.ping().await
+    }
+
+    /// A dedicated blocking connection for a reader of `ns`, within the namespace's fair share
+    /// and waiting at most `wait` for the pool; `None` when either is used up (the reader
+    /// then polls: slower to see new entries, never an error). Hold the guard as long as the
+    /// connection.
+    async fn blocking_connection(
+        &self,
+        ns: &Namespace,
+        wait: Duration,
+    ) -> Option<(ShareGuard, bb8::PooledConnection<'_, BlockingManager>)> {
+        let Some(share) = self.shares.blocking(ns) else {
+            metrics::counter!("rookery_events_blocking_share_exhausted_total").increment(1);
+            return None;
+        };
+        match tokio::time::timeout(wait, self.redis.blocking().get()).await {
+            Ok(Ok(conn)) => Some((share, conn)),
+            _ => {
+                metrics::counter!("rookery_events_blocking_pool_exhausted_total").increment(1);
+                None
+            }
+        }
     }
 
     /// Publishes; returns how many replicas received it.
@@ -242,8 +268,15 @@ impl Events {
             self.limits.check_name("idempotency_key", key)?;
         }
         let max_age = max_age.filter(|age| !age.is_zero());
-        // No stream grows forever by accident.
-        let max_len = if max_len == 0 && max_age.is_none() { self.config.stream_max_len } else { max_len };
+        // No stream grows past `events.stream_max_len`, by accident or on purpose: that bound is
+        // what the worst-case memory of a namespace's streams is computed from.
+        if max_len > self.config.stream_max_len {
+            return Err(Error::InvalidArgument(format!(
+                "max_len {max_len} exceeds the server's bound of {} entries (events.stream_max_len)",
+                self.config.stream_max_len
+            )));
+        }
+        let max_len = if max_len == 0 { self.config.stream_max_len } else { max_len };
         let (key, marker) = keys::event_stream(ns.as_str(), stream, idempotency_key.as_deref());
         let (mark, dead, groups) =
             (keys::event_stream_mark(&key), keys::event_dead_letters(&key), keys::event_groups(&key));
@@ -325,13 +358,14 @@ impl Events {
             }
         };
         let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(self.clone().run_read(key, cursor, follow, tx));
+        tokio::spawn(self.clone().run_read(ns.clone(), key, cursor, follow, tx));
         Ok(rx)
     }
 
     /// Delivers the entries after `cursor` (None: from the first), and with `follow` new ones.
     async fn run_read(
         self: Arc<Self>,
+        ns: Namespace,
         key: String,
         mut cursor: Option<String>,
         follow: bool,
@@ -364,15 +398,15 @@ impl Events {
             if !follow {
                 return;
             }
-            // Caught up: wait for new entries on a dedicated connection.
-            // Every dedicated connection busy: look again after a while (polling), rather
-            // than fail a reader that is doing nothing wrong.
-            let mut blocking = match tokio::time::timeout(POOL_WAIT, self.redis.blocking().get()).await {
-                Ok(Ok(conn)) => conn,
-                _ => {
-                    metrics::counter!("rookery_events_blocking_pool_exhausted_total").increment(1);
+            // Caught up: wait for new entries on a dedicated connection. With none to be had
+            // (the namespace's share or the pool used up), look again after POLL_INTERVAL
+            // (polling) rather than fail a reader that is doing nothing wrong.
+            let asked = tokio::time::Instant::now();
+            let (_share, mut blocking) = match self.blocking_connection(&ns, POLL_INTERVAL).await {
+                Some(held) => held,
+                None => {
                     tokio::select! {
-                        () = tokio::time::sleep(POOL_WAIT) => continue,
+                        () = tokio::time::sleep_until(asked + POLL_INTERVAL) => continue,
                         () = tx.closed() => return,
                         () = self.drain.draining() => {
                             let _ = tx.try_send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into())));

@@ -42,6 +42,9 @@ pub static CACHE_DELETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../cache/delete.lua")));
 /// `cache/tag.lua`: add an entry to a tag index and keep the index's TTL above the entry's.
 pub static CACHE_TAG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../cache/tag.lua")));
+/// `cache/get_bounded.lua`: a value and its PTTL if it is at most a given length, else its length.
+pub static CACHE_GET_BOUNDED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../cache/get_bounded.lua")));
 
 /// Joins helpers shared by several scripts and one script into the text Redis runs. The
 /// script's flags line (`#!lua ...`), if it has one, goes first: Redis reads flags only from
