@@ -123,6 +123,21 @@ async fn at_maxmemory_growing_writes_are_refused_and_releases_renewals_acks_and_
         events.create_group("orders", "audit", "", GroupSettings::default()).await,
         cache.set("page-2", b"more".to_vec(), MINUTE).await.map(drop),
         locks.acquire("other-job", &LockOptions::new(MINUTE)).await.map(drop),
+        // A sliding-window log removes old entries before it adds one: refused all the same.
+        client
+            .rate_limiter()
+            .check(
+                "api",
+                &rookery_client::RateLimit::Spec {
+                    algorithm: rookery_client::Algorithm::SlidingWindowLog,
+                    limit: 100,
+                    period: MINUTE,
+                    burst: 0,
+                },
+                1,
+            )
+            .await
+            .map(drop),
     ];
     for outcome in refused {
         assert_eq!(outcome.expect_err("refused at maxmemory").code(), Code::ResourceExhausted);
@@ -136,7 +151,7 @@ async fn at_maxmemory_growing_writes_are_refused_and_releases_renewals_acks_and_
     );
     assert_eq!(session_keys(&redis, &ns).await, sessions_before, "refused creates left nothing behind");
     let keys = redis.keys_of(&ns).await;
-    for refused in [":st:new-stream}", ":cache:page-2}", ":lock:other-job}"] {
+    for refused in [":st:new-stream}", ":cache:page-2}", ":lock:other-job}", ":rl:api}"] {
         assert!(!keys.iter().any(|key| key.contains(refused)), "{refused} was written: {keys:?}");
     }
     let keys_at_limit: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();

@@ -1,3 +1,4 @@
+#!lua
 -- RateLimiter.Check / CheckMany: decide one or several limits for one request, atomically.
 --
 -- KEYS[i]  the state of limit i (its type depends on the algorithm; each has a TTL of about
@@ -11,6 +12,9 @@
 -- All limits are decided first; state is written only if every non-shadow limit allows (a
 -- denied request consumes nothing anywhere), and then only for the limits that allowed and
 -- have a cost. Time is Redis's clock, in microseconds.
+--
+-- Grows memory (a sliding-window log adds entries after removing old ones, a write Redis would
+-- not check for memory on its own): refused whole while Redis is over maxmemory, dry runs too.
 --
 -- Returns {all_allowed, then per limit: allowed, remaining, reset_after_us, retry_after_us}.
 local t = redis.call('TIME')
