@@ -13,4 +13,5 @@ mod memory;
 mod rate_limiter;
 mod server;
 mod session;
+mod status_table;
 mod tenancy;
