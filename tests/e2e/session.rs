@@ -327,3 +327,31 @@ async fn an_eight_attribute_session_takes_at_most_600_bytes_in_redis() {
     assert!(bytes <= 600, "an 8-attribute session takes {bytes} bytes");
     println!("MEMORY USAGE of an 8-attribute session: {bytes} bytes ({encoding})");
 }
+
+#[tokio::test]
+async fn a_sessions_attributes_never_outgrow_one_answer() {
+    let mut config = test_config(&shared_redis().url());
+    config.limits.max_value_bytes = 150_000;
+    config.limits.max_response_bytes = Some(200_000);
+    let server = TestServer::start(config).await;
+    let sessions = server.client(&namespace("session-bytes")).await.session();
+    // Names (with one byte of framing) and values: exactly the budget.
+    let at_limit = HashMap::from([("a".to_owned(), vec![1; 99_998]), ("b".to_owned(), vec![2; 99_998])]);
+    let created = sessions.create("alice", at_limit, &SessionOptions::default()).await.unwrap();
+    let over = HashMap::from([("a".to_owned(), vec![1; 99_999]), ("b".to_owned(), vec![2; 99_998])]);
+    let refused = sessions.create("alice", over, &SessionOptions::default()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("limits.max_response_bytes"), "{}", refused.message());
+
+    // Growing by an update is refused in Redis, where the stored sizes are known.
+    let refused = sessions.update(&created.id, SessionUpdate::new().set("c", vec![3; 1])).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("200003 bytes"), "{}", refused.message());
+    // Replacing and removing within the budget works, and the answer carries it all.
+    let update = SessionUpdate::new().set("a", vec![4; 50_000]).set("c", vec![5; 49_000]);
+    sessions.update(&created.id, update).await.unwrap();
+    sessions.update(&created.id, SessionUpdate::new().remove("b").set("d", vec![6; 99_000])).await.unwrap();
+    let session = sessions.get(&created.id, false).await.unwrap().unwrap();
+    assert_eq!(session.attributes.len(), 3);
+    assert_eq!(session.attributes["d"].len(), 99_000);
+}

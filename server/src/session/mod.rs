@@ -209,6 +209,15 @@ impl Sessions {
         self.limits.check_name("subject", subject)
     }
 
+    /// The refusal of attributes totalling `bytes`, over what one Session.Get may answer.
+    fn too_many_bytes(&self, bytes: usize) -> Error {
+        Error::InvalidArgument(format!(
+            "the session's attribute names and values would total {bytes} bytes; the limit is {} \
+             (limits.max_response_bytes, so that Session.Get's answer always fits)",
+            self.limits.response_budget()
+        ))
+    }
+
     /// Checks attribute names and values, and returns them as script arguments (`.name`, value).
     fn attribute_args(&self, attributes: &HashMap<String, Vec<u8>>) -> Result<Vec<(String, Vec<u8>)>> {
         if attributes.len() > self.config.max_attributes as usize {
@@ -217,6 +226,10 @@ impl Sessions {
                 attributes.len(),
                 self.config.max_attributes
             )));
+        }
+        let bytes: usize = attributes.iter().map(|(name, value)| name.len() + 1 + value.len()).sum();
+        if bytes > self.limits.response_budget() {
+            return Err(self.too_many_bytes(bytes));
         }
         attributes
             .iter()
@@ -366,6 +379,7 @@ impl Sessions {
             for (name, value) in &set {
                 cmd.arg(name).arg(value);
             }
+            cmd.arg(self.limits.response_budget());
             let mut conn = self.redis.conn();
             let reply: Vec<Value> =
                 timed("session.update", scripts::run(&mut conn, &scripts::SESSION_UPDATE, &cmd))
@@ -386,6 +400,9 @@ impl Sessions {
                         "the session would have {count} attributes; at most {} are allowed (session.max_attributes)",
                         self.config.max_attributes
                     )));
+                }
+                [Value::Int(-3), Value::Int(bytes)] => {
+                    return Err(self.too_many_bytes(usize::try_from(*bytes).unwrap_or(usize::MAX)));
                 }
                 _ => return Err(Error::unexpected("session update", &Value::Array(reply))),
             }
