@@ -290,6 +290,9 @@ pub struct EventsConfig {
     /// Consumer groups one stream may have; a CreateGroup past it is refused with
     /// RESOURCE_EXHAUSTED.
     pub max_groups_per_stream: u32,
+    /// Consumers one group may have; a Consume with a new name past it is refused with
+    /// RESOURCE_EXHAUSTED (returning consumers are always let in).
+    pub max_consumers_per_group: u32,
 }
 
 impl Default for EventsConfig {
@@ -307,6 +310,7 @@ impl Default for EventsConfig {
             stream_idle_ttl: Duration::from_secs(7 * 24 * 3600),
             max_streams_per_namespace: 10_000,
             max_groups_per_stream: 100,
+            max_consumers_per_group: 1000,
         }
     }
 }
@@ -822,6 +826,9 @@ impl Config {
         }
         if self.events.max_groups_per_stream == 0 || self.events.max_groups_per_stream > 10_000 {
             return Err(invalid("events.max_groups_per_stream", "must be between 1 and 10000"));
+        }
+        if self.events.max_consumers_per_group == 0 || self.events.max_consumers_per_group > 100_000 {
+            return Err(invalid("events.max_consumers_per_group", "must be between 1 and 100000"));
         }
         if self.session.max_attributes == 0 || self.session.max_attributes > 1000 {
             return Err(invalid("session.max_attributes", "must be between 1 and 1000"));

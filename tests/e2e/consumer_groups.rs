@@ -589,3 +589,28 @@ async fn a_new_call_takes_a_consumer_name_over_and_the_old_one_ends() {
     new.ack(again.iter().map(|d| d.id.clone())).await.unwrap();
     assert_eq!(take(&mut new, 2).await.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), ids[2..]);
 }
+
+#[tokio::test]
+async fn a_group_has_at_most_its_cap_of_consumers_and_returning_ones_are_let_in() {
+    let mut config = test_config(&shared_redis().url());
+    config.events.max_consumers_per_group = 3;
+    let server = TestServer::start(config).await;
+    let events = server.client(&namespace("consumer-cap")).await.events();
+    events.append("s", entry(1), &AppendOptions::default()).await.unwrap();
+    let options = ConsumeOptions { create_group: true, ..ConsumeOptions::default() };
+    let mut open = Vec::new();
+    for name in ["c1", "c2", "c3"] {
+        open.push(events.consume("s", "g", name, &options).await.unwrap());
+    }
+    // c1 holds the entry, so it stays a consumer of the group whatever happens to its call.
+    let first = open[0].next().await.unwrap().unwrap();
+    assert_eq!(first.entries.len(), 1);
+    let refused = events.consume("s", "g", "c4", &options).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("events.max_consumers_per_group"), "{}", refused.message());
+    // A consumer the group knows comes back, at the cap: its own pending entry first.
+    drop(open.remove(0));
+    let mut back = events.consume("s", "g", "c1", &options).await.unwrap();
+    let again = back.next().await.unwrap().unwrap();
+    assert_eq!(again.entries[0].id, first.entries[0].id);
+}

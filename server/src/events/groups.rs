@@ -459,6 +459,42 @@ impl Events {
         Ok(deleted == 1)
     }
 
+    /// Refuses a consumer name new to a group that already has `events.max_consumers_per_group`
+    /// consumers (a returning one is always let in), so that what a group describes, and what
+    /// its pending-list scans cover, stays bounded. XINFO GROUPS costs Redis O(groups), at most
+    /// `events.max_groups_per_stream`; XINFO CONSUMERS, O(consumers), runs only at the cap,
+    /// where it is bounded by it.
+    async fn check_room_for_consumer(&self, keys: &GroupKeys, group: &str, consumer: &str) -> Result<()> {
+        let cap = u64::from(self.config.max_consumers_per_group);
+        let mut conn = self.redis.conn();
+        let groups: Value =
+            redis::cmd("XINFO").arg("GROUPS").arg(&keys.stream).query_async(&mut conn).await?;
+        let Value::Array(groups) = &groups else { return Err(Error::unexpected("XINFO GROUPS", &groups)) };
+        let consumers = groups
+            .iter()
+            .map(fields_of)
+            .find(|fields| fields.get("name").is_some_and(|name| text(name) == group))
+            .and_then(|fields| fields.get("consumers").and_then(|n| number(n)))
+            .unwrap_or(0);
+        if consumers < cap {
+            return Ok(());
+        }
+        let known: Value =
+            redis::cmd("XINFO").arg("CONSUMERS").arg(&keys.stream).arg(group).query_async(&mut conn).await?;
+        let Value::Array(known) = &known else { return Err(Error::unexpected("XINFO CONSUMERS", &known)) };
+        if known
+            .iter()
+            .map(fields_of)
+            .any(|fields| fields.get("name").is_some_and(|name| text(name) == consumer))
+        {
+            return Ok(());
+        }
+        Err(Error::ResourceExhausted(format!(
+            "group {group:?} has {consumers} consumers, the most a group may have (events.max_consumers_per_group); \
+             reuse a consumer name (a consumer that holds nothing is forgotten when it leaves, or after an hour idle)"
+        )))
+    }
+
     /// A group's settings with the server's defaults filled in; NOT_FOUND without the group.
     async fn settings_of(&self, keys: &GroupKeys, stream: &str, group: &str) -> Result<EffectiveSettings> {
         // One round trip: XPENDING fails with NOGROUP when the stream or the group does not
@@ -509,6 +545,7 @@ impl Events {
             self.create_group_at(ns, &keys, &group, "0", settings).await?;
         }
         let effective = self.settings_of(&keys, &stream, &group).await?;
+        self.check_room_for_consumer(&keys, &group, &consumer).await?;
         // One Consume per consumer name, the newest: it takes the name over, and an older call
         // still holding it (its client may be gone without a word) ends at its next fetch.
         // Two calls sharing a name would each be handed the other's entries as pending ones.
