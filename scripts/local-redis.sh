@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Sourced by run.sh and bench.sh: starts a throwaway Redis (noeviction, no persistence, in a
-# temporary directory, on a free port from 6380 up) unless ROOKERY_REDIS_URL is set, and stops
-# it when the calling script exits. Exports ROOKERY_REDIS_URL either way.
+# Sourced by run.sh and bench.sh: starts a throwaway Redis (noeviction, lazy freeing, no
+# persistence, in a temporary directory, on a free port from 6380 up) unless ROOKERY_REDIS_URL
+# is set, and stops it when the calling script exits. Exports ROOKERY_REDIS_URL either way.
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -10,7 +10,8 @@ if [ -z "${ROOKERY_REDIS_URL:-}" ]; then
   redis_port=6380
   while port_in_use "$redis_port"; do redis_port=$((redis_port + 1)); done
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-    --maxmemory-policy noeviction --dir "$redis_dir" --logfile "$redis_dir/redis.log" &
+    --maxmemory-policy noeviction --lazyfree-lazy-expire yes --lazyfree-lazy-server-del yes \
+    --lazyfree-lazy-user-del yes --dir "$redis_dir" --logfile "$redis_dir/redis.log" &
   redis_pid=$!
   trap 'kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; rm -rf "$redis_dir"' EXIT
   for _ in $(seq 100); do

@@ -137,8 +137,14 @@ pub async fn serve(
     let coordination =
         Arc::new(RedisPool::connect(&config.redis.url, &config.redis, RedisRole::Coordination).await?);
     coordination.check_no_eviction(config.redis.allow_eviction).await?;
+    // Warns only: whether Redis frees large values in the background is its operator's call.
+    coordination.check_lazy_free().await;
     let cache_redis = match &config.redis.cache_url {
-        Some(url) => Arc::new(RedisPool::connect(url, &config.redis, RedisRole::Cache).await?),
+        Some(url) => {
+            let pool = Arc::new(RedisPool::connect(url, &config.redis, RedisRole::Cache).await?);
+            pool.check_lazy_free().await;
+            pool
+        }
         None => coordination.clone(),
     };
     let (drain_control, drain) = drain::channel();

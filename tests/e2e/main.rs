@@ -11,6 +11,7 @@ mod harness;
 mod lock;
 mod memory;
 mod rate_limiter;
+mod redis_work;
 mod server;
 mod session;
 mod status_table;

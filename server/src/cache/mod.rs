@@ -5,7 +5,13 @@
 //! - the lease key, a string with a TTL: the token of the one caller allowed to fill or
 //!   refresh the entry right now.
 //!
-//! And per tag, a set of entry names with a TTL at least that of its longest-lived entry.
+//! And per tag, an index of entry names (`keys::cache_tag_keys`) with a TTL at least that of its
+//! longest-lived entry: buckets (sets) of at most [`TAG_BUCKET`] names, a sorted set listing
+//! the live buckets, and the number of the bucket being filled. One set per tag grew with what
+//! a namespace stored, and Redis frees an expiring set in one step (200,000 names: ~70 ms
+//! during which every namespace's calls waited); a bucket costs a bounded time to free, to pop
+//! and to fill. Each replica remembers which bucket it believes is being filled, so a tagged
+//! write stays one script call (plus one more when another replica opened a new bucket).
 //!
 //! The lease protocol (`Fetch`/`Fill`/`ReleaseLease`) follows memcache leases: a miss grants
 //! one caller a lease, other callers wait. Waiting uses no polling: a waiter registers in
@@ -41,6 +47,14 @@ use crate::telemetry::GaugeGuard;
 
 /// Entries popped from a tag index per round trip during invalidation.
 const TAG_POP_BATCH: usize = 500;
+/// Most entry names in one bucket of a tag index (freeing or filling one: well under a
+/// millisecond of Redis's time).
+pub const TAG_BUCKET: usize = 1000;
+/// Buckets listed per ZSCAN round trip during invalidation.
+const TAG_BUCKETS_PER_SCAN: usize = 100;
+/// Tags whose bucket being filled a replica remembers; past this, it forgets them all (a
+/// forgotten tag costs one more round trip at its next write).
+const TAG_HEADS_REMEMBERED: usize = 10_000;
 /// Keys examined per SCAN round trip during prefix invalidation.
 const SCAN_BATCH: usize = 1000;
 /// Bytes a `CacheLookup` adds to a GetMany answer beyond its value (tags, lengths, the TTL),
@@ -192,6 +206,8 @@ pub struct Cache {
     config: CacheConfig,
     wakeups: Wakeups,
     drain: Drain,
+    /// The bucket each tag index (by its head key) is believed to be filling.
+    tag_heads: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -217,7 +233,7 @@ impl Cache {
     ) -> Self {
         let wakeups =
             Wakeups::start(redis.hub(), keys::CACHE_WAKE_CHANNEL, startup_wait, "Fetch waiters").await;
-        Self { redis, limits, config, wakeups, drain }
+        Self { redis, limits, config, wakeups, drain, tag_heads: Default::default() }
     }
 
     /// Whether this service's Redis answers and its wake-up subscription is live.
@@ -378,11 +394,28 @@ impl Cache {
         cmd
     }
 
-    /// Builds the script call recording `names` under `tag` for at least `ttl`.
-    fn tag_command(ns: &Namespace, tag: &str, names: &[&str], ttl: Duration) -> redis::Cmd {
-        let mut cmd = evalsha(&scripts::CACHE_TAG, &[&keys::cache_tag(ns.as_str(), tag)]);
-        cmd.arg(millis(ttl)).arg(names);
+    /// Builds the script call recording `names` (at most [`TAG_BUCKET`]) in bucket `head` of
+    /// `tag`'s index, or the next one, for at least `ttl`.
+    fn tag_command(tag: &keys::CacheTagKeys, head: u64, names: &[&str], ttl: Duration) -> redis::Cmd {
+        let mut cmd = evalsha(
+            &scripts::CACHE_TAG,
+            &[&tag.head, &tag.buckets, &tag.bucket(head), &tag.bucket(head + 1)],
+        );
+        cmd.arg(millis(ttl)).arg(head).arg(TAG_BUCKET).arg(names);
         cmd
+    }
+
+    fn tag_head(&self, tag: &keys::CacheTagKeys) -> u64 {
+        let heads = self.tag_heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads.get(&tag.head).copied().unwrap_or(0)
+    }
+
+    fn remember_tag_head(&self, tag: &keys::CacheTagKeys, head: u64) {
+        let mut heads = self.tag_heads.lock().unwrap_or_else(|e| e.into_inner());
+        if heads.len() >= TAG_HEADS_REMEMBERED && !heads.contains_key(&tag.head) {
+            heads.clear();
+        }
+        heads.insert(tag.head.clone(), head);
     }
 
     /// Writes one entry; returns whether it was written (the condition held).
@@ -473,14 +506,52 @@ impl Cache {
         if tags.is_empty() || names.is_empty() {
             return Ok(());
         }
-        let cmds: Vec<redis::Cmd> = tags.iter().map(|tag| Self::tag_command(ns, tag, names, ttl)).collect();
-        let replies = timed("cache.tag", scripts::run_batch(&self.redis, &cmds, &[&scripts::CACHE_TAG]))
-            .await
-            .map_err(Error::from_write)?;
-        for reply in replies {
-            reply.map_err(Error::from_write)?;
+        // One script call per tag and chunk of at most a bucket's worth of names, all in one
+        // round trip; a call that finds another bucket being filled than this replica believed
+        // writes nothing and is sent again for that bucket.
+        let mut pending: Vec<(keys::CacheTagKeys, &[&str])> = Vec::new();
+        for tag in tags {
+            let tag = keys::cache_tag_keys(ns.as_str(), tag);
+            for chunk in names.chunks(TAG_BUCKET) {
+                pending.push((tag.clone(), chunk));
+            }
         }
-        Ok(())
+        // Each round either records a call or learns the current bucket; a bounded number of
+        // rounds covers buckets opened concurrently by other replicas.
+        for _ in 0..8 {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let heads: Vec<u64> = pending.iter().map(|(tag, _)| self.tag_head(tag)).collect();
+            let cmds: Vec<redis::Cmd> = pending
+                .iter()
+                .zip(&heads)
+                .map(|((tag, chunk), &head)| Self::tag_command(tag, head, chunk, ttl))
+                .collect();
+            let replies = timed("cache.tag", scripts::run_batch(&self.redis, &cmds, &[&scripts::CACHE_TAG]))
+                .await
+                .map_err(Error::from_write)?;
+            let mut again = Vec::new();
+            for (reply, (tag, chunk)) in replies.into_iter().zip(pending) {
+                let reply = reply.map_err(Error::from_write)?;
+                let (recorded, head): (u8, u64) =
+                    FromRedisValue::from_redis_value(reply).map_err(redis::RedisError::from)?;
+                self.remember_tag_head(&tag, head);
+                if recorded != 1 {
+                    again.push((tag, chunk));
+                }
+            }
+            pending = again;
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(
+                "tag indexes kept changing under concurrent writes; the values were written but may \
+                 be missing from their tags. Write them again"
+                    .into(),
+            ))
+        }
     }
 
     /// Deletes entries (cancelling their leases); returns how many existed.
@@ -539,17 +610,42 @@ impl Cache {
         }
     }
 
-    /// Pops the tag's index in batches (SPOP is atomic, so an entry tagged concurrently is
-    /// either popped and deleted now or stays indexed for the next invalidation) and deletes
-    /// each popped entry.
+    /// Pops the tag's index, bucket by bucket, in batches (SPOP is atomic, so an entry tagged
+    /// concurrently is either popped and deleted now or stays indexed for the next
+    /// invalidation) and deletes each popped entry. Every command is bounded: ZSCAN lists a
+    /// few buckets at a time, SPOP takes [`TAG_POP_BATCH`] names. Buckets opened after the
+    /// listing began hold entries written after the invalidation began; they stay indexed.
     async fn invalidate_tag(&self, ns: &Namespace, tag: &str) -> Result<u64> {
-        let index = keys::cache_tag(ns.as_str(), tag);
+        let index = keys::cache_tag_keys(ns.as_str(), tag);
+        // The single set of an earlier version, while one may still live.
+        let mut removed = self.pop_and_delete(ns, &keys::cache_tag(ns.as_str(), tag)).await?;
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("ZSCAN");
+            scan.arg(&index.buckets).arg(cursor).arg("COUNT").arg(TAG_BUCKETS_PER_SCAN);
+            let (next, listed): (u64, Vec<String>) =
+                timed("cache.invalidate_tag", scan.query_async(&mut self.redis.conn()))
+                    .await
+                    .map_err(Error::from_write)?;
+            // Members and scores alternate; members are bucket numbers.
+            for bucket in listed.iter().step_by(2).filter_map(|n| n.parse::<u64>().ok()) {
+                removed += self.pop_and_delete(ns, &index.bucket(bucket)).await?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Empties one set of entry names, [`TAG_POP_BATCH`] at a time, deleting the entries.
+    async fn pop_and_delete(&self, ns: &Namespace, set: &str) -> Result<u64> {
         let mut removed = 0;
         loop {
             let mut conn = self.redis.conn();
             let names: Vec<String> = timed(
                 "cache.invalidate_tag",
-                redis::cmd("SPOP").arg(&index).arg(TAG_POP_BATCH).query_async(&mut conn),
+                redis::cmd("SPOP").arg(set).arg(TAG_POP_BATCH).query_async(&mut conn),
             )
             .await
             .map_err(Error::from_write)?;

@@ -8,6 +8,8 @@
 -- KEYS[2]  its dead-letter stream
 -- KEYS[3]  the group's "expired entries were just looked for" mark
 -- KEYS[4]  the consumer's lease
+-- KEYS[5]  the group's scan cursor: the last pending entry examined by the look for expired
+--          entries that is still going on (absent: the next look starts at the beginning)
 -- ARGV[1]  the group
 -- ARGV[2]  the consumer
 -- ARGV[3]  most entries the consumer may have delivered and unacknowledged
@@ -17,25 +19,37 @@
 -- ARGV[6]  the group's ack timeout, in ms
 -- ARGV[7]  the group's delivery limit (0: none)
 -- ARGV[8]  approximate maximum length of the dead-letter stream
--- ARGV[9]  most entries to deliver in this call
+-- ARGV[9]  most entries to deliver in this call (the caller keeps it to a constant)
 -- ARGV[10] bytes (field names and values) after which this call takes no more entries
 -- ARGV[11] how long, in ms, a complete look spares the group's other consumers from looking
 -- ARGV[12] this Consume's lease token
 -- ARGV[13] how long the lease lasts, in ms
+-- ARGV[14] most pending entries one look examines
+-- ARGV[15] most of the consumer's own entries counted while they are delivered again
+-- ARGV[16] how long, in ms, the scan cursor lives without a look
 --
--- Returns {'taken'} when a newer Consume has taken the consumer's name; else {history cursor, trimmed, dead-lettered, slots still free after this call, look,
--- deliveries}, each delivery being {id, {field, value, ...}, times delivered}; `look` is 0 when
--- this call did not look for entries idle past the ack timeout, 1 when it found them all, 2
--- when it ran out of room (more may be waiting: look again at once).
+-- Returns {'taken'} when a newer Consume has taken the consumer's name; else {history cursor,
+-- trimmed, dead-lettered, slots still free after this call, look, deliveries}, each delivery
+-- being {id, {field, value, ...}, times delivered}; `look` is 0 when this call did not look
+-- for entries idle past the ack timeout, 1 when its look reached the end of the pending list
+-- (a pass is complete), 2 when it ran out of room (more may be waiting: look again at once),
+-- 3 when it examined its share of the pending list and left the rest to the next look.
 --
 -- Order of preference: the consumer's own pending entries (until all were delivered again);
 -- then, when it is time to look, entries idle longer than the ack timeout (from any consumer,
--- or given back by a Nack), found with XPENDING IDLE (one pass over the pending list, inside
--- Redis) and claimed with XCLAIM, unless another consumer of the group has just found them all;
--- then new entries. An entry delivered more often than the
--- limit moves to the dead-letter stream; one trimmed from the stream while pending is
--- acknowledged, or dropped from the pending list by Redis, and counted as trimmed. Reads go
--- in small chunks so that the byte budget bounds the reply.
+-- or given back by a Nack), unless another consumer of the group has just found them all;
+-- then new entries. An entry delivered more often than the limit moves to the dead-letter
+-- stream; one trimmed from the stream while pending is acknowledged, or dropped from the
+-- pending list by Redis, and counted as trimmed. Reads go in small chunks so that the byte
+-- budget bounds the reply.
+--
+-- Bounded work. Redis runs one script at a time for every namespace, so nothing here grows
+-- with what the group holds: one call delivers at most ARGV[9] entries; a look examines at
+-- most ARGV[14] pending entries, from the group's cursor on (a pass over a long pending list
+-- is spread over many looks, by every consumer of the group, instead of one scan of all of
+-- it: XPENDING IDLE and XAUTOCLAIM examine entries that are not idle too, without a bound, or
+-- at several times the cost of a listing); counting the consumer's own entries lists at most
+-- ARGV[15] of them (or reads the group's summary, one line per consumer).
 local group, consumer = ARGV[1], ARGV[2]
 local max_in_flight = tonumber(ARGV[3])
 local history = ARGV[4]
@@ -58,6 +72,9 @@ redis.call('SET', KEYS[4], ARGV[12], 'PX', ARGV[13])
 -- client's hands; after that, every pending entry of the consumer is.
 local in_flight
 if history ~= '' then
+  -- Counting lists the entries up to the cursor, so while they are delivered again the bound
+  -- is held to ARGV[15] (listing thousands of entries would cost milliseconds per call).
+  max_in_flight = math.min(max_in_flight, tonumber(ARGV[15]))
   in_flight = #redis.call('XPENDING', KEYS[1], group, '-', history, max_in_flight, consumer)
 elseif max_in_flight <= 128 then
   in_flight = #redis.call('XPENDING', KEYS[1], group, '-', '+', max_in_flight, consumer)
@@ -105,13 +122,9 @@ local function claim(ids)
 end
 
 -- This consumer's pending entries idle past the ack timeout, up to `last`, at most `count`.
-local function expired_ids(last, count, owner)
-  local expired
-  if owner then
-    expired = redis.call('XPENDING', KEYS[1], group, 'IDLE', ack_timeout, '-', last, count, owner)
-  else
-    expired = redis.call('XPENDING', KEYS[1], group, 'IDLE', ack_timeout, '-', last, count)
-  end
+-- It examines the consumer's entries up to `last`: those in flight (the caller's bound).
+local function expired_ids(last, count)
+  local expired = redis.call('XPENDING', KEYS[1], group, 'IDLE', ack_timeout, '-', last, count, consumer)
   local ids = {}
   for i, entry in ipairs(expired) do
     ids[i] = entry[1]
@@ -123,7 +136,7 @@ if free <= 0 then
   -- At the bound: only this consumer's own entries (those counted as in flight) idle past the
   -- ack timeout (an ack that was lost) come back, so that a consumer never stalls on entries
   -- it will not ack.
-  local ids = expired_ids(history ~= '' and history or '+', CHUNK, consumer)
+  local ids = expired_ids(history ~= '' and history or '+', CHUNK)
   if #ids > 0 then
     claim(ids)
   end
@@ -157,15 +170,58 @@ if ARGV[5] == '1' then
     -- Another consumer of the group found them all a moment ago.
     looked = 1
   else
-    looked = 2
-    while room() do
-      local ids = expired_ids('+', math.min(slots - #out, CHUNK), nil)
-      if #ids == 0 then
-        looked = 1
-        redis.call('SET', KEYS[3], '1', 'PX', ARGV[11])
+    -- Lists the pending entries after the group's cursor, a step at a time, and claims those
+    -- idle past the ack timeout (the listing says how idle each is), until this call is out of
+    -- room, the end of the list, or this look's share of it. The cursor stays where the look
+    -- stopped, for the next look of any consumer of the group.
+    local timeout = tonumber(ack_timeout)
+    local cursor = redis.call('GET', KEYS[5])
+    local share = tonumber(ARGV[14])
+    local examined = 0
+    looked = 3
+    while true do
+      if not room() then
+        looked = 2
         break
       end
-      claim(ids)
+      if examined >= share then
+        break
+      end
+      local step = math.min(share - examined, 256)
+      local pending = redis.call('XPENDING', KEYS[1], group, cursor and ('(' .. cursor) or '-', '+', step)
+      local want = slots - #out
+      local ids, full = {}, false
+      for _, entry in ipairs(pending) do
+        if #ids >= want then
+          full = true
+          break
+        end
+        examined = examined + 1
+        cursor = entry[1]
+        if entry[3] >= timeout then
+          ids[#ids + 1] = entry[1]
+        end
+      end
+      if #ids > 0 then
+        claim(ids)
+      end
+      if not full and #pending < step then
+        -- The end of the list: a pass is complete, unless this call ran out of room on its
+        -- last entries (then the next look, at once, starts a new pass).
+        cursor = nil
+        if room() then
+          looked = 1
+          redis.call('SET', KEYS[3], '1', 'PX', ARGV[11])
+        else
+          looked = 2
+        end
+        break
+      end
+    end
+    if cursor then
+      redis.call('SET', KEYS[5], cursor, 'PX', ARGV[16])
+    else
+      redis.call('DEL', KEYS[5])
     end
   end
 end

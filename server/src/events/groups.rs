@@ -12,8 +12,10 @@
 //! A `Consume` is a task that asks `fetch.lua` for the next entries only once the previous
 //! message has left for the client and fewer than `max_in_flight` entries are unacknowledged
 //! (those in transit included), so few entries wait in buffers while their ack timeout runs.
-//! Every [`POLL`] a fetch also looks for entries idle past the ack timeout (XPENDING IDLE, then
-//! XCLAIM), unless another consumer of the group just did. When nothing is ready it waits for new entries with XREADGROUP BLOCK on a dedicated
+//! Every [`POLL`] a fetch also looks for entries idle past the ack timeout, unless another
+//! consumer of the group just found them all: it lists the group's pending entries from the
+//! group's scan cursor on, at most [`LOOK_SHARE`] of them, and claims (XCLAIM) those idle past
+//! the ack timeout. When nothing is ready it waits for new entries with XREADGROUP BLOCK on a dedicated
 //! connection until that next look is due, so entries whose ack timeout ran out elsewhere (or
 //! whose Nack delay ended) are picked up within [`POLL`] of becoming due. A consumer at its in-flight bound waits for an Ack made through
 //! this replica (a local signal) or, at most, [`POLL`] (acks through other replicas).
@@ -41,6 +43,20 @@ pub const DEFAULT_MAX_IN_FLIGHT: u32 = 100;
 pub const POLL: Duration = Duration::from_millis(500);
 /// Field bytes after which one fetch takes no more entries (bounds the script's reply).
 const FETCH_BYTES: usize = 1024 * 1024;
+/// Most entries one fetch (or one blocking read) delivers, whatever the in-flight bound: Redis
+/// runs one script at a time for every namespace, so a fetch's work is bounded by a constant
+/// (about a millisecond of Redis's time), and a larger batch takes several fetches.
+pub const FETCH_MAX_ENTRIES: u32 = 128;
+/// Most pending entries one look for expired entries examines. A pass over a longer pending
+/// list is spread over several looks (the cursor is the group's, so every consumer's look
+/// moves it on); it was one scan of the whole list (100,000 entries: 12-16 ms) per look.
+pub const LOOK_SHARE: u32 = 1000;
+/// Most of a consumer's own entries from before it started that are counted while they are
+/// delivered again (the count lists them): the in-flight bound during that replay is at most
+/// this.
+pub const HISTORY_IN_FLIGHT: u32 = 1000;
+/// How long a group's scan cursor lives without a look (then the next look starts over).
+const SCAN_CURSOR_LIFE: Duration = Duration::from_secs(60);
 /// Room left in a gRPC message for everything but the entries' fields.
 const MESSAGE_MARGIN: usize = 64 * 1024;
 /// How long past its BLOCK time a blocking read may take before its connection is deemed dead.
@@ -215,6 +231,8 @@ struct GroupKeys {
     /// The stream's registration mark (see `retention.rs`).
     mark: String,
     expiry_look: String,
+    /// Where the group's look for expired entries goes on.
+    scan_cursor: String,
     /// Names the group locally (for [`AckSignals`]).
     signal: String,
 }
@@ -228,6 +246,7 @@ impl GroupKeys {
             fields: settings_fields(group),
             mark: keys::event_stream_mark(&stream),
             expiry_look: keys::event_group_expiry_look(&stream, group),
+            scan_cursor: keys::event_group_scan_cursor(&stream, group),
             signal: format!("{stream}\n{group}"),
             stream,
             name: name.to_owned(),
@@ -291,8 +310,9 @@ struct Fetched {
     trimmed: u64,
     dead_lettered: u64,
     free_slots: u64,
-    /// Whether this fetch looked for entries idle past the ack timeout: 0 no, 1 it found them
-    /// all, 2 it ran out of room with more perhaps waiting.
+    /// Whether this fetch looked for entries idle past the ack timeout: 0 no, 1 it completed a
+    /// pass, 2 it ran out of room with more perhaps waiting, 3 it examined its share of the
+    /// pending list and left the rest to the next look.
     looked_for_expired: u64,
     deliveries: Vec<Delivery>,
 }
@@ -581,7 +601,7 @@ impl Events {
         let keys = &consumer.keys;
         let mut cmd = evalsha(
             &scripts::EVENTS_FETCH,
-            &[&keys.stream, &keys.dead_letters, &keys.expiry_look, &consumer.lease],
+            &[&keys.stream, &keys.dead_letters, &keys.expiry_look, &consumer.lease, &keys.scan_cursor],
         );
         cmd.arg(&consumer.group)
             .arg(&consumer.name)
@@ -591,11 +611,14 @@ impl Events {
             .arg(millis(consumer.settings.ack_timeout))
             .arg(consumer.settings.max_deliveries)
             .arg(self.config.stream_max_len)
-            .arg(consumer.batch())
+            .arg(consumer.batch().min(FETCH_MAX_ENTRIES))
             .arg(FETCH_BYTES)
             .arg(millis(POLL))
             .arg(&consumer.token)
-            .arg(millis(LEASE));
+            .arg(millis(LEASE))
+            .arg(LOOK_SHARE)
+            .arg(HISTORY_IN_FLIGHT)
+            .arg(millis(SCAN_CURSOR_LIFE));
         let reply: Value =
             timed("events.fetch", scripts::run(&mut self.redis.conn(), &scripts::EVENTS_FETCH, &cmd))
                 .await
@@ -691,7 +714,11 @@ impl Events {
                 break;
             }
             history = fetched.history;
-            // Found them all: the next look is due in POLL. (Out of room: still due.)
+            // Completed a pass, or did its share of one: the next look is due in POLL. (Out of
+            // room: still due.)
+            if fetched.looked_for_expired == 3 {
+                last_scan = Some(Instant::now());
+            }
             if fetched.looked_for_expired == 1 {
                 last_scan = Some(Instant::now());
                 if last_prune.elapsed() >= PRUNE_EVERY {
@@ -719,7 +746,7 @@ impl Events {
                 // Caught up: wait for new entries until the next scan is due. The wait is not
                 // cut short when the client leaves, so the connection goes back to the pool.
                 let until_scan = POLL.saturating_sub(last_scan.map_or(POLL, |at| at.elapsed()));
-                let count = fetched.free_slots.min(u64::from(consumer.batch()));
+                let count = fetched.free_slots.min(u64::from(consumer.batch().min(FETCH_MAX_ENTRIES)));
                 match self.wait_for_new(&consumer, count, until_scan.max(Duration::from_millis(1))).await {
                     Ok(new) if new.is_empty() => continue,
                     Ok(new) => deliveries = new,

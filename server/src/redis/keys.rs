@@ -107,12 +107,41 @@ pub fn cache(namespace: &str, name: &str) -> CacheKeys {
     CacheKeys::from_value_key(value)
 }
 
-/// The set indexing the cache entries written with `tag` in `namespace`. Its members are the
-/// entries' names (unescaped), from which [`cache`] rebuilds their keys.
+/// The set that indexed the cache entries written with `tag` in `namespace` before tag
+/// indexes were split into buckets ([`cache_tag_keys`]): one set of every entry name, freed in
+/// one step when it expired. Nothing writes it any more; an invalidation still empties it
+/// while one may be left from an earlier version (it expires by itself).
 pub fn cache_tag(namespace: &str, tag: &str) -> String {
     let mut key = object_head(namespace, KIND_CACHE_TAG, tag);
     key.push('}');
     key
+}
+
+/// The keys of the index of the cache entries written with `tag` in `namespace`, all sharing
+/// one hash tag. A tag's entries are spread over buckets (sets of entry names, unescaped, from
+/// which [`cache`] rebuilds their keys) of a bounded size, so that no single key of the index
+/// grows with the number of entries, and none is freed in one long step when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheTagKeys {
+    /// The number of the bucket being filled (a string).
+    pub head: String,
+    /// The live buckets: a sorted set of bucket numbers scored by the time (Redis ms) each
+    /// expires.
+    pub buckets: String,
+    base: String,
+}
+
+impl CacheTagKeys {
+    /// Bucket number `n`: a set of entry names.
+    pub fn bucket(&self, n: u64) -> String {
+        format!("{}:b:{n}", self.base)
+    }
+}
+
+/// The keys of `tag`'s index in `namespace` (see [`CacheTagKeys`]).
+pub fn cache_tag_keys(namespace: &str, tag: &str) -> CacheTagKeys {
+    let base = cache_tag(namespace, tag);
+    CacheTagKeys { head: format!("{base}:head"), buckets: format!("{base}:buckets"), base }
 }
 
 /// A SCAN `MATCH` pattern for every key (values and leases) of the cache entries in
@@ -278,6 +307,16 @@ pub fn event_group_expiry_look(stream: &str, group: &str) -> String {
     key
 }
 
+/// Where the look for entries idle past the ack timeout of group `group` of the stream whose
+/// key is `stream` goes on: the last pending entry examined so far (same hash tag; expires by
+/// itself, and the next look then starts at the beginning). One look examines a bounded share
+/// of the pending list, so a pass over a long list is spread over many looks.
+pub fn event_group_scan_cursor(stream: &str, group: &str) -> String {
+    let mut key = event_group_head(stream, group);
+    key.push_str(":scan");
+    key
+}
+
 /// The lease of consumer `consumer` of group `group` of the stream whose key is `stream`: the
 /// token of the one `Consume` serving that name (same hash tag; expires unless renewed).
 pub fn event_consumer_lease(stream: &str, group: &str, consumer: &str) -> String {
@@ -424,7 +463,8 @@ mod tests {
                 let look = event_group_expiry_look(&stream, g);
                 let lease = event_consumer_lease(&stream, g, i);
                 let mark = event_stream_mark(&stream);
-                [stream, marker.unwrap(), dead, groups, look, lease, mark]
+                let scan = event_group_scan_cursor(&stream, g);
+                [stream, marker.unwrap(), dead, groups, look, lease, mark, scan]
             };
             let (a, b) = (of(&ns1, &s1, &g1, &i1), of(&ns2, &s2, &g2, &i2));
             for key in &a[1..] {
@@ -434,9 +474,9 @@ mod tests {
             let same_stream = (&ns1, &s1) == (&ns2, &s2);
             // The lease names a consumer (here `i`, standing in for any name) of a group.
             let expected = if !same_stream {
-                14
+                16
             } else {
-                7 + usize::from(i1 != i2) + usize::from(g1 != g2) + usize::from(g1 != g2 || i1 != i2)
+                8 + usize::from(i1 != i2) + 2 * usize::from(g1 != g2) + usize::from(g1 != g2 || i1 != i2)
             };
             prop_assert_eq!(all.len(), expected);
             // A namespace's stream index is no stream key of any namespace.
@@ -459,6 +499,10 @@ mod tests {
         assert_eq!(keys.value, "rk1:{team-a:cache:user%3A42}");
         assert_eq!(keys.lease, "rk1:{team-a:cache:user%3A42}:lease");
         assert_eq!(cache_tag("team-a", "users"), "rk1:{team-a:ctag:users}");
+        let tag = cache_tag_keys("team-a", "users");
+        assert_eq!(tag.head, "rk1:{team-a:ctag:users}:head");
+        assert_eq!(tag.buckets, "rk1:{team-a:ctag:users}:buckets");
+        assert_eq!(tag.bucket(7), "rk1:{team-a:ctag:users}:b:7");
         assert_eq!(cache_prefix_pattern("team-a", "a*"), "rk1:{team-a:cache:a%2A*");
         assert_eq!(lock("team-a", "jobs").fence, "rk1:{team-a:lock:jobs}:fence");
         assert_eq!(election("team-a", "jobs").holders, "rk1:{team-a:elect:jobs}");

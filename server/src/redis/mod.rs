@@ -422,6 +422,54 @@ impl RedisPool {
     }
 }
 
+/// The Redis settings that make Redis free large values in a background thread instead of in
+/// the one thread that serves every namespace: when a key expires, when Redis itself deletes
+/// one (a RENAME over it, a FLUSH), and when a DEL of a client deletes one.
+pub const LAZY_FREE_SETTINGS: [&str; 3] =
+    ["lazyfree-lazy-expire", "lazyfree-lazy-server-del", "lazyfree-lazy-user-del"];
+
+impl RedisPool {
+    /// Warns (once per node, at start-up) when Redis frees large values in its main thread:
+    /// while it frees one, every namespace's commands wait. Rookery keeps its own keys bounded
+    /// (tag indexes in buckets, UNLINK for deletes), but a large stream or pending list that
+    /// expires is still freed in one step unless `lazyfree-lazy-expire` is on. Only warns, never
+    /// changes the setting: the Redis may be shared, and its operator decides. Returns the
+    /// settings found off. Reads them with CONFIG GET; where a managed Redis refuses CONFIG,
+    /// says so at debug level and carries on.
+    pub async fn check_lazy_free(&self) -> Vec<String> {
+        let mut off = Vec::new();
+        let Ok(nodes) = self.nodes().await else { return off };
+        for node in nodes {
+            let mut get = redis::cmd("CONFIG");
+            get.arg("GET").arg("lazyfree-lazy-*");
+            let settings: RedisResult<std::collections::HashMap<String, String>> =
+                self.query_node(&node, &get).await;
+            let settings = match settings {
+                Ok(settings) => settings,
+                Err(e) => {
+                    tracing::debug!(redis = self.role.label(), error = %e, "cannot read the lazyfree settings");
+                    continue;
+                }
+            };
+            for name in LAZY_FREE_SETTINGS {
+                if settings.get(name).is_some_and(|value| value == "no") && !off.iter().any(|o| o == name) {
+                    off.push(name.to_owned());
+                }
+            }
+        }
+        if !off.is_empty() {
+            tracing::warn!(
+                redis = self.role.label(),
+                off = %off.join(", "),
+                "Redis frees large values in its main thread, holding every namespace's commands \
+                 meanwhile (a large stream expiring, say); set these to yes (CONFIG SET or \
+                 redis.conf)"
+            );
+        }
+        off
+    }
+}
+
 /// Runs one Redis operation, recording its latency as `rookery_redis_command_duration_seconds`
 /// labelled by operation, and counting failures.
 pub async fn timed<T>(op: &'static str, fut: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {

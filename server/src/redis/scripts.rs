@@ -234,6 +234,7 @@ mod tests {
             include_str!("../events/fetch.lua"),
             include_str!("../events/nack.lua"),
             include_str!("../rate_limiter/check.lua"),
+            include_str!("../cache/tag.lua"),
         ];
         for source in refused_at_maxmemory {
             assert_eq!(flags(source), "#!lua", "{source}");

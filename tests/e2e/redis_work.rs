@@ -1,0 +1,219 @@
+//! No single call stalls Redis: Redis runs one command at a time for every namespace, so no
+//! command or script Rookery sends may cost time that grows with what one namespace has stored.
+//!
+//! One namespace builds the worst case on a Redis of its own (a consumer group with 100,000
+//! pending entries, idle consumers looking for expired entries, a consumer reconnecting to
+//! its own pending entries, a tag of 200,000 entries written with bulk SetMany calls that then
+//! expire), and Redis's own records say how long its longest command took: the slowlog (every
+//! command of 5 ms or more) and the latency monitor's `expire-del` event (freeing one expired
+//! key, which is not a command). The test's own commands (building the pending list with
+//! small pipelined commands) carry a client name and are left out; Redis runs with its
+//! default `lazyfree-lazy-*` settings (off), so Rookery's own key shapes are what is tested.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use redis::Value;
+use rookery_client::{ConsumeOptions, GroupSettings, SetOptions};
+
+use crate::harness::{RedisProcess, TestServer, eventually, namespace, test_config};
+
+/// The longest a command may take, as Redis measures it, in microseconds.
+const LIMIT_MICROS: u64 = 5_000;
+/// The name the test's own Redis connections carry, to tell their commands apart.
+const TEST_CLIENT: &str = "redis-work-test";
+const PENDING: usize = 100_000;
+const TAGGED: usize = 200_000;
+
+async fn test_conn(redis: &RedisProcess) -> redis::aio::MultiplexedConnection {
+    let mut conn = redis.conn().await;
+    redis::cmd("CLIENT").arg("SETNAME").arg(TEST_CLIENT).query_async::<()>(&mut conn).await.unwrap();
+    conn
+}
+
+/// Slowlog entries as (duration in µs, command and arguments, client name).
+async fn slowlog(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(u64, String, String)> {
+    let entries: Vec<Value> = redis::cmd("SLOWLOG").arg("GET").arg(-1).query_async(conn).await.unwrap();
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let Value::Array(fields) = entry else { return None };
+            let micros = match fields.get(2)? {
+                Value::Int(i) => u64::try_from(*i).ok()?,
+                _ => return None,
+            };
+            let command = match fields.get(3)? {
+                Value::Array(args) => args.iter().take(8).map(text).collect::<Vec<_>>().join(" "),
+                _ => String::new(),
+            };
+            Some((micros, command, fields.get(5).map(text).unwrap_or_default()))
+        })
+        .collect()
+}
+
+// One thread for the server and the client: on a 2-core machine Redis then keeps a core of its
+// own, and the slowlog (wall time) measures commands rather than Redis waiting to be scheduled.
+#[tokio::test]
+async fn no_command_stalls_redis_while_a_namespace_builds_its_worst_case() {
+    let started = Instant::now();
+    let redis = RedisProcess::start(&[]);
+    redis.prioritize().await;
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let ns = namespace("redis-work");
+    let client = server.client(&ns).await;
+    let (events, cache) = (client.events(), client.cache());
+    let mut conn = test_conn(&redis).await;
+
+    // The pending list: a group (made through Rookery, so the stream is registered), 100,000
+    // entries appended and read by a consumer that never acks, with small pipelined commands.
+    let settings = GroupSettings { ack_timeout: Some(Duration::from_secs(3600)), max_deliveries: None };
+    events.create_group("big", "g", "", settings).await.unwrap();
+    let (stream, _) = rookery_server::redis::keys::event_stream(&ns, "big", None);
+    for chunk in (0..PENDING).collect::<Vec<_>>().chunks(5_000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("XADD").arg(&stream).arg("*").arg("n").arg(i).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+    }
+    let mut read = 0;
+    while read < PENDING {
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("hog")
+            .arg("COUNT")
+            .arg(500)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let Value::Array(streams) = reply else { panic!("nothing to read after {read}: {reply:?}") };
+        let Some(Value::Array(pair)) = streams.first() else { panic!("{streams:?}") };
+        let Some(Value::Array(entries)) = pair.get(1) else { panic!("{pair:?}") };
+        read += entries.len();
+    }
+    let summary: Value = redis::cmd("XPENDING").arg(&stream).arg("g").query_async(&mut conn).await.unwrap();
+    let Value::Array(summary) = summary else { panic!("{summary:?}") };
+    assert_eq!(summary.first(), Some(&Value::Int(PENDING as i64)));
+
+    // From here on, Redis's record.
+    for (name, value) in [
+        ("slowlog-log-slower-than", "5000"),
+        ("slowlog-max-len", "10000"),
+        ("latency-monitor-threshold", "5"),
+    ] {
+        redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async::<()>(&mut conn).await.unwrap();
+    }
+    redis::cmd("SLOWLOG").arg("RESET").query_async::<()>(&mut conn).await.unwrap();
+    redis::cmd("LATENCY").arg("RESET").query_async::<()>(&mut conn).await.unwrap();
+
+    // Idle consumers: nothing new, nothing expired, and 100,000 pending entries to look through.
+    let options = ConsumeOptions { max_in_flight: 100, ..Default::default() };
+    let mut idle = Vec::new();
+    for i in 0..3 {
+        idle.push(events.consume("big", "g", format!("idle-{i}"), &options).await.unwrap());
+    }
+
+    // The consumer that holds them all reconnects, twice, with the largest in-flight bound, and
+    // gets its own pending entries back in bounded batches (acking them as it goes).
+    let reconnect = ConsumeOptions { max_in_flight: 10_000, ..Default::default() };
+    let mut replayed = 0;
+    for _ in 0..2 {
+        let mut hog = events.consume("big", "g", "hog", &reconnect).await.unwrap();
+        let mut batches = 0;
+        while batches < 10 {
+            let batch = tokio::time::timeout(Duration::from_secs(10), hog.next())
+                .await
+                .expect("own pending entries come back")
+                .unwrap()
+                .unwrap();
+            assert!(batch.entries.iter().all(|d| d.deliveries >= 2), "own entries are deliveries again");
+            replayed += batch.entries.len();
+            hog.ack(batch.entries.iter().map(|d| d.id.clone())).await.unwrap();
+            batches += 1;
+        }
+    }
+    assert!(replayed >= 20, "the reconnecting consumer got its entries back ({replayed})");
+
+    // A tag of 200,000 entries, written with bulk SetMany calls, expiring shortly after.
+    let ttl = Duration::from_secs(2);
+    let calls: Vec<_> = (0..TAGGED / 1000)
+        .map(|call| {
+            let cache = cache.clone();
+            async move {
+                let entries = (0..1000).map(|i| (format!("k{}", call * 1000 + i), vec![b'v'; 16]));
+                let options = SetOptions { ttl: Some(ttl), tags: vec!["huge".into()], ..Default::default() };
+                cache.set_many(entries, options).await.unwrap();
+            }
+        })
+        .collect();
+    futures::stream::iter(calls).buffer_unordered(4).collect::<Vec<()>>().await;
+    // The index is split into bounded buckets (the earliest may have expired already).
+    let tag = rookery_server::redis::keys::cache_tag_keys(&ns, "huge");
+    let head: u64 = redis::cmd("GET").arg(&tag.head).query_async(&mut conn).await.unwrap();
+    assert!(head as usize + 1 >= TAGGED / rookery_server::cache::TAG_BUCKET, "last bucket {head}");
+    let buckets: Vec<String> =
+        redis::cmd("ZRANGE").arg(&tag.buckets).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    assert!(!buckets.is_empty());
+    for bucket in &buckets {
+        let size: usize = redis::cmd("SCARD")
+            .arg(tag.bucket(bucket.parse().unwrap()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(size <= rookery_server::cache::TAG_BUCKET, "bucket {bucket} holds {size}");
+    }
+    // ...and it expires, entries and buckets, while the consumers keep looking.
+    let expired = eventually(Duration::from_secs(30), || {
+        let mut conn = conn.clone();
+        let head = tag.head.clone();
+        async move {
+            let left: usize = redis::cmd("EXISTS").arg(&head).query_async(&mut conn).await.unwrap();
+            let keys: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+            left == 0 && keys < 1_000
+        }
+    })
+    .await;
+    assert!(expired, "the tag and its entries expired");
+    // The idle consumers are still there and got nothing (nothing is new or expired).
+    for consumer in &mut idle {
+        let got = tokio::time::timeout(Duration::from_millis(50), consumer.next()).await;
+        assert!(got.is_err(), "an idle consumer got {got:?}");
+    }
+
+    // The slowlog records commands as it should: a slow script of the test's own shows in it.
+    redis::cmd("EVAL")
+        .arg("local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 6000 return 1")
+        .arg(0)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let log = slowlog(&mut conn).await;
+    assert!(
+        log.iter().any(|(_, command, client)| client == TEST_CLIENT && command.starts_with("EVAL")),
+        "{log:?}"
+    );
+    let slow: Vec<_> = log.iter().filter(|(_, _, client)| client != TEST_CLIENT).collect();
+    assert!(slow.is_empty(), "commands of {LIMIT_MICROS} µs or more: {slow:#?}");
+    assert!(log.iter().all(|(micros, _, client)| client == TEST_CLIENT || *micros < LIMIT_MICROS));
+
+    // No expired key took 5 ms or more to free.
+    let latest: Vec<Value> = redis::cmd("LATENCY").arg("LATEST").query_async(&mut conn).await.unwrap();
+    let expire_del = latest.iter().find_map(|event| match event {
+        Value::Array(fields) if matches!(fields.first(), Some(Value::BulkString(b)) if b == b"expire-del") => {
+            Some(fields.clone())
+        }
+        _ => None,
+    });
+    assert!(expire_del.is_none(), "an expired key took 5 ms or more to free: {expire_del:?}");
+    eprintln!("redis_work: {:?} in all", started.elapsed());
+}
