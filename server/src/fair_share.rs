@@ -5,7 +5,7 @@
 //! share nothing but Redis, and a cluster-wide count would cost a Redis round trip per call):
 //!
 //! - a bound on unary calls in flight (`max_concurrent_calls`), counted from the request until
-//!   the response has been sent;
+//!   its handler has answered;
 //! - a bound on open server streams (`max_open_streams`: subscriptions, followers, consumers,
 //!   lock holds, elections), counted until the stream's body is dropped;
 //! - a bound on dedicated blocking Redis connections (`max_blocking_connections`), taken by
@@ -102,7 +102,8 @@ impl ShareOverride {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FairShareConfig {
-    /// Whether shares are enforced (metrics per namespace are kept either way).
+    /// Whether shares are counted and enforced; off, the layer only resolves each call's
+    /// namespace (no per-namespace metrics either).
     pub enabled: bool,
     /// The share of every namespace not named below.
     pub default: ShareConfig,
@@ -154,9 +155,9 @@ impl FairShareConfig {
 /// Which share a refused call ran out of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Calls,
-    Streams,
-    Blocking,
+    Calls = 0,
+    Streams = 1,
+    Blocking = 2,
 }
 
 impl Kind {
@@ -205,6 +206,9 @@ impl Usage {
     }
 }
 
+/// The metric label of every namespace the config does not name.
+const OTHER_LABEL: &str = "other";
+
 /// Entries in the table past which idle ones are swept.
 const SWEEP_AT: usize = 1024;
 
@@ -212,22 +216,37 @@ const SWEEP_AT: usize = 1024;
 #[derive(Debug)]
 pub struct FairShare {
     config: FairShareConfig,
-    /// Names that get their own metric label.
-    labelled: HashSet<String>,
+    /// The gauges (calls, streams, blocking connections) of every metric label, registered
+    /// once: the label set is known at start-up, and a gauge handle updates without a lookup.
+    gauges: HashMap<String, [metrics::Gauge; 3]>,
     table: Mutex<HashMap<Namespace, Usage>>,
 }
 
 impl FairShare {
     /// Accounting under `config`.
     pub fn new(config: FairShareConfig) -> Arc<Self> {
-        let mut labelled: HashSet<String> = config.namespaces.keys().cloned().collect();
-        labelled.insert(namespace::DEFAULT_NAMESPACE.to_owned());
-        Arc::new(Self { config, labelled, table: Mutex::new(HashMap::new()) })
+        let labels = config
+            .namespaces
+            .keys()
+            .map(String::as_str)
+            .chain([namespace::DEFAULT_NAMESPACE, OTHER_LABEL])
+            .map(|label| {
+                let gauge = |kind: Kind| metrics::gauge!(kind.gauge(), "namespace" => label.to_owned());
+                (label.to_owned(), [gauge(Kind::Calls), gauge(Kind::Streams), gauge(Kind::Blocking)])
+            })
+            .collect();
+        Arc::new(Self { config, gauges: labels, table: Mutex::new(HashMap::new()) })
     }
 
     /// The bounded metric label of `ns`.
-    fn label(&self, ns: &Namespace) -> String {
-        if self.labelled.contains(ns.as_str()) { ns.as_str().to_owned() } else { "other".to_owned() }
+    fn label<'a>(&self, ns: &'a Namespace) -> &'a str {
+        if self.gauges.contains_key(ns.as_str()) { ns.as_str() } else { OTHER_LABEL }
+    }
+
+    /// The gauge counting `ns`'s use of `kind`.
+    fn gauge(&self, ns: &Namespace, kind: Kind) -> &metrics::Gauge {
+        let gauges = self.gauges.get(ns.as_str()).or_else(|| self.gauges.get(OTHER_LABEL));
+        &gauges.expect("the other label is always registered")[kind as usize]
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Namespace, Usage>> {
@@ -239,6 +258,9 @@ impl FairShare {
     /// Takes one unit of `kind` (and, for calls and streams, one request of the rate) for
     /// `ns`, or says which share is used up.
     fn enter(self: &Arc<Self>, ns: &Namespace, kind: Kind) -> Result<ShareGuard, Refusal> {
+        if !self.config.enabled {
+            return Ok(ShareGuard { held: None });
+        }
         let share = self.config.share_of(ns.as_str());
         let limit = match kind {
             Kind::Calls => share.max_concurrent_calls,
@@ -252,32 +274,30 @@ impl FairShare {
                 table.retain(|_, usage| !usage.is_idle(now));
             }
             let usage = table.entry(ns.clone()).or_default();
-            if self.config.enabled {
-                if *usage.count(kind) >= limit {
+            if *usage.count(kind) >= limit {
+                drop(table);
+                return Err(self.refuse(ns, kind, limit, None));
+            }
+            if kind != Kind::Blocking && share.requests_per_second > 0 {
+                let interval = Duration::from_secs(1) / share.requests_per_second;
+                let tolerance = interval * share.burst;
+                let due = usage.rate_debt_until.map_or(now, |t| t.max(now));
+                if due > now + tolerance {
+                    let wait = due - now - tolerance;
                     drop(table);
-                    return Err(self.refuse(ns, kind, limit, None));
+                    return Err(self.refuse(ns, kind, share.requests_per_second, Some(wait)));
                 }
-                if kind != Kind::Blocking && share.requests_per_second > 0 {
-                    let interval = Duration::from_secs(1) / share.requests_per_second;
-                    let tolerance = interval * share.burst;
-                    let due = usage.rate_debt_until.map_or(now, |t| t.max(now));
-                    if due > now + tolerance {
-                        let wait = due - now - tolerance;
-                        drop(table);
-                        return Err(self.refuse(ns, kind, share.requests_per_second, Some(wait)));
-                    }
-                    usage.rate_debt_until = Some(due + interval);
-                }
+                usage.rate_debt_until = Some(due + interval);
             }
             *usage.count(kind) += 1;
         }
-        metrics::gauge!(kind.gauge(), "namespace" => self.label(ns)).increment(1.0);
-        Ok(ShareGuard { shares: self.clone(), ns: ns.clone(), kind })
+        self.gauge(ns, kind).increment(1.0);
+        Ok(ShareGuard { held: Some((self.clone(), ns.clone(), kind)) })
     }
 
     fn refuse(&self, ns: &Namespace, kind: Kind, limit: u32, rate_wait: Option<Duration>) -> Refusal {
         let share = if rate_wait.is_some() { "rate" } else { kind.label() };
-        metrics::counter!("rookery_namespace_refused_total", "namespace" => self.label(ns), "share" => share)
+        metrics::counter!("rookery_namespace_refused_total", "namespace" => self.label(ns).to_owned(), "share" => share)
             .increment(1);
         let ns = ns.as_str();
         let message = match (rate_wait, kind) {
@@ -313,7 +333,7 @@ impl FairShare {
                 }
             }
         }
-        metrics::gauge!(kind.gauge(), "namespace" => self.label(ns)).decrement(1.0);
+        self.gauge(ns, kind).decrement(1.0);
     }
 
     /// Takes one of `ns`'s dedicated blocking connections, or `None` when its share is used
@@ -334,17 +354,17 @@ impl FairShare {
 #[derive(Debug)]
 struct Refusal(String);
 
-/// One unit of a namespace's share, given back when dropped.
+/// One unit of a namespace's share, given back when dropped (nothing, with shares off).
 #[derive(Debug)]
 pub struct ShareGuard {
-    shares: Arc<FairShare>,
-    ns: Namespace,
-    kind: Kind,
+    held: Option<(Arc<FairShare>, Namespace, Kind)>,
 }
 
 impl Drop for ShareGuard {
     fn drop(&mut self) {
-        self.shares.leave(&self.ns, self.kind);
+        if let Some((shares, ns, kind)) = &self.held {
+            shares.leave(ns, *kind);
+        }
     }
 }
 
@@ -440,6 +460,12 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
+            if kind == Kind::Calls {
+                // A unary call's work is done once its handler has answered: the share is
+                // given back here, and the answer's body is passed on as it is.
+                drop(guard);
+                return Ok(response.map(tonic::body::Body::new));
+            }
             Ok(response.map(|body| tonic::body::Body::new(Guarded { body, _guard: guard })))
         })
     }
@@ -531,14 +557,15 @@ mod tests {
     }
 
     #[test]
-    fn disabled_shares_count_but_never_refuse() {
+    fn disabled_shares_neither_count_nor_refuse() {
         let mut config = FairShareConfig { enabled: false, ..Default::default() };
         config.default.max_concurrent_calls = 1;
         let shares = FairShare::new(config);
         let a = ns("a");
         let _one = shares.enter(&a, Kind::Calls).unwrap();
         let _two = shares.enter(&a, Kind::Calls).unwrap();
-        assert_eq!(shares.usage(&a), (2, 0, 0));
+        assert_eq!(shares.usage(&a), (0, 0, 0));
+        assert!(shares.table().is_empty());
     }
 
     #[test]
