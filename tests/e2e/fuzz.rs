@@ -1,7 +1,8 @@
 //! Fuzzing every RPC over real gRPC against a real server: hostile but valid protobuf built
 //! from the API's own descriptors, mutations of it, and raw garbage. Whatever arrives, the
-//! answer is a status from the README's table — never INTERNAL or UNKNOWN — the server stays
-//! healthy, and every call and stream gives its namespace's share back.
+//! answer is a status from the README's table — never INTERNAL, UNKNOWN or a broken call —
+//! no code of the server panics, the server stays healthy, and every call and stream gives
+//! its namespace's share back (the namespace's gauges return to zero).
 //!
 //! The cases are seeded (`ROOKERY_FUZZ_SEED`, default fixed) and bounded
 //! (`ROOKERY_FUZZ_CASES` per RPC and kind; `make test` runs a few, `make fuzz` many).
@@ -295,7 +296,11 @@ async fn fuzz(server: &TestServer, ns: &str, seed: u64, cases: u64) -> (Vec<Stri
         .buffer_unordered(16)
         .fold((Vec::new(), 0), |(mut broken, mut undecodable), outcome| async move {
             match outcome {
-                Err((path, size, status)) if matches!(status.code(), Code::Internal | Code::Unknown) => {
+                // INTERNAL is for bugs, UNKNOWN and UNAVAILABLE here mean a handler panicked or
+                // the connection broke (Redis is up and the server is not draining).
+                Err((path, size, status))
+                    if matches!(status.code(), Code::Internal | Code::Unknown | Code::Unavailable) =>
+                {
                     broken.push(format!("{path} ({size} bytes): {status:?}"));
                 }
                 Err((_, _, status)) if status.message().starts_with("the request could not be decoded") => {
@@ -319,8 +324,26 @@ async fn share_in_use(server: &TestServer, ns: &str) -> f64 {
         .sum()
 }
 
+/// Counts panics raised in the server's code (by source location), in any thread of this
+/// process, from the first call on; other panics (tests' failed assertions) are only passed on.
+fn server_panics() -> &'static std::sync::atomic::AtomicUsize {
+    static COUNT: std::sync::OnceLock<&'static std::sync::atomic::AtomicUsize> = std::sync::OnceLock::new();
+    COUNT.get_or_init(|| {
+        let count: &'static std::sync::atomic::AtomicUsize = Box::leak(Box::default());
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.location().is_some_and(|l| l.file().contains("server/src")) {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+        count
+    })
+}
+
 #[tokio::test]
 async fn every_rpc_answers_hostile_and_garbage_requests_from_the_status_table() {
+    let panics_before = server_panics().load(std::sync::atomic::Ordering::SeqCst);
     let ns = namespace("fuzz");
     let mut config = test_config(&shared_redis().url());
     config.fair_share.namespaces.insert(ns.clone(), ShareOverride::default());
@@ -330,6 +353,8 @@ async fn every_rpc_answers_hostile_and_garbage_requests_from_the_status_table() 
     let (broken, undecodable) = fuzz(&server, &ns, seed, cases).await;
     assert!(broken.is_empty(), "seed {seed}: answers outside the status table:\n{}", broken.join("\n"));
     assert!(undecodable > 0, "no case reached the decoder as garbage");
+    let panics = server_panics().load(std::sync::atomic::Ordering::SeqCst) - panics_before;
+    assert_eq!(panics, 0, "seed {seed}: the server panicked {panics} times (see the output above)");
 
     // Still serving, and every call and stream gave the namespace's share back.
     let cache = server.client(&ns).await.cache();
