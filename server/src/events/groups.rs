@@ -71,6 +71,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_IDLE: Duration = Duration::from_secs(3600);
 /// Most entry IDs in one Ack or Nack.
 pub const MAX_IDS: usize = 10_000;
+/// Pending entries acknowledged per round trip while a group is deleted.
+const DRAIN_BATCH: usize = 1000;
 /// The consumer that holds nacked entries until their delay ends; not a valid consumer name.
 const DELAYED_CONSUMER: &str = "~delayed";
 
@@ -461,11 +463,54 @@ impl Events {
         }
     }
 
+    /// Acknowledges a group's pending entries, [`DRAIN_BATCH`] per round trip, so that deleting
+    /// it frees no long pending list in one step (XGROUP DESTROY of 100,000 pending entries
+    /// held Redis for about 6 ms). A missing group has nothing to drain.
+    async fn drain_pending(&self, keys: &GroupKeys, group: &str) -> Result<()> {
+        let mut conn = self.redis.conn();
+        loop {
+            let pending: Value = match timed(
+                "events.delete_group",
+                redis::cmd("XPENDING")
+                    .arg(&keys.stream)
+                    .arg(group)
+                    .arg("-")
+                    .arg("+")
+                    .arg(DRAIN_BATCH)
+                    .query_async(&mut conn),
+            )
+            .await
+            {
+                Ok(pending) => pending,
+                Err(e) if e.code() == Some("NOGROUP") => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let Value::Array(entries) = &pending else { return Err(Error::unexpected("XPENDING", &pending)) };
+            let ids: Vec<String> = entries
+                .iter()
+                .filter_map(|entry| match entry {
+                    Value::Array(fields) => fields.first().map(text),
+                    _ => None,
+                })
+                .collect();
+            if ids.is_empty() {
+                return Ok(());
+            }
+            timed(
+                "events.delete_group",
+                redis::cmd("XACK").arg(&keys.stream).arg(group).arg(&ids).query_async::<u64>(&mut conn),
+            )
+            .await
+            .map_err(Error::from_write)?;
+        }
+    }
+
     /// Deletes a consumer group; false when there was none.
     pub async fn delete_group(&self, ns: &Namespace, stream: &str, group: &str) -> Result<bool> {
         check_name("stream", stream, false)?;
         check_name("group", group, false)?;
         let keys = GroupKeys::new(ns, stream, group);
+        self.drain_pending(&keys, group).await?;
         let cmd = evalsha(&scripts::EVENTS_DELETE_GROUP, &[&keys.stream, &keys.groups])
             .arg(group)
             .arg(&keys.fields)
