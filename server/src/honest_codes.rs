@@ -4,7 +4,7 @@
 //! tonic answers a request it cannot decode (malformed protobuf, invalid UTF-8 in a string
 //! field, a truncated or ill-flagged frame) with INTERNAL, and one over the message size limit
 //! with OUT_OF_RANGE. INTERNAL is the code Rookery keeps for its own bugs (alerts watch it), and
-//! OUT_OF_RANGE is in no table, so [`HonestCodesLayer`] rewrites these answers before anything
+//! OUT_OF_RANGE is in no table, so [`honest_codes`] rewrites these answers before anything
 //! else sees them: undecodable input becomes INVALID_ARGUMENT, too large becomes
 //! RESOURCE_EXHAUSTED naming `limits.max_message_bytes`.
 //!
@@ -13,9 +13,6 @@
 //! messages; Rookery's INTERNAL answers use other, fixed texts (see `error.rs`), so a real bug
 //! is never disguised as bad input.
 
-use std::task::{Context, Poll};
-
-use futures::future::BoxFuture;
 use tonic::{Code, Status};
 
 /// The starts of tonic's messages for a request it could not decode.
@@ -44,52 +41,18 @@ fn honest(status: &Status) -> Option<Status> {
     }
 }
 
-/// Tower layer rewriting tonic's codes for undecodable and oversized requests.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HonestCodesLayer;
-
-impl<S> tower::Layer<S> for HonestCodesLayer {
-    type Service = HonestCodes<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HonestCodes { inner }
+/// Rewrites tonic's codes for undecodable and oversized requests in one response; the server
+/// applies it to every response with `tower::util::MapResponseLayer`.
+pub fn honest_codes<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let rewritten = Status::from_header_map(response.headers()).as_ref().and_then(honest);
+    if let Some(status) = rewritten {
+        let headers = response.headers_mut();
+        headers.remove("grpc-status-details-bin");
+        if let Err(e) = status.add_header(headers) {
+            tracing::warn!(error = %e, "could not rewrite a status code");
+        }
     }
-}
-
-/// The service made by [`HonestCodesLayer`].
-#[derive(Debug, Clone)]
-pub struct HonestCodes<S> {
-    inner: S,
-}
-
-impl<S, B, RB> tower::Service<http::Request<B>> for HonestCodes<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = response.await?;
-            let rewritten = Status::from_header_map(response.headers()).as_ref().and_then(honest);
-            if let Some(status) = rewritten {
-                let headers = response.headers_mut();
-                headers.remove("grpc-status-details-bin");
-                if let Err(e) = status.add_header(headers) {
-                    tracing::warn!(error = %e, "could not rewrite a status code");
-                }
-            }
-            Ok(response)
-        })
-    }
+    response
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub use crate::config::Config;
 use crate::drain::CutLayer;
 use crate::events::{Events, EventsApi};
 use crate::fair_share::{FairShare, FairShareLayer};
-use crate::honest_codes::HonestCodesLayer;
+use crate::honest_codes::honest_codes;
 use crate::lock::{LockApi, Locks};
 use crate::rate_limiter::envoy::EnvoyRateLimitApi;
 use crate::rate_limiter::{RateLimiter, RateLimiterApi};
@@ -267,7 +267,7 @@ pub async fn serve(
         .max_concurrent_streams(config.limits.max_concurrent_streams)
         // Outermost first: metrics see the final code of every call, refusals included.
         .layer(RpcMetricsLayer)
-        .layer(HonestCodesLayer)
+        .layer(tower::util::MapResponseLayer::new(honest_codes::<tonic::body::Body>))
         .layer(FairShareLayer::new(shares))
         .layer(CutLayer::new(drain.clone()))
         .add_service(health_service)
