@@ -7,6 +7,10 @@
 //!
 //! Every field is checked by [`Config::validate`] at start-up, and a bad value stops the server
 //! with a message naming the field, so a typo never turns into a surprising runtime behaviour.
+//!
+//! One room on purpose: every setting, its default and its check side by side, so that the
+//! README's table can be checked against one file. (Each namespace's share lives with the layer
+//! that enforces it, `fair_share`, and is referenced from here.)
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

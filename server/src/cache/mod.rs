@@ -24,8 +24,11 @@
 //! TTL; after every pub/sub reconnect all waiters are woken to re-check.
 
 mod grpc;
+mod read;
+mod tags;
 
 pub use grpc::CacheApi;
+pub use tags::TAG_BUCKET;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,73 +48,8 @@ use crate::redis::wakeups::Wakeups;
 use crate::redis::{RedisPool, timed};
 use crate::telemetry::GaugeGuard;
 
-/// Entries popped from a tag index per round trip during invalidation.
-const TAG_POP_BATCH: usize = 500;
-/// Most entry names in one bucket of a tag index (freeing or filling one: well under a
-/// millisecond of Redis's time).
-pub const TAG_BUCKET: usize = 1000;
-/// Buckets listed per ZSCAN round trip during invalidation.
-const TAG_BUCKETS_PER_SCAN: usize = 100;
-/// Tags whose bucket being filled a replica remembers; past this, it forgets them all (a
-/// forgotten tag costs one more round trip at its next write).
-const TAG_HEADS_REMEMBERED: usize = 10_000;
 /// Keys examined per SCAN round trip during prefix invalidation.
 const SCAN_BATCH: usize = 1000;
-/// Bytes a `CacheLookup` adds to a GetMany answer beyond its value (tags, lengths, the TTL),
-/// rounded up.
-const LOOKUP_FRAMING: usize = 32;
-
-/// One key as `get_bounded.lua` read it.
-#[derive(Debug)]
-enum BoundedRead {
-    /// The key does not exist.
-    Missing,
-    /// Its value (no longer than the cap) and PTTL.
-    Found(Vec<u8>, i64),
-    /// Its value is this long, longer than the cap: not read.
-    TooLong(usize),
-}
-
-impl BoundedRead {
-    /// Bytes the value adds to the answer, as far as is known.
-    fn len(&self) -> usize {
-        match self {
-            Self::Missing => 0,
-            Self::Found(value, _) => value.len(),
-            Self::TooLong(length) => *length,
-        }
-    }
-}
-
-/// Reads each key's value if it is at most its cap (else only its length) and its PTTL, in one
-/// round trip.
-async fn read_bounded(redis: &RedisPool, keys: &[String], caps: &[usize]) -> Result<Vec<BoundedRead>> {
-    let cmds: Vec<redis::Cmd> = keys
-        .iter()
-        .zip(caps)
-        .map(|(key, cap)| {
-            let mut cmd = evalsha(&scripts::CACHE_GET_BOUNDED, &[key]);
-            cmd.arg(*cap);
-            cmd
-        })
-        .collect();
-    let replies =
-        timed("cache.get_many", scripts::run_batch(redis, &cmds, &[&scripts::CACHE_GET_BOUNDED])).await?;
-    replies
-        .into_iter()
-        .map(|reply| match reply? {
-            Value::Nil => Ok(BoundedRead::Missing),
-            Value::Array(parts) => match parts.as_slice() {
-                [Value::BulkString(value), Value::Int(pttl)] => Ok(BoundedRead::Found(value.clone(), *pttl)),
-                [Value::Int(length)] => {
-                    Ok(BoundedRead::TooLong(usize::try_from(*length).unwrap_or(usize::MAX)))
-                }
-                _ => Err(Error::unexpected("cache get_bounded", &Value::Array(parts))),
-            },
-            other => Err(Error::unexpected("cache get_bounded", &other)),
-        })
-        .collect()
-}
 
 /// A value read from the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,111 +249,11 @@ impl Cache {
         Ok(ttl + jitter)
     }
 
-    /// Reads one entry.
-    pub async fn get(&self, ns: &Namespace, key: &str) -> Result<Option<Entry>> {
-        self.check_key(key)?;
-        let keys = keys::cache(ns.as_str(), key);
-        let mut conn = self.redis.conn();
-        let (value, pttl): (Option<Vec<u8>>, i64) =
-            timed("cache.get", redis::pipe().get(&keys.value).pttl(&keys.value).query_async(&mut conn))
-                .await?;
-        Ok(count_lookup(value.map(|value| Entry { value, ttl: ttl_from_pttl(pttl) })))
-    }
-
-    /// Reads many entries; results in request order. A key named several times is read once.
-    ///
-    /// The answer never exceeds the response budget (`limits.max_response_bytes`), and no value
-    /// that does not fit leaves Redis: each key is read by `get_bounded.lua` with an even share
-    /// of the budget as its cap, which answers the common batch in one round trip and gives the
-    /// lengths of longer values without their bytes. Those are read in a second round trip
-    /// only when the whole answer fits; otherwise the call is RESOURCE_EXHAUSTED.
-    pub async fn get_many(&self, ns: &Namespace, names: &[String]) -> Result<Vec<Option<Entry>>> {
-        self.check_keys(names)?;
-        let mut unique: Vec<&str> = Vec::new();
-        let mut copies: Vec<usize> = Vec::new();
-        let mut slot_of_name = std::collections::HashMap::with_capacity(names.len());
-        let positions: Vec<usize> = names
-            .iter()
-            .map(|name| {
-                *slot_of_name.entry(name.as_str()).or_insert_with(|| {
-                    unique.push(name);
-                    copies.push(0);
-                    unique.len() - 1
-                })
-            })
-            .collect();
-        for &slot in &positions {
-            copies[slot] += 1;
-        }
-        let keys: Vec<String> = unique.iter().map(|name| keys::cache(ns.as_str(), name).value).collect();
-        let budget = self.limits.response_budget();
-        let framing = names.len() * LOOKUP_FRAMING;
-        let even_share = budget.saturating_sub(framing) / names.len();
-        let mut read = read_bounded(&self.redis, &keys, &vec![even_share; keys.len()]).await?;
-        let total = framing + (0..keys.len()).map(|i| copies[i] * read[i].len()).sum::<usize>();
-        if total > budget {
-            return Err(Error::ResourceExhausted(format!(
-                "the {} values asked for come to {total} bytes, over the response budget of {budget} bytes \
-                 (limits.max_response_bytes); ask for fewer keys per call",
-                names.len()
-            )));
-        }
-        // Values longer than their even share, now known to fit: read them up to their length.
-        let long: Vec<usize> =
-            (0..keys.len()).filter(|&i| matches!(read[i], BoundedRead::TooLong(_))).collect();
-        if !long.is_empty() {
-            let long_keys: Vec<String> = long.iter().map(|&i| keys[i].clone()).collect();
-            let long_caps: Vec<usize> = long.iter().map(|&i| read[i].len()).collect();
-            let reread = read_bounded(&self.redis, &long_keys, &long_caps).await?;
-            for (&i, value) in long.iter().zip(reread) {
-                if matches!(value, BoundedRead::TooLong(_)) {
-                    return Err(Error::Aborted("a value grew while GetMany read it; retry the call".into()));
-                }
-                read[i] = value;
-            }
-        }
-        Ok(positions
-            .into_iter()
-            .map(|slot| {
-                count_lookup(match &read[slot] {
-                    BoundedRead::Found(value, pttl) => {
-                        Some(Entry { value: value.clone(), ttl: ttl_from_pttl(*pttl) })
-                    }
-                    BoundedRead::Missing | BoundedRead::TooLong(_) => None,
-                })
-            })
-            .collect())
-    }
-
     /// Builds the script call of one write.
     fn set_command(&self, keys: &CacheKeys, value: &[u8], ttl: Duration, condition: Condition) -> redis::Cmd {
         let mut cmd = evalsha(&scripts::CACHE_SET, &[&keys.value, &keys.lease]);
         cmd.arg(value).arg(millis(ttl)).arg(condition.redis_flag()).arg(keys::CACHE_WAKE_CHANNEL);
         cmd
-    }
-
-    /// Builds the script call recording `names` (at most [`TAG_BUCKET`]) in bucket `head` of
-    /// `tag`'s index, or the next one, for at least `ttl`.
-    fn tag_command(tag: &keys::CacheTagKeys, head: u64, names: &[&str], ttl: Duration) -> redis::Cmd {
-        let mut cmd = evalsha(
-            &scripts::CACHE_TAG,
-            &[&tag.head, &tag.buckets, &tag.bucket(head), &tag.bucket(head + 1)],
-        );
-        cmd.arg(millis(ttl)).arg(head).arg(TAG_BUCKET).arg(names);
-        cmd
-    }
-
-    fn tag_head(&self, tag: &keys::CacheTagKeys) -> u64 {
-        let heads = self.tag_heads.lock().unwrap_or_else(|e| e.into_inner());
-        heads.get(&tag.head).copied().unwrap_or(0)
-    }
-
-    fn remember_tag_head(&self, tag: &keys::CacheTagKeys, head: u64) {
-        let mut heads = self.tag_heads.lock().unwrap_or_else(|e| e.into_inner());
-        if heads.len() >= TAG_HEADS_REMEMBERED && !heads.contains_key(&tag.head) {
-            heads.clear();
-        }
-        heads.insert(tag.head.clone(), head);
     }
 
     /// Writes one entry; returns whether it was written (the condition held).
@@ -496,64 +334,6 @@ impl Cache {
         Ok(stored)
     }
 
-    async fn record_tags(
-        &self,
-        ns: &Namespace,
-        tags: &[String],
-        names: &[&str],
-        ttl: Duration,
-    ) -> Result<()> {
-        if tags.is_empty() || names.is_empty() {
-            return Ok(());
-        }
-        // One script call per tag and chunk of at most a bucket's worth of names, all in one
-        // round trip; a call that finds another bucket being filled than this replica believed
-        // writes nothing and is sent again for that bucket.
-        let mut pending: Vec<(keys::CacheTagKeys, &[&str])> = Vec::new();
-        for tag in tags {
-            let tag = keys::cache_tag_keys(ns.as_str(), tag);
-            for chunk in names.chunks(TAG_BUCKET) {
-                pending.push((tag.clone(), chunk));
-            }
-        }
-        // Each round either records a call or learns the current bucket; a bounded number of
-        // rounds covers buckets opened concurrently by other replicas.
-        for _ in 0..8 {
-            if pending.is_empty() {
-                return Ok(());
-            }
-            let heads: Vec<u64> = pending.iter().map(|(tag, _)| self.tag_head(tag)).collect();
-            let cmds: Vec<redis::Cmd> = pending
-                .iter()
-                .zip(&heads)
-                .map(|((tag, chunk), &head)| Self::tag_command(tag, head, chunk, ttl))
-                .collect();
-            let replies = timed("cache.tag", scripts::run_batch(&self.redis, &cmds, &[&scripts::CACHE_TAG]))
-                .await
-                .map_err(Error::from_write)?;
-            let mut again = Vec::new();
-            for (reply, (tag, chunk)) in replies.into_iter().zip(pending) {
-                let reply = reply.map_err(Error::from_write)?;
-                let (recorded, head): (u8, u64) =
-                    FromRedisValue::from_redis_value(reply).map_err(redis::RedisError::from)?;
-                self.remember_tag_head(&tag, head);
-                if recorded != 1 {
-                    again.push((tag, chunk));
-                }
-            }
-            pending = again;
-        }
-        if pending.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Unavailable(
-                "tag indexes kept changing under concurrent writes; the values were written but may \
-                 be missing from their tags. Write them again"
-                    .into(),
-            ))
-        }
-    }
-
     /// Deletes entries (cancelling their leases); returns how many existed.
     pub async fn delete(&self, ns: &Namespace, names: &[String]) -> Result<u64> {
         self.check_keys(names)?;
@@ -607,54 +387,6 @@ impl Cache {
                 self.check_key(prefix)?;
                 self.invalidate_prefix(ns, prefix).await
             }
-        }
-    }
-
-    /// Pops the tag's index, bucket by bucket, in batches (SPOP is atomic, so an entry tagged
-    /// concurrently is either popped and deleted now or stays indexed for the next
-    /// invalidation) and deletes each popped entry. Every command is bounded: ZSCAN lists a
-    /// few buckets at a time, SPOP takes [`TAG_POP_BATCH`] names. Buckets opened after the
-    /// listing began hold entries written after the invalidation began; they stay indexed.
-    async fn invalidate_tag(&self, ns: &Namespace, tag: &str) -> Result<u64> {
-        let index = keys::cache_tag_keys(ns.as_str(), tag);
-        // The single set of an earlier version, while one may still live.
-        let mut removed = self.pop_and_delete(ns, &keys::cache_tag(ns.as_str(), tag)).await?;
-        let mut cursor: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("ZSCAN");
-            scan.arg(&index.buckets).arg(cursor).arg("COUNT").arg(TAG_BUCKETS_PER_SCAN);
-            let (next, listed): (u64, Vec<String>) =
-                timed("cache.invalidate_tag", scan.query_async(&mut self.redis.conn()))
-                    .await
-                    .map_err(Error::from_write)?;
-            // Members and scores alternate; members are bucket numbers.
-            for bucket in listed.iter().step_by(2).filter_map(|n| n.parse::<u64>().ok()) {
-                removed += self.pop_and_delete(ns, &index.bucket(bucket)).await?;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
-    }
-
-    /// Empties one set of entry names, [`TAG_POP_BATCH`] at a time, deleting the entries.
-    async fn pop_and_delete(&self, ns: &Namespace, set: &str) -> Result<u64> {
-        let mut removed = 0;
-        loop {
-            let mut conn = self.redis.conn();
-            let names: Vec<String> = timed(
-                "cache.invalidate_tag",
-                redis::cmd("SPOP").arg(set).arg(TAG_POP_BATCH).query_async(&mut conn),
-            )
-            .await
-            .map_err(Error::from_write)?;
-            if names.is_empty() {
-                return Ok(removed);
-            }
-            removed += self
-                .delete_entries(names.iter().map(|name| keys::cache(ns.as_str(), name)).collect())
-                .await?;
         }
     }
 
@@ -813,12 +545,6 @@ fn entry(value: &Value, pttl: i64) -> Result<Entry> {
         Value::BulkString(bytes) => Ok(Entry { value: bytes.clone(), ttl: ttl_from_pttl(pttl) }),
         other => Err(Error::unexpected("cache fetch value", other)),
     }
-}
-
-fn count_lookup(found: Option<Entry>) -> Option<Entry> {
-    let outcome = if found.is_some() { "hit" } else { "miss" };
-    metrics::counter!("rookery_cache_lookups_total", "outcome" => outcome).increment(1);
-    found
 }
 
 fn record_fetch(outcome: &FetchOutcome, waited: Duration) {
