@@ -614,3 +614,25 @@ async fn a_group_has_at_most_its_cap_of_consumers_and_returning_ones_are_let_in(
     let again = back.next().await.unwrap().unwrap();
     assert_eq!(again.entries[0].id, first.entries[0].id);
 }
+
+#[tokio::test]
+async fn describe_lists_every_group_and_as_many_consumers_as_the_budget_holds() {
+    let mut config = test_config(&shared_redis().url());
+    config.limits.max_value_bytes = 1;
+    config.limits.max_response_bytes = Some(2_000);
+    let server = TestServer::start(config).await;
+    let events = server.client(&namespace("describe-budget")).await.events();
+    events.create_group("s", "g", "", GroupSettings::default()).await.unwrap();
+    let options = ConsumeOptions::default();
+    let mut open = Vec::new();
+    for i in 0..10 {
+        // 200-byte names: about 230 bytes of answer each, so a 2,000-byte budget holds a few.
+        open.push(events.consume("s", "g", format!("{i}{}", "c".repeat(199)), &options).await.unwrap());
+    }
+    let described = events.describe("s").await.unwrap();
+    let group = &described.groups[0];
+    assert_eq!(group.consumers.len() as u64 + group.consumers_omitted, 10, "{group:?}");
+    assert!(group.consumers_omitted > 0 && !group.consumers.is_empty(), "{group:?}");
+    let size = prost::Message::encoded_len(&described);
+    assert!(size <= 2_000, "the answer is {size} bytes");
+}

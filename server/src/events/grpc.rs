@@ -104,6 +104,7 @@ fn describe_out(info: StreamInfo) -> pb::EventsDescribeStreamResponse {
                         idle: Some(duration_out(c.idle)),
                     })
                     .collect(),
+                consumers_omitted: g.consumers_omitted,
             })
             .collect(),
     }

@@ -1,7 +1,9 @@
 //! `DescribeStream`: a stream's length, ends, dead letters, and its groups' progress.
 //!
-//! Its answer and its Redis work are bounded by the caps on what it lists:
-//! `events.max_groups_per_stream` groups of at most `events.max_consumers_per_group` consumers.
+//! Its Redis work is bounded by the caps on what it lists: `events.max_groups_per_stream` groups
+//! of at most `events.max_consumers_per_group` consumers. Its answer is also bounded by the
+//! response budget (`limits.max_response_bytes`): every group is listed, and consumers while
+//! they fit; the others are counted in `consumers_omitted`.
 
 use std::time::Duration;
 
@@ -41,8 +43,11 @@ pub struct GroupInfo {
     pub last_delivered_id: String,
     /// Age of the oldest pending entry.
     pub oldest_pending_age: Option<Duration>,
-    /// Its consumers (without the one holding delayed entries).
+    /// Its consumers (without the one holding delayed entries), as many as the response
+    /// budget holds.
     pub consumers: Vec<ConsumerInfo>,
+    /// Consumers left out of `consumers` to keep the answer within the response budget.
+    pub consumers_omitted: u64,
 }
 
 /// A stream's state.
@@ -59,6 +64,12 @@ pub struct StreamInfo {
     /// Its groups.
     pub groups: Vec<GroupInfo>,
 }
+
+/// Bytes a group adds to the answer besides its consumers (name up to 256 bytes, settings,
+/// counters, IDs), rounded up.
+const GROUP_FRAMING: usize = 400;
+/// Bytes a consumer adds to the answer besides its name, rounded up.
+const CONSUMER_FRAMING: usize = 32;
 
 /// The millisecond part of an entry ID.
 fn id_millis(id: &str) -> Option<u64> {
@@ -108,6 +119,8 @@ impl Events {
             groups: Vec::new(),
         };
         let Value::Array(groups) = groups else { return Err(Error::unexpected("XINFO GROUPS", &groups)) };
+        // What the answer may still carry: groups are always listed, consumers while they fit.
+        let mut room = self.limits.response_budget().saturating_sub(groups.len() * GROUP_FRAMING);
         for group in &groups {
             let fields = fields_of(group);
             let name = fields.get("name").map(|v| text(v)).unwrap_or_default();
@@ -148,7 +161,7 @@ impl Events {
                     }
                 }
             }
-            let consumers = match &consumers {
+            let all: Vec<ConsumerInfo> = match &consumers {
                 Value::Array(list) => list
                     .iter()
                     .map(|c| fields_of(c))
@@ -161,6 +174,17 @@ impl Events {
                     .collect(),
                 _ => Vec::new(),
             };
+            let mut consumers = Vec::with_capacity(all.len());
+            let mut consumers_omitted = 0;
+            for consumer in all {
+                let size = consumer.name.len() + CONSUMER_FRAMING;
+                if size <= room {
+                    room -= size;
+                    consumers.push(consumer);
+                } else {
+                    consumers_omitted += 1;
+                }
+            }
             info.groups.push(GroupInfo {
                 settings: self.effective(ack_timeout, max_deliveries),
                 pending: fields.get("pending").and_then(|v| number(v)).unwrap_or(0),
@@ -169,6 +193,7 @@ impl Events {
                 last_delivered_id: fields.get("last-delivered-id").map(|v| text(v)).unwrap_or_default(),
                 oldest_pending_age,
                 consumers,
+                consumers_omitted,
                 name,
             });
         }
