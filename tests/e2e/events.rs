@@ -493,3 +493,25 @@ async fn a_subscription_redis_refuses_fails_alone_and_at_once() {
     let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await.unwrap();
     assert_eq!(clients.lines().filter(|c| c.contains("flags=P")).count(), 1, "{clients}");
 }
+
+#[tokio::test]
+async fn a_read_of_large_entries_comes_in_messages_that_fit() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("read-large")).await.events();
+    let big = |n: u8| HashMap::from([("f".to_owned(), vec![n; 900_000])]);
+    for n in 0..10 {
+        events.append("big", big(n), &AppendOptions::default()).await.unwrap();
+    }
+    // Ten entries of 900 KB are 9 MB: more than one 4 MiB answer, so several messages.
+    let mut read = events.read("big", "", false).await.unwrap();
+    let mut seen = Vec::new();
+    let mut messages = 0;
+    while let Some(batch) = read.next().await {
+        let batch = batch.unwrap();
+        messages += 1;
+        assert!(batch.len() <= 4, "{} entries of 900 KB in one message", batch.len());
+        seen.extend(batch.into_iter().map(|e| e.fields["f"][0]));
+    }
+    assert_eq!(seen, (0..10).collect::<Vec<u8>>());
+    assert!(messages >= 3, "{messages} messages");
+}

@@ -378,9 +378,11 @@ impl Events {
         loop {
             let from = cursor.as_ref().map_or_else(|| "-".to_owned(), |id| format!("({id}"));
             let mut conn = self.redis.conn();
-            let range =
-                redis::cmd("XRANGE").arg(&key).arg(from).arg("+").arg("COUNT").arg(READ_BATCH).to_owned();
-            let batch = match timed("events.range", range.query_async::<Value>(&mut conn)).await {
+            // At most READ_BATCH entries, and no more bytes than one answer may carry.
+            let mut range = evalsha(&scripts::EVENTS_RANGE, &[&key]);
+            range.arg(from).arg(READ_BATCH).arg(self.limits.response_budget());
+            let read = scripts::run::<Value>(&mut conn, &scripts::EVENTS_RANGE, &range);
+            let batch = match timed("events.range", read).await {
                 Ok(value) => parse_entries(&value),
                 Err(e) => return fail(Error::from(e)).await,
             };

@@ -98,6 +98,9 @@ pub static RATE_LIMIT_CHECK: LazyLock<Script> =
 /// refreshing the idle expiry of the stream and its companions.
 pub static EVENTS_APPEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../events/append.lua")));
+/// `events/range.lua`: the next entries of a stream, as many as fit a byte budget.
+pub static EVENTS_RANGE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../events/range.lua")));
 /// `events/register.lua`: count a stream in its namespace's index, within the cap on streams.
 pub static EVENTS_REGISTER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../events/register.lua")));
@@ -241,6 +244,7 @@ mod tests {
         }
         assert_eq!(flags(include_str!("../lock/inspect.lua")), "#!lua flags=no-writes");
         assert_eq!(flags(include_str!("../cache/get_bounded.lua")), "#!lua flags=no-writes");
+        assert_eq!(flags(include_str!("../events/range.lua")), "#!lua flags=no-writes");
         // Cache fetch, set and fill keep the legacy check: their first write is a SET, which
         // Redis refuses at maxmemory, and a Fetch that finds its value writes nothing, so hits
         // keep working on a full Redis.
