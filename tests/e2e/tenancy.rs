@@ -474,8 +474,17 @@ async fn a_noisy_namespace_doing_its_worst_leaves_a_quiet_one_unharmed() {
     let noisy_thread = {
         let (url, noisy) = (server.url(), noisy.clone());
         std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            // The noisy tenant's client would run on its own machine; here it shares the cores,
+            // so it yields them to the server, Redis and the quiet client (renice, as root).
+            if let Ok(me) = std::fs::read_link("/proc/thread-self")
+                && let Some(tid) = me.file_name().and_then(|t| t.to_str())
+            {
+                let _ = std::process::Command::new("renice")
+                    .args(["-n", "19", "-p", tid])
+                    .stdout(std::process::Stdio::null())
+                    .status();
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(noisy_tenant(url, noisy, stop, started_tx))
         })
     };
@@ -499,10 +508,10 @@ async fn a_noisy_namespace_doing_its_worst_leaves_a_quiet_one_unharmed() {
     assert!(held.is_held(), "the quiet namespace's held lock was lost under the noisy load");
     for (op, quiet) in &quiet_p99 {
         let noisy = noisy_p99[op];
-        // 5x the quiet p99. On a 2-core machine the noisy tenant's client, its calls' refusals
-        // and the rest of the test suite share the cores with the server, Redis and the quiet
-        // client, so the quiet calls also wait for CPU (measured alone: p99 2-5 ms quiet, 15-50
-        // ms under the load); anything under 250 ms counts as unharmed. The failures this
+        // 5x the quiet p99. On a 2-core machine the server's work for the noisy calls (its
+        // refusals included) and the rest of the test suite share the cores with Redis and the
+        // quiet calls, so those also wait for CPU (measured alone: p99 2-4 ms quiet, 9-22 ms
+        // under the load, 5-7x); anything under 250 ms counts as unharmed. The failures this
         // guards against were 2 s stalls and errors; Redis-side stalls are bounded more tightly
         // by `redis_work`.
         let bound = (*quiet * 5).max(Duration::from_millis(250));
