@@ -45,6 +45,10 @@ impl Namespace {
 
 /// Reads and validates the namespace header of a request (`default` when absent).
 pub fn resolve(headers: &http::HeaderMap) -> Result<Namespace, Status> {
+    // Two values are ambiguous (a proxy appended one?): refused rather than guessed.
+    if headers.get_all(NAMESPACE_HEADER).iter().nth(1).is_some() {
+        return Err(Status::invalid_argument(format!("{NAMESPACE_HEADER} must be sent once")));
+    }
     match headers.get(NAMESPACE_HEADER) {
         None => Ok(Namespace(DEFAULT_NAMESPACE.into())),
         Some(value) => {
@@ -87,5 +91,10 @@ mod tests {
         assert_eq!(resolve(&headers).unwrap().as_str(), "team-a");
         headers.insert(NAMESPACE_HEADER, "a:b".parse().unwrap());
         assert_eq!(resolve(&headers).unwrap_err().code(), tonic::Code::InvalidArgument);
+        headers.insert(NAMESPACE_HEADER, "team-a".parse().unwrap());
+        headers.append(NAMESPACE_HEADER, "team-b".parse().unwrap());
+        let twice = resolve(&headers).unwrap_err();
+        assert_eq!(twice.code(), tonic::Code::InvalidArgument);
+        assert!(twice.message().contains("once"), "{}", twice.message());
     }
 }
