@@ -209,7 +209,7 @@ impl Usage {
 /// The metric label of every namespace the config does not name.
 const OTHER_LABEL: &str = "other";
 
-/// Entries in the table past which idle ones are swept.
+/// Entries in the table past which idle ones are first swept.
 const SWEEP_AT: usize = 1024;
 
 /// The per-namespace accounting of one replica; cheap to share.
@@ -220,6 +220,8 @@ pub struct FairShare {
     /// once: the label set is known at start-up, and a gauge handle updates without a lookup.
     gauges: HashMap<String, [metrics::Gauge; 3]>,
     table: Mutex<HashMap<Namespace, Usage>>,
+    /// The table's size that triggers the next sweep of idle entries.
+    sweep_at: std::sync::atomic::AtomicUsize,
 }
 
 impl FairShare {
@@ -235,7 +237,12 @@ impl FairShare {
                 (label.to_owned(), [gauge(Kind::Calls), gauge(Kind::Streams), gauge(Kind::Blocking)])
             })
             .collect();
-        Arc::new(Self { config, gauges: labels, table: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            config,
+            gauges: labels,
+            table: Mutex::new(HashMap::new()),
+            sweep_at: std::sync::atomic::AtomicUsize::new(SWEEP_AT),
+        })
     }
 
     /// The bounded metric label of `ns`.
@@ -268,10 +275,14 @@ impl FairShare {
             Kind::Blocking => share.max_blocking_connections,
         };
         let now = Instant::now();
+        let sweep_at = self.sweep_at.load(std::sync::atomic::Ordering::Relaxed);
         {
             let mut table = self.table();
-            if table.len() >= SWEEP_AT && !table.contains_key(ns) {
+            if table.len() >= sweep_at && !table.contains_key(ns) {
                 table.retain(|_, usage| !usage.is_idle(now));
+                // Sweep again only once the table has doubled: busy namespaces stay, and a
+                // sweep per call would cost every call the whole table.
+                self.sweep_at.store((table.len() * 2).max(SWEEP_AT), std::sync::atomic::Ordering::Relaxed);
             }
             let usage = table.entry(ns.clone()).or_default();
             if *usage.count(kind) >= limit {

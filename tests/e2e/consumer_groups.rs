@@ -636,3 +636,26 @@ async fn describe_lists_every_group_and_as_many_consumers_as_the_budget_holds() 
     let size = prost::Message::encoded_len(&described);
     assert!(size <= 2_000, "the answer is {size} bytes");
 }
+
+#[tokio::test]
+async fn the_groups_own_holder_of_nacked_entries_takes_no_consumers_place() {
+    let mut config = test_config(&shared_redis().url());
+    config.events.max_consumers_per_group = 1;
+    let server = TestServer::start(config).await;
+    let events = server.client(&namespace("consumer-cap-delayed")).await.events();
+    events.append("s", entry(1), &AppendOptions::default()).await.unwrap();
+    let options = ConsumeOptions { create_group: true, ..ConsumeOptions::default() };
+    let mut first = events.consume("s", "g", "a", &options).await.unwrap();
+    let delivered = first.next().await.unwrap().unwrap();
+    // Given back for later: it now waits with the group's own holder of nacked entries, and
+    // `a`, holding nothing, is forgotten when it leaves.
+    first.nack(delivered.entries.iter().map(|d| d.id.clone()), Duration::from_secs(30)).await.unwrap();
+    drop(first);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            events.consume("s", "g", "b", &options).await.is_ok()
+        })
+        .await,
+        "a new consumer could not join a group whose only consumer left"
+    );
+}

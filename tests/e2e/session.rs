@@ -354,4 +354,9 @@ async fn a_sessions_attributes_never_outgrow_one_answer() {
     let session = sessions.get(&created.id, false).await.unwrap().unwrap();
     assert_eq!(session.attributes.len(), 3);
     assert_eq!(session.attributes["d"].len(), 99_000);
+    // No update names more attributes to remove than a session may have (64 by default).
+    let many = (0..65).fold(SessionUpdate::new(), |update, i| update.remove(format!("r{i}")));
+    let refused = sessions.update(&created.id, many).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("session.max_attributes"), "{}", refused.message());
 }

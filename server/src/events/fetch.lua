@@ -100,14 +100,16 @@ local function redeliver(entries)
       trimmed = trimmed + 1
     else
       local deliveries = pending_entry(group, id)
+      -- A dead letter is a copy of the entry: it counts against this call's bytes like a
+      -- delivery does, so the work of one call stays bounded either way.
+      for i = 1, #fields do
+        bytes = bytes + #fields[i]
+      end
       if max_deliveries > 0 and deliveries > max_deliveries then
         dead_letter(group, id, fields, deliveries - 1, 'max_deliveries', ARGV[8])
         dead = dead + 1
       else
         out[#out + 1] = {id, fields, deliveries}
-        for i = 1, #fields do
-          bytes = bytes + #fields[i]
-        end
       end
     end
   end
@@ -143,13 +145,14 @@ if free <= 0 then
   return {history, trimmed, dead, 0, 0, out}
 end
 local slots = math.min(free, tonumber(ARGV[9]))
+-- Entries moved to the dead letters count too: each is work done by this call.
 local function room()
-  return #out < slots and bytes < budget
+  return #out + dead < slots and bytes < budget
 end
 
 if history ~= '' then
   while room() do
-    local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', math.min(slots - #out, CHUNK),
+    local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', math.min(slots - #out - dead, CHUNK),
       'STREAMS', KEYS[1], history)
     local entries = read and read[1] and read[1][2] or {}
     if #entries == 0 then
@@ -189,7 +192,9 @@ if ARGV[5] == '1' then
       end
       local step = math.min(share - examined, 256)
       local pending = redis.call('XPENDING', KEYS[1], group, cursor and ('(' .. cursor) or '-', '+', step)
-      local want = slots - #out
+      -- At most a chunk claimed at once, so that the entries XCLAIM returns stay within what
+      -- room() allows (it is checked between steps).
+      local want = math.min(slots - #out - dead, CHUNK)
       local ids, full = {}, false
       for _, entry in ipairs(pending) do
         if #ids >= want then
@@ -227,7 +232,7 @@ if ARGV[5] == '1' then
 end
 
 while room() do
-  local want = math.min(slots - #out, CHUNK)
+  local want = math.min(slots - #out - dead, CHUNK)
   local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[1], '>')
   if not read then
     break

@@ -424,27 +424,43 @@ impl Events {
 
     /// Acknowledges a group's pending entries, [`DRAIN_BATCH`] per round trip, so that deleting
     /// it frees no long pending list in one step (XGROUP DESTROY of 100,000 pending entries
-    /// held Redis for about 6 ms). A missing group has nothing to drain.
+    /// held Redis for about 6 ms). A missing group has nothing to drain. A deletion that fails
+    /// midway may have acknowledged part of the group's entries: the caller meant to drop them
+    /// with the group, and retries the deletion.
     async fn drain_pending(&self, keys: &GroupKeys, group: &str) -> Result<()> {
         let mut conn = self.redis.conn();
-        loop {
-            let pending: Value = match timed(
+        let no_group = |e: &RedisError| e.code() == Some("NOGROUP");
+        // The walk is bounded by what was pending when it began: live consumers may keep
+        // taking entries meanwhile, and what they take after the walk goes with the group.
+        let summary: Value =
+            match redis::cmd("XPENDING").arg(&keys.stream).arg(group).query_async(&mut conn).await {
+                Ok(summary) => summary,
+                Err(e) if no_group(&e) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+        let pending = match &summary {
+            Value::Array(parts) => parts.first().and_then(number).unwrap_or(0),
+            _ => 0,
+        };
+        let mut from = "-".to_owned();
+        for _ in 0..=pending / DRAIN_BATCH as u64 {
+            let batch: Value = match timed(
                 "events.delete_group",
                 redis::cmd("XPENDING")
                     .arg(&keys.stream)
                     .arg(group)
-                    .arg("-")
+                    .arg(&from)
                     .arg("+")
                     .arg(DRAIN_BATCH)
                     .query_async(&mut conn),
             )
             .await
             {
-                Ok(pending) => pending,
-                Err(e) if e.code() == Some("NOGROUP") => return Ok(()),
+                Ok(batch) => batch,
+                Err(e) if no_group(&e) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            let Value::Array(entries) = &pending else { return Err(Error::unexpected("XPENDING", &pending)) };
+            let Value::Array(entries) = &batch else { return Err(Error::unexpected("XPENDING", &batch)) };
             let ids: Vec<String> = entries
                 .iter()
                 .filter_map(|entry| match entry {
@@ -452,9 +468,8 @@ impl Events {
                     _ => None,
                 })
                 .collect();
-            if ids.is_empty() {
-                return Ok(());
-            }
+            let Some(last) = ids.last() else { return Ok(()) };
+            from = format!("({last}");
             timed(
                 "events.delete_group",
                 redis::cmd("XACK").arg(&keys.stream).arg(group).arg(&ids).query_async::<u64>(&mut conn),
@@ -462,6 +477,7 @@ impl Events {
             .await
             .map_err(Error::from_write)?;
         }
+        Ok(())
     }
 
     /// Deletes a consumer group; false when there was none.
@@ -506,15 +522,16 @@ impl Events {
         let known: Value =
             redis::cmd("XINFO").arg("CONSUMERS").arg(&keys.stream).arg(group).query_async(&mut conn).await?;
         let Value::Array(known) = &known else { return Err(Error::unexpected("XINFO CONSUMERS", &known)) };
-        if known
-            .iter()
-            .map(fields_of)
-            .any(|fields| fields.get("name").is_some_and(|name| text(name) == consumer))
-        {
+        let names: Vec<String> =
+            known.iter().filter_map(|fields| fields_of(fields).get("name").map(|name| text(name))).collect();
+        // The consumer holding nacked entries is the group's own, not a client's: it takes no
+        // place (else a group whose clients all left could never be joined again).
+        let clients = names.iter().filter(|name| name.as_str() != DELAYED_CONSUMER).count() as u64;
+        if clients < cap || names.iter().any(|name| name == consumer) {
             return Ok(());
         }
         Err(Error::ResourceExhausted(format!(
-            "group {group:?} has {consumers} consumers, the most a group may have (events.max_consumers_per_group); \
+            "group {group:?} has {clients} consumers, the most a group may have (events.max_consumers_per_group); \
              reuse a consumer name (a consumer that holds nothing is forgotten when it leaves, or after an hour idle)"
         )))
     }

@@ -99,11 +99,18 @@ fn parse_start(after: &str) -> Result<Start> {
     match after {
         "" => Ok(Start::Beginning),
         "$" => Ok(Start::End),
-        id => parse_entry_id(id).map(Start::After).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "after must be empty, $ or an entry ID like 1700000000000-0, got {after:?}"
-            ))
-        }),
+        id => {
+            let id = parse_entry_id(id).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "after must be empty, $ or an entry ID like 1700000000000-0, got {after:?}"
+                ))
+            })?;
+            // Redis refuses a range that starts after the last possible ID.
+            if id == format!("{}-{}", u64::MAX, u64::MAX) {
+                return Err(Error::InvalidArgument("no entry can follow the last possible ID".into()));
+            }
+            Ok(Start::After(id))
+        }
     }
 }
 
@@ -380,7 +387,11 @@ impl Events {
             let mut conn = self.redis.conn();
             // At most READ_BATCH entries, and no more bytes than one answer may carry.
             let mut range = evalsha(&scripts::EVENTS_RANGE, &[&key]);
-            range.arg(from).arg(READ_BATCH).arg(self.limits.response_budget());
+            range
+                .arg(from)
+                .arg(READ_BATCH)
+                .arg(self.limits.response_budget())
+                .arg(self.limits.max_value_bytes);
             let read = scripts::run::<Value>(&mut conn, &scripts::EVENTS_RANGE, &range);
             let batch = match timed("events.range", read).await {
                 Ok(value) => parse_entries(&value),
@@ -600,6 +611,8 @@ mod tests {
         assert_eq!(parse_start("17").unwrap(), Start::After("17-0".into()));
         assert!(parse_start("x-1").is_err());
         assert!(parse_start("1-").is_err());
+        let last = format!("{}-{}", u64::MAX, u64::MAX);
+        assert!(parse_start(&last).is_err(), "nothing follows the last possible ID");
     }
 
     #[test]

@@ -8,6 +8,9 @@
 -- ARGV[3]  most bytes to return, counting IDs, field names and values and their protobuf
 --          framing (rounded up: 16 bytes an entry, 6 a name or value); the first entry is
 --          returned whatever its size (no entry is larger than an answer may carry)
+-- ARGV[4]  the largest an entry may be, in the same count: each XRANGE asks for no more
+--          entries than the bytes left could hold at that size, so Lua never holds much more
+--          than the budget
 --
 -- Returns entries as XRANGE does. Its work is bounded by ARGV[2].
 local out = {}
@@ -15,8 +18,10 @@ local bytes = 0
 local from = ARGV[1]
 local left = tonumber(ARGV[2])
 local budget = tonumber(ARGV[3])
+local largest = math.max(tonumber(ARGV[4]), 1)
 while left > 0 do
-  local chunk = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', math.min(left, 16))
+  local fit = math.max(1, math.floor((budget - bytes) / largest))
+  local chunk = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', math.min(left, 16, fit))
   if #chunk == 0 then
     break
   end

@@ -361,10 +361,21 @@ impl Sessions {
 
     /// Changes attributes; returns the new version.
     pub async fn update(&self, ns: &Namespace, id: &str, change: Change) -> Result<u64> {
-        let Change { set, remove, expected_version } = change;
+        let Change { set, mut remove, expected_version } = change;
         let set = self.attribute_args(&set)?;
         for name in &remove {
             check_attribute_name(name)?;
+        }
+        // A session never has more than session.max_attributes attributes, so no update needs
+        // to name more; the bound keeps the script's work bounded too.
+        remove.sort_unstable();
+        remove.dedup();
+        if remove.len() > self.config.max_attributes as usize {
+            return Err(Error::InvalidArgument(format!(
+                "{} attributes to remove; a session has at most {} (session.max_attributes)",
+                remove.len(),
+                self.config.max_attributes
+            )));
         }
         let mut stored = stored_id(id);
         for _ in 0..2 {
