@@ -507,8 +507,12 @@ impl Events {
     async fn check_room_for_consumer(&self, keys: &GroupKeys, group: &str, consumer: &str) -> Result<()> {
         let cap = u64::from(self.config.max_consumers_per_group);
         let mut conn = self.redis.conn();
-        let groups: Value =
-            redis::cmd("XINFO").arg("GROUPS").arg(&keys.stream).query_async(&mut conn).await?;
+        let groups: Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&keys.stream)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| describe::stream_gone(e, &keys.name))?;
         let Value::Array(groups) = &groups else { return Err(Error::unexpected("XINFO GROUPS", &groups)) };
         let consumers = groups
             .iter()

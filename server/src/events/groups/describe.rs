@@ -71,6 +71,19 @@ const GROUP_FRAMING: usize = 400;
 /// Bytes a consumer adds to the answer besides its name, rounded up.
 const CONSUMER_FRAMING: usize = 32;
 
+/// One group's XINFO CONSUMERS, XPENDING summary and stored settings.
+type GroupReplies = (Value, Value, (Option<u64>, Option<u32>));
+
+/// NOT_FOUND when the stream went away (expired, say) between two commands; other errors as
+/// they are.
+pub(super) fn stream_gone(e: redis::RedisError, stream: &str) -> Error {
+    if e.to_string().contains("no such key") {
+        Error::NotFound(format!("there is no stream {stream:?}"))
+    } else {
+        e.into()
+    }
+}
+
 /// The millisecond part of an entry ID.
 fn id_millis(id: &str) -> Option<u64> {
     id.split('-').next()?.parse().ok()
@@ -107,7 +120,12 @@ impl Events {
         if !exists {
             return Err(Error::NotFound(format!("there is no stream {stream:?}")));
         }
-        let groups: Value = redis::cmd("XINFO").arg("GROUPS").arg(&key).query_async(&mut conn).await?;
+        let groups: Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| stream_gone(e, stream))?;
         let now_ms = time.0 * 1000 + time.1 / 1000;
         let first_id =
             |v: &Value| crate::events::parse_entries(v).and_then(|e| e.first().map(|e| e.id.clone()));
@@ -125,11 +143,7 @@ impl Events {
             let fields = fields_of(group);
             let name = fields.get("name").map(|v| text(v)).unwrap_or_default();
             let g = GroupKeys::new(ns, stream, &name);
-            let (consumers, summary, (ack_timeout, max_deliveries)): (
-                Value,
-                Value,
-                (Option<u64>, Option<u32>),
-            ) = redis::pipe()
+            let described: redis::RedisResult<GroupReplies> = redis::pipe()
                 .cmd("XINFO")
                 .arg("CONSUMERS")
                 .arg(&key)
@@ -141,8 +155,13 @@ impl Events {
                 .arg(&g.groups)
                 .arg(&g.fields)
                 .query_async(&mut conn)
-                .await
-                .map_err(|e| no_group(e, stream, &name))?;
+                .await;
+            let (consumers, summary, (ack_timeout, max_deliveries)) = match described {
+                Ok(described) => described,
+                // Deleted (or the stream expired) since XINFO GROUPS listed it: not a group now.
+                Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => continue,
+                Err(e) => return Err(no_group(e, stream, &name)),
+            };
             let mut delayed = 0;
             let mut oldest_pending_age = None;
             if let Value::Array(parts) = &summary
