@@ -6,8 +6,9 @@
 //!
 //! Module map: `config` (the one Config struct), `error` (the domain error and its one mapping
 //! to gRPC codes), `namespace` (tenant of each request), `fair_share` (each namespace's share of
-//! a replica, one tower layer), `honest_codes` (tonic's own rejections mapped to the table), `redis` (connections, keys, scripts,
-//! pub/sub), `telemetry` (logs, metrics, the per-RPC layer), and one folder per service.
+//! a replica, one tower layer), `honest_codes` (tonic's own rejections mapped to the table),
+//! `redis` (connections, keys, scripts, pub/sub), `telemetry` (logs, metrics, the per-RPC
+//! layer), and one folder per service.
 
 pub mod cache;
 pub mod config;

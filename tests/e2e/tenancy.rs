@@ -454,7 +454,8 @@ async fn a_noisy_namespace_doing_its_worst_leaves_a_quiet_one_unharmed() {
     let server = TestServer::start(config).await;
 
     let quiet_client = server.client(&quiet).await;
-    quiet_client.cache().set("k", b"v".to_vec(), MINUTE).await.unwrap();
+    // Lives as long as any run of this test may take, slow machines included.
+    quiet_client.cache().set("k", b"v".to_vec(), Duration::from_secs(3600)).await.unwrap();
     let consume = rookery_client::ConsumeOptions { create_group: true, ..Default::default() };
     let consumer = quiet_client.events().consume("quiet", "g", "c", &consume).await.unwrap();
     // A lock the quiet namespace holds throughout: its renewals must keep succeeding.

@@ -91,23 +91,23 @@ impl Cache {
     /// only when the whole answer fits; otherwise the call is RESOURCE_EXHAUSTED.
     pub async fn get_many(&self, ns: &Namespace, names: &[String]) -> Result<Vec<Option<Entry>>> {
         self.check_keys(names)?;
-        let mut unique: Vec<&str> = Vec::new();
+        // Each distinct name once (`keys`), how often it was asked for, and where each
+        // requested name's answer comes from.
+        let mut keys: Vec<String> = Vec::new();
         let mut copies: Vec<usize> = Vec::new();
         let mut slot_of_name = std::collections::HashMap::with_capacity(names.len());
         let positions: Vec<usize> = names
             .iter()
             .map(|name| {
-                *slot_of_name.entry(name.as_str()).or_insert_with(|| {
-                    unique.push(name);
+                let slot = *slot_of_name.entry(name.as_str()).or_insert_with(|| {
+                    keys.push(keys::cache(ns.as_str(), name).value);
                     copies.push(0);
-                    unique.len() - 1
-                })
+                    keys.len() - 1
+                });
+                copies[slot] += 1;
+                slot
             })
             .collect();
-        for &slot in &positions {
-            copies[slot] += 1;
-        }
-        let keys: Vec<String> = unique.iter().map(|name| keys::cache(ns.as_str(), name).value).collect();
         let budget = self.limits.response_budget();
         let framing = names.len() * LOOKUP_FRAMING;
         let even_share = budget.saturating_sub(framing) / names.len();
