@@ -77,6 +77,10 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Each namespace's share of a replica (see `fair_share`).
     pub fair_share: crate::fair_share::FairShareConfig,
+    /// TLS on the gRPC listener (see `tls`); absent means plaintext.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Authentication and authorization (see `auth`).
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Where Redis is and how the server talks to it.
@@ -416,8 +420,9 @@ pub struct ShutdownConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
-            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            // Loopback: a first run serves nobody but its own machine (auth is off by default).
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             redis: RedisConfig::default(),
             limits: LimitsConfig::default(),
             cache: CacheConfig::default(),
@@ -429,6 +434,8 @@ impl Default for Config {
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
             fair_share: crate::fair_share::FairShareConfig::default(),
+            tls: None,
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -592,6 +599,9 @@ pub struct Cli {
     /// Time to keep serving while NOT_SERVING before draining (e.g. `5s`).
     #[arg(long, env = "ROOKERY_PRE_DRAIN_DELAY", value_parser = humantime::parse_duration)]
     pub pre_drain_delay: Option<Duration>,
+    /// With auth off, serve a listen address that is not loopback anyway (unauthenticated).
+    #[arg(long, env = "ROOKERY_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: Option<bool>,
 }
 
 impl Config {
@@ -652,6 +662,7 @@ impl Config {
             log_level,
             drain_timeout,
             pre_drain_delay,
+            allow_unauthenticated,
         } = cli;
         set(&mut self.listen, listen);
         set(&mut self.admin_listen, admin_listen);
@@ -683,6 +694,7 @@ impl Config {
         set(&mut self.log.level, log_level);
         set(&mut self.shutdown.drain_timeout, drain_timeout);
         set(&mut self.shutdown.pre_drain_delay, pre_drain_delay);
+        set(&mut self.auth.allow_unauthenticated, allow_unauthenticated);
     }
 
     /// Checks every field; the error names the first one at fault.
@@ -698,6 +710,27 @@ impl Config {
         }
         if self.listen.port() != 0 && self.listen == self.admin_listen {
             return Err(invalid("admin_listen", "must differ from listen"));
+        }
+        let client_certificates = self.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some());
+        self.auth.validate(client_certificates).map_err(|(field, message)| invalid(field, message))?;
+        if !self.auth.enabled && !self.auth.allow_unauthenticated && !self.listen.ip().is_loopback() {
+            return Err(invalid(
+                "auth.enabled",
+                format!(
+                    "auth is off and listen = {} is not a loopback address: anyone who reaches the port \
+                     could act in any namespace. Turn auth on ([auth] enabled = true with tokens, a JWKS or \
+                     client certificates, and grants), or set auth.allow_unauthenticated = true to serve \
+                     unauthenticated callers on purpose",
+                    self.listen
+                ),
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.require_client_cert && tls.client_ca_file.is_none() {
+                return Err(invalid("tls.require_client_cert", "needs tls.client_ca_file"));
+            }
+            positive("tls.reload_interval", tls.reload_interval)?;
+            positive("tls.handshake_timeout", tls.handshake_timeout)?;
         }
         for (field, url) in
             [("redis.url", Some(&self.redis.url)), ("redis.cache_url", self.redis.cache_url.as_ref())]

@@ -15,9 +15,8 @@
 //!   replica's monotonic clock.
 //!
 //! Over a share a call is answered RESOURCE_EXHAUSTED with a message naming the share and its
-//! config field, before any of its work is done. The same layer resolves the request's
-//! namespace ([`crate::namespace::resolve`]) and hands it to the handlers in the request's
-//! extensions, so there is one place where a request is tied to a tenant.
+//! config field, before any of its work is done. The call's namespace is the one the auth layer
+//! (`crate::auth::layer`) decided and put in the request's extensions.
 //!
 //! Per-namespace metrics carry a bounded label: the namespace's name when the config names it
 //! (under `fair_share.namespaces`) or it is `default`, `other` for every other namespace.
@@ -456,7 +455,13 @@ where
             return Box::pin(async move { Ok(response.await?.map(tonic::body::Body::new)) });
         }
         let kind = if streaming_paths().contains(path) { Kind::Streams } else { Kind::Calls };
-        let guard = namespace::resolve(request.headers())
+        // The auth layer has decided the namespace; the header is read only where that layer
+        // is absent (unit tests of this layer).
+        let namespace = match request.extensions().get::<Namespace>() {
+            Some(ns) => Ok(ns.clone()),
+            None => namespace::resolve(request.headers()),
+        };
+        let guard = namespace
             .and_then(|ns| {
                 let guard =
                     self.shares.enter(&ns, kind).map_err(|Refusal(m)| Status::resource_exhausted(m))?;

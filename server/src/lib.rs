@@ -5,11 +5,14 @@
 //! [`serve`] in-process on `127.0.0.1:0`.
 //!
 //! Module map: `config` (the one Config struct), `error` (the domain error and its one mapping
-//! to gRPC codes), `namespace` (tenant of each request), `fair_share` (each namespace's share of
+//! to gRPC codes), `tls` (the listener's transport, certificates reloaded), `auth` (identity,
+//! grants, the one table of RPC classes, one tower layer), `reload` (files followed while the
+//! server runs), `namespace` (tenant of each request), `fair_share` (each namespace's share of
 //! a replica, one tower layer), `honest_codes` (tonic's own rejections mapped to the table),
 //! `redis` (connections, keys, scripts, pub/sub), `telemetry` (logs, metrics, the per-RPC
 //! layer), and one folder per service.
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 mod convert;
@@ -22,8 +25,10 @@ pub mod lock;
 pub mod namespace;
 pub mod rate_limiter;
 pub mod redis;
+pub mod reload;
 pub mod session;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,10 +43,11 @@ use rookery::v1::rate_limiter_server::RateLimiterServer;
 use rookery::v1::session_server::SessionServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::Auth;
+use crate::auth::layer::AuthLayer;
 use crate::cache::{Cache, CacheApi};
 pub use crate::config::Config;
 use crate::drain::CutLayer;
@@ -88,6 +94,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A TLS certificate, key, CA, token file or JWKS could not be loaded.
+    #[error("{0}")]
+    Credentials(String),
 }
 
 /// The server's bound sockets.
@@ -135,6 +144,19 @@ pub async fn serve(
     config.validate()?;
     // The metrics recorder must exist before anything records (connection gauges included).
     telemetry::prometheus();
+    // Credentials first: a bad certificate or JWKS should stop the server before it waits on Redis.
+    let (auth, mut reload_tasks) = Auth::start(&config.auth).map_err(ServeError::Credentials)?;
+    let tls = match &config.tls {
+        Some(tls_config) => {
+            let (tls, task) = tls::Tls::start(tls_config).map_err(ServeError::Credentials)?;
+            reload_tasks.push(task);
+            Some(tls)
+        }
+        None => None,
+    };
+    if auth.enabled() && tls.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!("auth is on without TLS: bearer tokens cross the network in plaintext");
+    }
     let coordination =
         Arc::new(RedisPool::connect(&config.redis.url, &config.redis, RedisRole::Coordination).await?);
     coordination.check_no_eviction(config.redis.allow_eviction).await?;
@@ -263,12 +285,13 @@ pub async fn serve(
             drain_control.start_draining();
         }
     };
-    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let incoming = tls::incoming(listeners.grpc, tls);
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(config.limits.max_concurrent_streams)
         // Outermost first: metrics see the final code of every call, refusals included.
         .layer(RpcMetricsLayer)
         .layer(tower::util::MapResponseLayer::new(honest_codes::<tonic::body::Body>))
+        .layer(AuthLayer::new(auth))
         .layer(FairShareLayer::new(shares))
         .layer(CutLayer::new(drain.clone()))
         .add_service(health_service)
@@ -297,6 +320,9 @@ pub async fn serve(
     };
     admin_task.abort();
     upkeep_task.abort();
+    for task in reload_tasks {
+        task.abort();
+    }
     tracing::info!("rookery-server stopped");
     result
 }

@@ -1,11 +1,10 @@
 //! The tenant namespace of a request.
 //!
-//! Every key a request touches lives in its namespace. With auth off (today), the namespace
-//! comes from the `x-rookery-namespace` metadata header, `default` when absent. [`resolve`]
-//! validates it once, in the fair-share layer (`crate::fair_share`), which enforces the
-//! namespace's share and puts the [`Namespace`] in the request's extensions, where handlers
-//! read it with [`of`]; an auth layer can later set it from the caller's identity instead,
-//! without touching any handler.
+//! Every key a request touches lives in its namespace. It comes from the `x-rookery-namespace`
+//! metadata header; without one it is `default` (auth off) or the caller's default namespace
+//! (auth on). The auth layer (`crate::auth::layer`) decides it once per call, checks it against
+//! the caller's grants and puts the [`Namespace`] in the request's extensions, where the
+//! fair-share layer and the handlers read it ([`of`]).
 
 use std::sync::Arc;
 
@@ -66,7 +65,7 @@ pub fn of<T>(request: &Request<T>) -> Result<Namespace, Status> {
         .extensions()
         .get::<Namespace>()
         .cloned()
-        .ok_or_else(|| Status::internal("fair-share layer missing on this service"))
+        .ok_or_else(|| Status::internal("auth layer missing on this service"))
 }
 
 #[cfg(test)]
