@@ -36,6 +36,7 @@
 //! ergonomic API does not wrap.
 
 mod cache;
+mod connect;
 mod convert;
 mod events;
 mod lock;
@@ -45,6 +46,7 @@ mod session;
 pub use cache::{
     CacheClient, Entry, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions,
 };
+pub use connect::{CallInterceptor, ConnectOptions, TokenSource};
 pub use events::{
     AppendOptions, ConsumeOptions, Consumer, ConsumerSettings, Deliveries, Delivery, EntryStream, Event,
     EventStream, EventsClient, GapReason, GroupSettings, StreamEntry,
@@ -65,7 +67,6 @@ pub use session::{
 pub mod bench;
 
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -94,42 +95,56 @@ pub enum Error {
     /// The namespace is not a valid header value.
     #[error("invalid namespace {0:?}: use letters, digits, '.', '_' and '-'")]
     Namespace(String),
-}
-
-/// Adds the namespace header to every call.
-#[derive(Debug, Clone, Default)]
-pub struct NamespaceInterceptor {
-    namespace: Option<MetadataValue<Ascii>>,
-}
-
-impl Interceptor for NamespaceInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(namespace) = &self.namespace {
-            request.metadata_mut().insert(NAMESPACE_HEADER, namespace.clone());
-        }
-        Ok(request)
-    }
+    /// The bearer token could not be read or is not a valid header value.
+    #[error("bearer token: {0}")]
+    Token(String),
 }
 
 /// The channel type every service client of this crate uses.
-pub type ClientChannel = InterceptedService<Channel, NamespaceInterceptor>;
+pub type ClientChannel = InterceptedService<Channel, CallInterceptor>;
 
 /// A connection to a Rookery server (one HTTP/2 connection, multiplexing every call). Cheap to
 /// clone; clones share the connection.
 #[derive(Debug, Clone)]
 pub struct Client {
     channel: Channel,
-    interceptor: NamespaceInterceptor,
+    interceptor: CallInterceptor,
 }
 
 impl Client {
-    /// Connects to `url` (e.g. `http://127.0.0.1:50051`).
+    /// Connects to `url` (e.g. `http://127.0.0.1:50051`; `https://` uses TLS with the
+    /// system's roots).
     pub async fn connect(url: impl Into<String>) -> Result<Self, Error> {
+        Self::connect_with(url, &ConnectOptions::default()).await
+    }
+
+    /// Connects to `url` with TLS settings and a bearer token:
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let options = rookery_client::ConnectOptions::new()
+    ///     .ca_certificate(std::fs::read("/etc/rookery/ca.crt")?)
+    ///     .token_file("/var/run/secrets/tokens/rookery", Duration::from_secs(60));
+    /// let client = rookery_client::Client::connect_with("https://rookery.team-a.svc:50051", &options)
+    ///     .await?
+    ///     .with_namespace("team-a")?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_with(url: impl Into<String>, options: &ConnectOptions) -> Result<Self, Error> {
         let url = url.into();
         let connect_error = |source| Error::Connect { url: url.clone(), source };
-        let endpoint = Endpoint::from_shared(url.clone()).map_err(connect_error)?.tcp_nodelay(true);
+        let mut endpoint = Endpoint::from_shared(url.clone()).map_err(connect_error)?.tcp_nodelay(true);
+        if url.starts_with("https://") {
+            endpoint = endpoint.tls_config(options.tls()).map_err(connect_error)?;
+        }
+        let token = options.token_cell()?;
         let channel = endpoint.connect().await.map_err(connect_error)?;
-        Ok(Self::from_channel(channel))
+        let mut client = Self::from_channel(channel);
+        client.interceptor.token = token;
+        Ok(client)
     }
 
     /// Connects to every address `host` resolves to, balancing calls over them, and follows the
@@ -195,7 +210,7 @@ impl Client {
 
     /// Uses an existing channel (for custom TLS, load balancing or timeouts).
     pub fn from_channel(channel: Channel) -> Self {
-        Self { channel, interceptor: NamespaceInterceptor::default() }
+        Self { channel, interceptor: CallInterceptor::default() }
     }
 
     /// The same connection, with every call in `namespace` (the server's default namespace is

@@ -87,6 +87,8 @@ pub struct BenchConfig {
     pub url: String,
     /// Namespace the benchmark's keys live in.
     pub namespace: String,
+    /// TLS settings and bearer token of every connection.
+    pub options: crate::ConnectOptions,
     /// Operation.
     pub op: BenchOp,
     /// Requests in flight.
@@ -139,7 +141,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     }
     let mut clients = Vec::with_capacity(config.connections.max(1));
     for _ in 0..config.connections.max(1) {
-        clients.push(Client::connect(config.url.clone()).await?.with_namespace(&config.namespace)?);
+        clients.push(Client::connect_with(config.url.clone(), &config.options).await?.with_namespace(&config.namespace)?);
     }
     let value = vec![b'x'; config.value_size];
     let ttl = Duration::from_secs(600);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use rookery_client::bench::{self, BenchConfig, BenchOp};
 use rookery_client::{
-    AppendOptions, CampaignEvent, Client, ConsumeOptions, Event, EventsClient, GroupSettings, LockClient,
+    AppendOptions, CampaignEvent, Client, ConnectOptions, ConsumeOptions, Event, EventsClient, GroupSettings, LockClient,
     LockOptions, SessionClient, SessionOptions, SetCondition, SetOptions,
 };
 use tokio_stream::StreamExt;
@@ -25,6 +25,27 @@ struct Cli {
     /// Namespace (tenant) of every call.
     #[arg(long, env = "ROOKERY_NAMESPACE", default_value = "default", global = true)]
     namespace: String,
+    /// PEM file of the CA that signed the server's certificate (for `https://` URLs; the
+    /// system's roots when not given).
+    #[arg(long, env = "ROOKERY_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
+    /// PEM file of a client certificate (mTLS), with `--key-file`.
+    #[arg(long, env = "ROOKERY_CERT_FILE", global = true, requires = "key_file")]
+    cert_file: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's key.
+    #[arg(long, env = "ROOKERY_KEY_FILE", global = true, requires = "cert_file")]
+    key_file: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry, when the URL's host is not it.
+    #[arg(long, env = "ROOKERY_TLS_DOMAIN", global = true)]
+    tls_domain: Option<String>,
+    /// Bearer token (a static token or a JWT). Prefer --token-file or the environment: a flag
+    /// shows in the process list.
+    #[arg(long, env = "ROOKERY_TOKEN", hide_env_values = true, global = true, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding the bearer token (e.g. a projected ServiceAccount token), re-read every
+    /// minute.
+    #[arg(long, env = "ROOKERY_TOKEN_FILE", global = true)]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -389,25 +410,52 @@ fn main() -> ExitCode {
     }
 }
 
+/// The TLS settings and token the flags give.
+fn connect_options(cli: &Cli) -> Result<ConnectOptions, Box<dyn std::error::Error + Send + Sync>> {
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let mut options = ConnectOptions::new();
+    if let Some(path) = &cli.ca_file {
+        options = options.ca_certificate(read(path)?);
+    }
+    if let (Some(cert), Some(key)) = (&cli.cert_file, &cli.key_file) {
+        options = options.client_certificate(read(cert)?, read(key)?);
+    }
+    if let Some(domain) = &cli.tls_domain {
+        options = options.tls_domain(domain.clone());
+    }
+    if let Some(token) = &cli.token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &cli.token_file {
+        options = options.token_file(path.clone(), Duration::from_secs(60));
+    }
+    Ok(options)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
+    let options = connect_options(&cli)?;
+    let connect = |url: String| {
+        let options = options.clone();
+        async move { Client::connect_with(url, &options).await }
+    };
     match cli.command {
         Command::Cache(command) => {
-            let cache = Client::connect(cli.url).await?.with_namespace(&cli.namespace)?.cache();
+            let cache = connect(cli.url).await?.with_namespace(&cli.namespace)?.cache();
             cache_command(&cache, command).await
         }
         Command::Lock(command) => {
-            let lock = Client::connect(cli.url).await?.with_namespace(&cli.namespace)?.lock();
+            let lock = connect(cli.url).await?.with_namespace(&cli.namespace)?.lock();
             lock_command(&lock, command).await
         }
         Command::Session(command) => {
-            let sessions = Client::connect(cli.url).await?.with_namespace(&cli.namespace)?.session();
+            let sessions = connect(cli.url).await?.with_namespace(&cli.namespace)?.session();
             session_command(&sessions, command).await
         }
         Command::Events(command) => {
-            let events = Client::connect(cli.url).await?.with_namespace(&cli.namespace)?.events();
+            let events = connect(cli.url).await?.with_namespace(&cli.namespace)?.events();
             events_command(&events, command).await
         }
-        Command::Bench(args) => bench_command(cli.url, cli.namespace, args).await,
+        Command::Bench(args) => bench_command(cli.url, cli.namespace, options, args).await,
     }
 }
 
@@ -775,11 +823,13 @@ fn ms(d: Duration) -> String {
 async fn bench_command(
     url: String,
     namespace: String,
+    options: ConnectOptions,
     args: BenchArgs,
 ) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
     let config = BenchConfig {
         url,
         namespace,
+        options,
         op: args.op,
         concurrency: args.concurrency,
         duration: args.duration,
