@@ -303,6 +303,7 @@ async fn bench_drives_the_server_through_the_client() {
         let config = BenchConfig {
             url: server.url(),
             namespace: namespace("bench"),
+            options: Default::default(),
             op,
             concurrency: 4,
             duration: Duration::from_millis(400),
