@@ -5,11 +5,21 @@
 // something unexpected.
 //
 //   npm install && ROOKERY_ADDRESS=127.0.0.1:50051 node example.js
+//
+// Against a server with TLS and auth (its [tls] and [auth] config sections), also set
+// ROOKERY_CA_FILE (PEM of the CA that signed the server's certificate; the certificate must
+// name the host of ROOKERY_ADDRESS, best a DNS name such as localhost: grpc-js sends an IP
+// address as the TLS server name, which RFC 6066 forbids and servers warn about) and ROOKERY_TOKEN (a bearer token whose sha256 is in
+// [[auth.tokens]], with a grant in the namespace). The example then connects with TLS, sends
+// `authorization: Bearer <token>` with every call, and shows a call without the token refused
+// with UNAUTHENTICATED. Without them it connects in plaintext, the simplest case: a server on
+// loopback with auth off. scripts/examples.sh runs it with TLS and a token.
 'use strict';
 
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const crypto = require('node:crypto');
+const fs = require('node:fs');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
@@ -27,16 +37,48 @@ const definition = protoLoader.loadSync(
 const v1 = grpc.loadPackageDefinition(definition).rookery.v1;
 
 const address = process.env.ROOKERY_ADDRESS || '127.0.0.1:50051';
-const credentials = grpc.credentials.createInsecure();
+const caFile = process.env.ROOKERY_CA_FILE || null;
+const token = process.env.ROOKERY_TOKEN || null;
 // Every call carries the namespace (tenant) in metadata.
 const metadata = new grpc.Metadata();
 metadata.set('x-rookery-namespace', `example-node-${crypto.randomUUID().slice(0, 8)}`);
+
+// TLS trusting the given CA when there is one, plaintext otherwise.
+const channelCredentials = () =>
+  caFile ? grpc.credentials.createSsl(fs.readFileSync(caFile)) : grpc.credentials.createInsecure();
+let credentials = channelCredentials();
+if (token && caFile) {
+  // Adds `authorization: Bearer <token>` to every call made with these credentials.
+  const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${token}`);
+    callback(null, md);
+  });
+  credentials = grpc.credentials.combineChannelCredentials(credentials, bearer);
+} else if (token) {
+  // grpc-js attaches call credentials over TLS only: in plaintext the token goes as metadata.
+  metadata.set('authorization', `Bearer ${token}`);
+}
 
 const call = (client, method, request) =>
   new Promise((resolve, reject) => client[method](request, metadata, (error, response) => (error ? reject(error) : resolve(response))));
 const seconds = (n) => ({ seconds: n, nanos: 0 });
 
+// A call that carries no token is refused: UNAUTHENTICATED, before any handler runs.
+async function showRefusedWithoutToken() {
+  const anonymous = new v1.Cache(address, channelCredentials());
+  const withoutToken = metadata.clone();
+  withoutToken.remove('authorization');
+  const error = await new Promise((resolve, reject) => {
+    anonymous.Get({ key: 'greeting' }, withoutToken, (e) => (e ? resolve(e) : reject(new Error('a call without a token was answered'))));
+  });
+  anonymous.close();
+  assert.equal(error.code, grpc.status.UNAUTHENTICATED, error);
+  console.log(`node example: without the token, Cache.Get is refused: ${grpc.status[error.code]}: ${error.details}`);
+}
+
 async function main() {
+  if (token) await showRefusedWithoutToken();
   const cache = new v1.Cache(address, credentials);
   await call(cache, 'Set', { key: 'greeting', value: Buffer.from('hello'), ttl: seconds(60) });
   const got = await call(cache, 'Get', { key: 'greeting' });
@@ -128,7 +170,8 @@ async function main() {
   assert.equal(Number(described.groups[0].pending), 0);
 
   for (const client of [cache, lock, sessions, limiter, events]) client.close();
-  console.log('node example: every call answered as expected');
+  const how = `${caFile ? 'TLS' : 'plaintext'}, ${token ? 'bearer token' : 'no token'}`;
+  console.log(`node example (${how}): every call answered as expected`);
 }
 
 main().catch((error) => {

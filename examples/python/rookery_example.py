@@ -5,6 +5,15 @@ RateLimiter and Events (a Subscribe stream, and a consumer group: Append, Consum
 
     python -m grpc_tools.protoc -I proto --python_out=GEN --grpc_python_out=GEN proto/rookery/v1/*.proto
     PYTHONPATH=GEN ROOKERY_ADDRESS=127.0.0.1:50051 python examples/python/rookery_example.py
+
+Against a server with TLS and auth (its [tls] and [auth] config sections), also set
+ROOKERY_CA_FILE (PEM of the CA that signed the server's certificate; the certificate must name
+the host of ROOKERY_ADDRESS) and ROOKERY_TOKEN (a bearer token whose sha256 is in
+[[auth.tokens]], with a grant in the namespace). The example then connects with TLS, sends
+`authorization: Bearer <token>` with every call, and shows a call without the token refused
+with UNAUTHENTICATED. Without them it connects in plaintext, the simplest case: a server on
+loopback with auth off. scripts/examples.sh runs it with TLS and a token: a throwaway CA and
+server certificate from make_dev_certs.py, and a random token.
 """
 
 import os
@@ -24,11 +33,45 @@ def seconds(n):
     return Duration(seconds=n)
 
 
+def connect(address, ca_file, token):
+    """A channel to the server: TLS when there is a CA to trust, plaintext otherwise.
+
+    Returns the channel and the metadata to add to each call (the token, where gRPC cannot
+    attach it: it sends call credentials over TLS only)."""
+    if ca_file is None:
+        extra = [("authorization", f"Bearer {token}")] if token else []
+        return grpc.insecure_channel(address), extra
+    with open(ca_file, "rb") as file:
+        credentials = grpc.ssl_channel_credentials(root_certificates=file.read())
+    if token:
+        # Adds `authorization: Bearer <token>` to every call on the channel.
+        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+    return grpc.secure_channel(address, credentials), []
+
+
+def show_refused_without_token(address, ca_file, metadata):
+    """A call that carries no token is refused: UNAUTHENTICATED, before any handler runs."""
+    channel, _ = connect(address, ca_file, token=None)
+    with channel:
+        try:
+            cache_pb2_grpc.CacheStub(channel).Get(cache_pb2.CacheGetRequest(key="greeting"), metadata=metadata)
+            raise AssertionError("a call without a token was answered")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
+            print(f"python example: without the token, Cache.Get is refused: {error.code().name}: {error.details()}")
+
+
 def main():
     address = os.environ.get("ROOKERY_ADDRESS", "127.0.0.1:50051")
+    ca_file = os.environ.get("ROOKERY_CA_FILE") or None
+    token = os.environ.get("ROOKERY_TOKEN") or None
     # Every call carries the namespace (tenant) in metadata.
-    metadata = [("x-rookery-namespace", f"example-py-{uuid.uuid4().hex[:8]}")]
-    with grpc.insecure_channel(address) as channel:
+    namespace = [("x-rookery-namespace", f"example-py-{uuid.uuid4().hex[:8]}")]
+    if token:
+        show_refused_without_token(address, ca_file, namespace)
+    channel, extra = connect(address, ca_file, token)
+    metadata = namespace + extra
+    with channel:
         cache = cache_pb2_grpc.CacheStub(channel)
         cache.Set(cache_pb2.CacheSetRequest(key="greeting", value=b"hello", ttl=seconds(60)), metadata=metadata)
         got = cache.Get(cache_pb2.CacheGetRequest(key="greeting"), metadata=metadata)
@@ -98,7 +141,8 @@ def main():
         assert done == [b"0", b"1", b"2"], done
         described = events.DescribeStream(events_pb2.EventsDescribeStreamRequest(stream="jobs"), metadata=metadata)
         assert described.length == 3 and described.groups[0].pending == 0, described
-    print("python example: every call answered as expected")
+    how = ("TLS" if ca_file else "plaintext") + (", bearer token" if token else ", no token")
+    print(f"python example ({how}): every call answered as expected")
 
 
 if __name__ == "__main__":
