@@ -252,7 +252,13 @@ impl Client {
         self.channel.clone()
     }
 
-    fn intercepted(&self) -> ClientChannel {
+    /// The underlying channel with this client's namespace and token on every call, for
+    /// stubs this crate does not wrap (reflection, health, Envoy's rate limit service).
+    pub fn intercepted_channel(&self) -> ClientChannel {
         InterceptedService::new(self.channel.clone(), self.interceptor.clone())
+    }
+
+    fn intercepted(&self) -> ClientChannel {
+        self.intercepted_channel()
     }
 }

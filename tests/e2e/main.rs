@@ -1,9 +1,11 @@
 //! End-to-end tests of the whole system: real Redis processes, real servers over real gRPC,
 //! driven through the real client crate. One test binary, so the server is linked once.
 
+mod auth;
 mod cache;
 mod cluster;
 mod consumer_groups;
+mod credentials;
 mod deploy;
 mod events;
 mod fuzz;
