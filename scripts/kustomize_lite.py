@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Renders a kustomization the way `kubectl kustomize` would, for the subset this repository
-uses (resources, namespace, configMapGenerator, labels, strategic-merge patches), so that the manifests
-can be validated offline where no kustomize binary is available.
+uses (resources, namespace, configMapGenerator with its behavior, labels, strategic-merge
+patches), so that the manifests can be validated offline where no kustomize binary is
+available.
 
 Not rendered: the configMapGenerator's name hash suffix (names are kept as written).
 
@@ -56,9 +57,25 @@ def render(directory):
         for file in generator.get("files", []):
             with open(os.path.join(directory, file), encoding="utf-8") as f:
                 data[os.path.basename(file)] = f.read()
-        documents.append(
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]}, "data": data}
-        )
+        # behavior: create (a new ConfigMap), replace (a base's, all its data) or merge (into a
+        # base's, key by key).
+        behavior = generator.get("behavior", "create")
+        existing = [
+            d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == generator["name"]
+        ]
+        if behavior == "create":
+            if existing:
+                sys.exit(f"{directory}: configMapGenerator {generator['name']} exists already (use behavior)")
+            documents.append(
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]}, "data": data}
+            )
+        elif behavior in ("replace", "merge"):
+            if not existing:
+                sys.exit(f"{directory}: configMapGenerator {generator['name']} has no ConfigMap to {behavior}")
+            for document in existing:
+                document["data"] = data if behavior == "replace" else {**document.get("data", {}), **data}
+        else:
+            sys.exit(f"{directory}: configMapGenerator {generator['name']}: unknown behavior {behavior}")
     if "namespace" in kustomization:
         for document in documents:
             document.setdefault("metadata", {})["namespace"] = kustomization["namespace"]

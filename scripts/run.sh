@@ -7,7 +7,7 @@ scripts/ensure-tools.sh
 cargo build --release -p rookery-server
 # shellcheck source=local-redis.sh
 . scripts/local-redis.sh
-echo "rookery-server: gRPC on ${ROOKERY_LISTEN:-0.0.0.0:50051}, metrics on http://${ROOKERY_ADMIN_LISTEN:-0.0.0.0:9090}/metrics" >&2
+echo "rookery-server: gRPC on ${ROOKERY_LISTEN:-127.0.0.1:50051}, metrics on http://${ROOKERY_ADMIN_LISTEN:-127.0.0.1:9090}/metrics" >&2
 target/release/rookery-server "$@" &
 server_pid=$!
 trap 'kill -TERM "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}"' EXIT INT TERM
