@@ -2,7 +2,8 @@
 # `make bench`: builds release binaries, starts a throwaway Redis (unless ROOKERY_REDIS_URL is
 # set) and a server on it, and runs the Cache, Lock, Session, RateLimiter and Events benchmarks
 # against their Redis references in one go, then Cache.Get and RateLimiter.Check with fair
-# shares on vs off (a second server on the same Redis).
+# shares on vs off (a second server on the same Redis), and Cache.Get over TLS with JWT auth vs
+# plaintext without auth (a third server, credentials from scripts/dev-credentials.sh).
 # BENCH_DURATION (default 5s), BENCH_ROUNDS (default 5) and ROOKERY_WORKER_THREADS (default 1)
 # can be set.
 set -euo pipefail
@@ -21,8 +22,28 @@ printf '[fair_share]\nenabled = false\n' >"$unshared_config"
 ROOKERY_CONFIG="$unshared_config" ROOKERY_LISTEN=127.0.0.1:50153 ROOKERY_ADMIN_LISTEN=127.0.0.1:50154 \
   target/release/rookery-server &
 unshared_pid=$!
-trap 'kill -TERM "$server_pid" "$unshared_pid" 2>/dev/null; wait "$server_pid" "$unshared_pid" 2>/dev/null; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}" "$unshared_config"' EXIT
-for port in 50151 50153; do
+# A third with TLS and JWT auth, for the cost of both.
+credentials="$(mktemp -d)"
+scripts/dev-credentials.sh "$credentials"
+cat >"$credentials/secure.toml" <<TOML
+[tls]
+cert_file = "$credentials/server.crt"
+key_file = "$credentials/server.key"
+[auth]
+enabled = true
+[auth.jwt]
+jwks_file = "$credentials/jwks.json"
+issuer = "https://rookery.dev"
+[[auth.grants]]
+identities = ["dev"]
+namespaces = ["bench"]
+access = "admin"
+TOML
+ROOKERY_CONFIG="$credentials/secure.toml" ROOKERY_LISTEN=127.0.0.1:50155 ROOKERY_ADMIN_LISTEN=127.0.0.1:50156 \
+  target/release/rookery-server &
+secure_pid=$!
+trap 'kill -TERM "$server_pid" "$unshared_pid" "$secure_pid" 2>/dev/null; wait "$server_pid" "$unshared_pid" "$secure_pid" 2>/dev/null; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}" "$unshared_config" "$credentials"' EXIT
+for port in 50151 50153 50155; do
   for _ in $(seq 200); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
     sleep 0.05
@@ -53,5 +74,9 @@ shares() {
 }
 shares --op get --concurrency 64
 shares --op rate-limit --concurrency 64
+# TLS with a JWT on every call (50155) vs plaintext without auth (50151), alternating rounds.
+target/release/rookery --url https://127.0.0.1:50155 --tls-domain localhost --ca-file "$credentials/ca.crt" \
+  --token-file "$credentials/token" --namespace bench bench --duration "$duration" --rounds "$rounds" \
+  --compare-url http://127.0.0.1:50151 --op get --concurrency 64
 target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --op idle-subscribers \
   --keys 10000 --connections 4 --admin-url http://127.0.0.1:50152

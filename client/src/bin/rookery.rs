@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use rookery_client::bench::{self, BenchConfig, BenchOp};
 use rookery_client::{
-    AppendOptions, CampaignEvent, Client, ConnectOptions, ConsumeOptions, Event, EventsClient, GroupSettings, LockClient,
-    LockOptions, SessionClient, SessionOptions, SetCondition, SetOptions,
+    AppendOptions, CampaignEvent, Client, ConnectOptions, ConsumeOptions, Event, EventsClient, GroupSettings,
+    LockClient, LockOptions, SessionClient, SessionOptions, SetCondition, SetOptions,
 };
 use tokio_stream::StreamExt;
 
@@ -22,9 +22,10 @@ struct Cli {
     /// Server URL.
     #[arg(long, env = "ROOKERY_URL", default_value = "http://127.0.0.1:50051", global = true)]
     url: String,
-    /// Namespace (tenant) of every call.
-    #[arg(long, env = "ROOKERY_NAMESPACE", default_value = "default", global = true)]
-    namespace: String,
+    /// Namespace (tenant) of every call. Without it, the server decides: `default` with auth
+    /// off, the caller's default namespace with auth on.
+    #[arg(long, env = "ROOKERY_NAMESPACE", global = true)]
+    namespace: Option<String>,
     /// PEM file of the CA that signed the server's certificate (for `https://` URLs; the
     /// system's roots when not given).
     #[arg(long, env = "ROOKERY_CA_FILE", global = true)]
@@ -434,28 +435,37 @@ fn connect_options(cli: &Cli) -> Result<ConnectOptions, Box<dyn std::error::Erro
 
 async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
     let options = connect_options(&cli)?;
+    let namespace = cli.namespace.clone();
     let connect = |url: String| {
-        let options = options.clone();
-        async move { Client::connect_with(url, &options).await }
+        let (options, namespace) = (options.clone(), namespace.clone());
+        async move {
+            let client = Client::connect_with(url, &options).await?;
+            match namespace {
+                Some(namespace) => client.with_namespace(&namespace),
+                None => Ok(client),
+            }
+        }
     };
     match cli.command {
         Command::Cache(command) => {
-            let cache = connect(cli.url).await?.with_namespace(&cli.namespace)?.cache();
+            let cache = connect(cli.url).await?.cache();
             cache_command(&cache, command).await
         }
         Command::Lock(command) => {
-            let lock = connect(cli.url).await?.with_namespace(&cli.namespace)?.lock();
+            let lock = connect(cli.url).await?.lock();
             lock_command(&lock, command).await
         }
         Command::Session(command) => {
-            let sessions = connect(cli.url).await?.with_namespace(&cli.namespace)?.session();
+            let sessions = connect(cli.url).await?.session();
             session_command(&sessions, command).await
         }
         Command::Events(command) => {
-            let events = connect(cli.url).await?.with_namespace(&cli.namespace)?.events();
+            let events = connect(cli.url).await?.events();
             events_command(&events, command).await
         }
-        Command::Bench(args) => bench_command(cli.url, cli.namespace, options, args).await,
+        Command::Bench(args) => {
+            bench_command(cli.url, cli.namespace.unwrap_or_else(|| "bench".into()), options, args).await
+        }
     }
 }
 

@@ -99,7 +99,7 @@ fn admit<B>(auth: &Auth, request: &http::Request<B>) -> Result<Admitted, tonic::
             method = path,
             reason = denial.label(),
             detail = detail.unwrap_or(""),
-            remote = ?conn.and_then(|c| c.remote),
+            remote = conn.and_then(|c| c.remote).map(|r| r.to_string()).unwrap_or_default(),
             "call denied"
         );
         denial.status()
