@@ -91,6 +91,13 @@ impl ConnectOptions {
         tls
     }
 
+    /// The TLS settings for connections to addresses `host` resolved to: the certificate
+    /// must name `host` unless a TLS domain was given.
+    pub(crate) fn tls_for_host(&self, host: &str) -> ClientTlsConfig {
+        let tls = self.tls();
+        if self.domain.is_some() { tls } else { tls.domain_name(host) }
+    }
+
     /// The token cell calls read, filled now (an unreadable file is an error) and kept fresh.
     pub(crate) fn token_cell(&self) -> Result<Option<Arc<TokenCell>>, Error> {
         let Some(source) = &self.token else { return Ok(None) };
@@ -99,7 +106,8 @@ impl ConnectOptions {
             TokenSource::Static(token) => cell.set(token)?,
             TokenSource::File { path, refresh } => {
                 let read = |path: &PathBuf| {
-                    std::fs::read_to_string(path).map_err(|e| Error::Token(format!("{}: {e}", path.display())))
+                    std::fs::read_to_string(path)
+                        .map_err(|e| Error::Token(format!("{}: {e}", path.display())))
                 };
                 cell.set(&read(path)?)?;
                 let weak = Arc::downgrade(&cell);

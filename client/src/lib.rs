@@ -158,11 +158,31 @@ impl Client {
         port: u16,
         refresh: std::time::Duration,
     ) -> Result<Self, Error> {
+        Self::connect_balanced_with(&format!("http://{host}:{port}"), refresh, &ConnectOptions::default())
+            .await
+    }
+
+    /// [`connect_balanced`](Self::connect_balanced) with TLS settings and a bearer token:
+    /// `url` is `https://host:port` (or `http://`); each replica's certificate must name `host`
+    /// (or the options' TLS domain).
+    pub async fn connect_balanced_with(
+        url: &str,
+        refresh: std::time::Duration,
+        options: &ConnectOptions,
+    ) -> Result<Self, Error> {
         use std::collections::HashSet;
         use std::net::SocketAddr;
         use tonic::transport::channel::Change;
 
-        let url = format!("http://{host}:{port}");
+        let connect_error = |source| Error::Connect { url: url.to_owned(), source };
+        let parsed = Endpoint::from_shared(url.to_owned()).map_err(connect_error)?;
+        let (tls, host, port) = {
+            let uri = parsed.uri();
+            let tls = uri.scheme_str() == Some("https");
+            let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+            (tls, host, uri.port_u16().unwrap_or(if tls { 443 } else { 80 }))
+        };
+        let tls_config = tls.then(|| options.tls_for_host(&host));
         let resolve = {
             let target = format!("{host}:{port}");
             move || {
@@ -172,12 +192,19 @@ impl Client {
                 }
             }
         };
-        let first = resolve().await.map_err(|e| Error::Resolve { url: url.clone(), source: e })?;
+        let first = resolve().await.map_err(|e| Error::Resolve { url: url.to_owned(), source: e })?;
+        let token = options.token_cell()?;
         let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
-        let endpoint =
-            |addr: SocketAddr| Endpoint::from_shared(format!("http://{addr}")).map(|e| e.tcp_nodelay(true));
+        let endpoint = move |addr: SocketAddr| {
+            let scheme = if tls_config.is_some() { "https" } else { "http" };
+            let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?.tcp_nodelay(true);
+            match &tls_config {
+                Some(tls) => endpoint.tls_config(tls.clone()),
+                None => Ok(endpoint),
+            }
+        };
         for addr in &first {
-            let endpoint = endpoint(*addr).map_err(|source| Error::Connect { url: url.clone(), source })?;
+            let endpoint = endpoint(*addr).map_err(connect_error)?;
             let _ = changes.send(Change::Insert(*addr, endpoint)).await;
         }
         tokio::spawn(async move {
@@ -205,7 +232,9 @@ impl Client {
                 known = now;
             }
         });
-        Ok(Self::from_channel(channel))
+        let mut client = Self::from_channel(channel);
+        client.interceptor.token = token;
+        Ok(client)
     }
 
     /// Uses an existing channel (for custom TLS, load balancing or timeouts).
