@@ -146,14 +146,17 @@ pub async fn serve(
     telemetry::prometheus();
     // Credentials first: a bad certificate or JWKS should stop the server before it waits on Redis.
     let (auth, mut reload_tasks) = Auth::start(&config.auth).map_err(ServeError::Credentials)?;
-    let tls = match &config.tls {
-        Some(tls_config) => {
-            let (tls, task) = tls::Tls::start(tls_config).map_err(ServeError::Credentials)?;
-            reload_tasks.push(task);
-            Some(tls)
+    let mut start_tls = |protocols| -> Result<_, ServeError> {
+        let Some(tls_config) = &config.tls else { return Ok(None) };
+        if protocols == tls::Protocols::Admin && !tls_config.admin {
+            return Ok(None);
         }
-        None => None,
+        let (tls, task) = tls::Tls::start(tls_config, protocols).map_err(ServeError::Credentials)?;
+        reload_tasks.push(task);
+        Ok(Some(tls))
     };
+    let tls = start_tls(tls::Protocols::Grpc)?;
+    let admin_tls = start_tls(tls::Protocols::Admin)?;
     if auth.enabled() && tls.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!("auth is on without TLS: bearer tokens cross the network in plaintext");
     }
@@ -254,7 +257,14 @@ pub async fn serve(
     let admin_addr = listeners.admin.local_addr()?;
     let admin_task = tokio::spawn(async move {
         let router = telemetry::admin_router(serving_rx);
-        if let Err(e) = axum::serve(listeners.admin, router).await {
+        let served = match admin_tls {
+            Some(tls) => match tls::AdminListener::new(listeners.admin, tls) {
+                Ok(listener) => axum::serve(listener, router).await,
+                Err(e) => Err(e),
+            },
+            None => axum::serve(listeners.admin, router).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "admin server failed");
         }
     });

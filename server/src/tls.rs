@@ -83,6 +83,10 @@ pub struct TlsConfig {
     /// Longest a TLS handshake may take.
     #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Serve the admin listener (`/metrics`, `/healthz`) over TLS too, with the same
+    /// certificate (scrape and probe it with `https`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 fn default_reload_interval() -> Duration {
@@ -216,15 +220,26 @@ pub struct Tls {
     handshake_timeout: Duration,
 }
 
+/// The application protocols a listener speaks, for ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// gRPC: HTTP/2 only (gRPC clients insist on `h2`).
+    Grpc,
+    /// The admin HTTP server: HTTP/2 or HTTP/1.1 (Prometheus, the kubelet's probes, curl).
+    Admin,
+}
+
 impl Tls {
     /// Loads the certificate, key and client CA (an error stops the server) and starts
     /// following their changes; abort the returned task when the server stops.
-    pub fn start(config: &TlsConfig) -> Result<(Arc<Self>, JoinHandle<()>), String> {
+    pub fn start(config: &TlsConfig, protocols: Protocols) -> Result<(Arc<Self>, JoinHandle<()>), String> {
         let mut paths = vec![config.cert_file.clone(), config.key_file.clone()];
-        paths.extend(config.client_ca_file.clone());
+        // The admin listener asks for no client certificates.
+        paths.extend(config.client_ca_file.clone().filter(|_| protocols == Protocols::Grpc));
         let require = config.require_client_cert;
-        let parse =
-            move |files: &[Vec<u8>]| build(&files[0], &files[1], files.get(2).map(Vec::as_slice), require);
+        let parse = move |files: &[Vec<u8>]| {
+            build(&files[0], &files[1], files.get(2).map(Vec::as_slice), require, protocols)
+        };
         let slot: Arc<std::sync::OnceLock<Arc<Self>>> = Arc::default();
         let target = slot.clone();
         let (first, task) =
@@ -282,13 +297,14 @@ impl Tls {
     }
 }
 
-/// Builds the rustls config from PEM bytes: TLS 1.2 and 1.3, ALPN `h2` (gRPC clients insist
-/// on it), client certificates offered when a CA is given.
+/// Builds the rustls config from PEM bytes: TLS 1.2 and 1.3, ALPN for `protocols`, client
+/// certificates offered when a CA is given.
 fn build(
     cert: &[u8],
     key: &[u8],
     client_ca: Option<&[u8]>,
     require_client_cert: bool,
+    protocols: Protocols,
 ) -> Result<Current, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = CertificateDer::pem_slice_iter(cert)
@@ -323,7 +339,10 @@ fn build(
         }
     };
     let mut server = builder.with_single_cert(chain, key).map_err(|e| format!("certificate and key: {e}"))?;
-    server.alpn_protocols = vec![b"h2".to_vec()];
+    server.alpn_protocols = match protocols {
+        Protocols::Grpc => vec![b"h2".to_vec()],
+        Protocols::Admin => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     Ok(Current { server: Arc::new(server), client_chain })
 }
 
@@ -463,5 +482,93 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+/// The admin listener over TLS, for `axum::serve`: the connections of [`incoming`], with
+/// plaintext ones closed (an `http://` scrape of an `https` port gets no answer).
+pub struct AdminListener {
+    incoming: Pin<Box<dyn Stream<Item = std::io::Result<Conn>> + Send>>,
+    addr: SocketAddr,
+}
+
+impl AdminListener {
+    /// Serves `listener` with `tls`.
+    pub fn new(listener: TcpListener, tls: Arc<Tls>) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        Ok(Self { incoming: incoming(listener, Some(tls)), addr })
+    }
+}
+
+impl axum::serve::Listener for AdminListener {
+    type Io = Conn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Conn, SocketAddr) {
+        use futures::StreamExt;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(conn)) if conn.info.transport != Transport::PlaintextOnTlsPort => {
+                    let remote = conn.info.remote.unwrap_or(self.addr);
+                    return (conn, remote);
+                }
+                Some(_) => continue,
+                // The accept loop ended: nothing more will come.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+
+    use super::*;
+
+    fn leaf(cn: &str, sans: Vec<SanType>) -> CertificateDer<'static> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.self_signed(&KeyPair::generate().unwrap()).unwrap().der().clone()
+    }
+
+    #[test]
+    fn each_kind_of_identity_is_read_from_its_own_field() {
+        let cert = leaf(
+            "billing-worker",
+            vec![
+                SanType::DnsName("worker.billing.svc".try_into().unwrap()),
+                SanType::URI("https://not-spiffe.example".try_into().unwrap()),
+                SanType::URI("spiffe://prod.example/ns/billing/sa/worker".try_into().unwrap()),
+            ],
+        );
+        assert_eq!(
+            identity_of(&cert, CertIdentity::Spiffe).unwrap(),
+            "spiffe://prod.example/ns/billing/sa/worker"
+        );
+        assert_eq!(identity_of(&cert, CertIdentity::Dns).unwrap(), "worker.billing.svc");
+        assert_eq!(identity_of(&cert, CertIdentity::Cn).unwrap(), "billing-worker");
+        let bare = leaf("only-a-cn", vec![]);
+        assert!(identity_of(&bare, CertIdentity::Spiffe).is_err());
+        assert!(identity_of(&bare, CertIdentity::Dns).is_err());
+    }
+
+    #[test]
+    fn a_bad_key_or_certificate_file_is_refused_with_its_name() {
+        let pair = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&pair).unwrap();
+        let (cert, key) = (cert.pem(), pair.serialize_pem());
+        assert!(build(cert.as_bytes(), key.as_bytes(), None, false, Protocols::Grpc).is_ok());
+        let error = build(b"", key.as_bytes(), None, false, Protocols::Grpc).err().unwrap();
+        assert!(error.contains("certificate file"), "{error}");
+        let error = build(cert.as_bytes(), b"nonsense", None, false, Protocols::Grpc).err().unwrap();
+        assert!(error.contains("key file"), "{error}");
+        let error = build(cert.as_bytes(), key.as_bytes(), Some(b""), false, Protocols::Grpc).err().unwrap();
+        assert!(error.contains("client CA"), "{error}");
     }
 }

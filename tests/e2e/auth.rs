@@ -11,6 +11,7 @@ use rookery_server::auth::access::Access;
 use rookery_server::auth::grants::{Grant, ServiceSelector};
 use rookery_server::auth::jwt::JwtConfig;
 use rookery_server::tls::{CertIdentity, TlsConfig};
+use rustls::pki_types::pem::PemObject;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -66,6 +67,7 @@ impl Secured {
             client_identity: CertIdentity::Spiffe,
             reload_interval: Duration::from_millis(100),
             handshake_timeout: Duration::from_secs(10),
+            admin: false,
         });
         config.auth.enabled = true;
         config.auth.reload_interval = Duration::from_millis(100);
@@ -478,4 +480,52 @@ async fn auth_off_is_refused_on_a_non_loopback_address_unless_allowed() {
     config.auth.enabled = true;
     let error = TestServer::try_start(config).await.err().expect("refused to start");
     assert!(error.to_string().contains("no caller could authenticate"), "{error}");
+}
+
+#[tokio::test]
+async fn the_admin_listener_can_serve_tls_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let ca = Ca::new("admin-ca");
+    let cert = ca.server();
+    let files = Scratch::new("admin-tls");
+    let mut config = test_config(&shared_redis().url());
+    config.tls = Some(TlsConfig {
+        cert_file: files.write("tls.crt", &cert.cert),
+        key_file: files.write("tls.key", &cert.key),
+        client_ca_file: None,
+        require_client_cert: false,
+        client_identity: CertIdentity::Spiffe,
+        reload_interval: Duration::from_secs(10),
+        handshake_timeout: Duration::from_secs(10),
+        admin: true,
+    });
+    let server = TestServer::start(config).await;
+
+    // HTTPS, HTTP/1.1 (as Prometheus and the kubelet's probes speak it).
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(server.admin).await.unwrap();
+    let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:.200}");
+    assert!(response.contains("rookery_"), "metrics served over TLS");
+
+    // Plaintext HTTP to the TLS admin port gets no answer.
+    let mut plain = tokio::net::TcpStream::connect(server.admin).await.unwrap();
+    plain.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
 }

@@ -52,7 +52,8 @@ fn unique(prefix: &str) -> String {
 /// then consumes them all as one consumer that acks each batch in one call. Reports entries
 /// per second and the time from asking for a batch to having it.
 pub async fn consume(config: &BenchConfig) -> Result<BenchReport, BenchError> {
-    let client = Client::connect_with(config.url.clone(), &config.options).await?.with_namespace(&config.namespace)?;
+    let client =
+        Client::connect_with(config.url.clone(), &config.options).await?.with_namespace(&config.namespace)?;
     let events = client.events();
     let stream = unique("bench-consume");
     let entries = config.keys as u64;
@@ -169,11 +170,16 @@ fn entry_ids(reply: &redis::Value) -> Vec<Vec<u8>> {
 /// [`FANOUT_SUBSCRIBERS`] subscribers (one connection each). Reports messages delivered per
 /// second summed over the subscribers, and publish-to-delivery latency.
 pub async fn fanout(config: &BenchConfig) -> Result<BenchReport, BenchError> {
-    let publisher = Client::connect_with(config.url.clone(), &config.options).await?.with_namespace(&config.namespace)?.events();
+    let publisher = Client::connect_with(config.url.clone(), &config.options)
+        .await?
+        .with_namespace(&config.namespace)?
+        .events();
     let epoch = Instant::now();
     let mut subscribers = Vec::new();
     for _ in 0..FANOUT_SUBSCRIBERS {
-        let client = Client::connect_with(config.url.clone(), &config.options).await?.with_namespace(&config.namespace)?;
+        let client = Client::connect_with(config.url.clone(), &config.options)
+            .await?
+            .with_namespace(&config.namespace)?;
         let mut subscription = client.events().subscribe([CHANNEL], Vec::<String>::new()).await?;
         subscribers.push(tokio::spawn(async move {
             let (mut histogram, mut delivered, mut missed, mut last) = (histogram(), 0u64, 0u64, epoch);
@@ -295,7 +301,12 @@ pub(super) async fn publish_reference(
 pub async fn idle_subscriber_bytes(config: &BenchConfig, admin_url: &str) -> Result<f64, BenchError> {
     let mut clients = Vec::new();
     for _ in 0..config.connections.max(1) {
-        clients.push(Client::connect_with(config.url.clone(), &config.options).await?.with_namespace(&config.namespace)?.events());
+        clients.push(
+            Client::connect_with(config.url.clone(), &config.options)
+                .await?
+                .with_namespace(&config.namespace)?
+                .events(),
+        );
     }
     // Warm up: the first subscriptions size the server's buffers and tables.
     let mut warm = Vec::new();

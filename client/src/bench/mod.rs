@@ -141,7 +141,11 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     }
     let mut clients = Vec::with_capacity(config.connections.max(1));
     for _ in 0..config.connections.max(1) {
-        clients.push(Client::connect_with(config.url.clone(), &config.options).await?.with_namespace(&config.namespace)?);
+        clients.push(
+            Client::connect_with(config.url.clone(), &config.options)
+                .await?
+                .with_namespace(&config.namespace)?,
+        );
     }
     let value = vec![b'x'; config.value_size];
     let ttl = Duration::from_secs(600);
