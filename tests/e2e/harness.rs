@@ -469,6 +469,11 @@ impl RedisCluster {
         Self { nodes }
     }
 
+    /// Its nodes, one per master.
+    pub fn nodes(&self) -> &[RedisProcess] {
+        &self.nodes
+    }
+
     /// The seed URLs, comma-separated, as `redis.url` takes them with `redis.cluster`.
     pub fn url(&self) -> String {
         self.nodes.iter().map(RedisProcess::url).collect::<Vec<_>>().join(",")

@@ -13,6 +13,7 @@ mod harness;
 mod lock;
 mod memory;
 mod rate_limiter;
+mod redis_acl;
 mod redis_work;
 mod server;
 mod session;

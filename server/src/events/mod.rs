@@ -494,7 +494,9 @@ impl Events {
             .map_err(|e| match e {
                 hub::SubscribeError::NotConnected => Error::Unavailable(format!("{e}; retry shortly")),
                 hub::SubscribeError::Refused(_) => Error::FailedPrecondition(format!(
-                    "{e}; the server's Redis user must be allowed the channels rk1:* (ACL &rk1:*)"
+                    "{e}; the server's Redis user must be allowed the channels rk1:* (ACL &rk1:*), \
+                     and for patterns every channel (ACL allchannels): Redis compares a pattern \
+                     literally with the channels a user is allowed"
                 )),
             })?;
         let forward = Forward {

@@ -73,6 +73,17 @@ pub enum StartupError {
         /// The policy Redis reported.
         policy: String,
     },
+    /// The coordination Redis would not say its eviction policy (its user may not run INFO),
+    /// so nothing shows that locks, sessions, limits and streams are safe from eviction.
+    #[error(
+        "cannot verify that the coordination Redis does not evict keys: it refused INFO memory \
+         ({refusal}). Allow the server's Redis user `+info` (see \"Least privilege towards \
+         Redis\" in README.md), or start with --allow-eviction=true to accept the risk"
+    )]
+    EvictionPolicyUnverified {
+        /// What Redis answered.
+        refusal: String,
+    },
 }
 
 /// A connection handle for non-blocking commands: to a standalone Redis or to a Redis Cluster
@@ -387,7 +398,14 @@ impl RedisPool {
 
     /// Refuses to continue unless Redis runs with `maxmemory-policy noeviction` (every master,
     /// on a Cluster), or `allow_eviction` is set, in which case it only warns. Uses `INFO
-    /// memory`, which managed Redis services allow even where `CONFIG` is disabled.
+    /// memory`, which managed Redis services allow even where `CONFIG` is disabled, and which
+    /// the least-privilege ACL (README.md) grants for this check alone.
+    ///
+    /// A policy that cannot be read is not verified: should Redis refuse INFO to the server's
+    /// user (NOPERM), start-up fails like it does for an evicting policy, unless
+    /// `allow_eviction` is set, in which case it warns that the policy is unverified. The
+    /// check exists so that locks are never silently evicted; passing it without knowing the
+    /// policy would defeat it.
     pub async fn check_no_eviction(&self, allow_eviction: bool) -> Result<(), StartupError> {
         let unreachable = |source| StartupError::Unreachable {
             role: self.role.label(),
@@ -398,7 +416,22 @@ impl RedisPool {
         let mut info_cmd = redis::cmd("INFO");
         info_cmd.arg("memory");
         for node in self.nodes().await.map_err(unreachable)? {
-            let info: String = self.query_node(&node, &info_cmd).await.map_err(unreachable)?;
+            let info: String = match self.query_node(&node, &info_cmd).await {
+                Ok(info) => info,
+                Err(e) if is_refused(&e) => {
+                    if !allow_eviction {
+                        return Err(StartupError::EvictionPolicyUnverified { refusal: e.to_string() });
+                    }
+                    tracing::warn!(
+                        error = %e,
+                        "cannot read the coordination Redis's maxmemory-policy (INFO refused): it \
+                         may EVICT keys, and locks, sessions, limits and streams could vanish under \
+                         memory pressure. Started anyway because allow_eviction is set"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(unreachable(e)),
+            };
             let policy = info
                 .lines()
                 .find_map(|line| line.strip_prefix("maxmemory_policy:"))
@@ -422,6 +455,11 @@ impl RedisPool {
     }
 }
 
+/// Whether Redis refused a command to the server's user (NOPERM: its ACL does not allow it).
+fn is_refused(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+}
+
 /// The Redis settings that make Redis free large values in a background thread instead of in
 /// the one thread that serves every namespace: when a key expires, when Redis itself deletes
 /// one (a RENAME over it, a FLUSH), and when a DEL of a client deletes one.
@@ -434,11 +472,17 @@ impl RedisPool {
     /// (tag indexes in buckets, UNLINK for deletes), but a large stream or pending list that
     /// expires is still freed in one step unless `lazyfree-lazy-expire` is on. Only warns, never
     /// changes the setting: the Redis may be shared, and its operator decides. Returns the
-    /// settings found off. Reads them with CONFIG GET; where a managed Redis refuses CONFIG,
-    /// says so at debug level and carries on.
+    /// settings found off.
+    ///
+    /// Reads them with CONFIG GET, which the least-privilege ACL (README.md) does not grant:
+    /// CONFIG GET reads every setting, passwords (`requirepass`, `masterauth`) included. Where
+    /// Redis refuses it (that ACL, or a managed Redis that disables CONFIG), the settings are
+    /// unverified: it says so in one warning, naming them, and carries on, since lazy freeing
+    /// affects latency, not correctness.
     pub async fn check_lazy_free(&self) -> Vec<String> {
         let mut off = Vec::new();
         let Ok(nodes) = self.nodes().await else { return off };
+        let mut unverified = None;
         for node in nodes {
             let mut get = redis::cmd("CONFIG");
             get.arg("GET").arg("lazyfree-lazy-*");
@@ -447,7 +491,7 @@ impl RedisPool {
             let settings = match settings {
                 Ok(settings) => settings,
                 Err(e) => {
-                    tracing::debug!(redis = self.role.label(), error = %e, "cannot read the lazyfree settings");
+                    unverified.get_or_insert(e);
                     continue;
                 }
             };
@@ -456,6 +500,17 @@ impl RedisPool {
                     off.push(name.to_owned());
                 }
             }
+        }
+        if let Some(e) = unverified {
+            tracing::warn!(
+                redis = self.role.label(),
+                error = %e,
+                settings = %LAZY_FREE_SETTINGS.join(", "),
+                "cannot read Redis's lazy-freeing settings (CONFIG GET failed; the \
+                 least-privilege ACL and some managed Redis services refuse it), so they are \
+                 unverified: check that they are yes on the Redis itself, or large values that \
+                 expire are freed in Redis's main thread"
+            );
         }
         if !off.is_empty() {
             tracing::warn!(
