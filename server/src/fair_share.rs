@@ -25,6 +25,9 @@
 //! call (enter, leave), far cheaper than the call. An entry lives while the namespace has
 //! calls, streams or connections, or a rate debt; idle entries are swept once the table grows,
 //! so a caller inventing namespace names cannot grow it without bound.
+//!
+//! One room on purpose: the shares, their configuration, their metrics and the layer that
+//! enforces them change together; the unit tests at the end make up much of the length.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;

@@ -2,6 +2,9 @@
 //! consumer's entries redelivered to the others within the ack timeout (every entry acked
 //! exactly once), a restarted consumer getting back what it had, the in-flight bound, Nack
 //! delays and dead letters, the `process` helper, group management and DescribeStream.
+//!
+//! One room on purpose: the scenarios share one set of helpers (consumers, crash, redelivery
+//! counting), and each delivery guarantee is easiest to review beside the others.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

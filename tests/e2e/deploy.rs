@@ -5,6 +5,9 @@
 //! metrics paths, grace periods, and the Secrets and ConfigMaps behind every file the config
 //! names are checked against the pod spec. A manifest that drifts from the code fails here.
 //! (Schemas, yamllint and checkov run in `scripts/validate-deploy.sh`.)
+//!
+//! One room on purpose: every check renders the same manifests with the same helpers, and each
+//! overlay's checks read best next to the others'.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

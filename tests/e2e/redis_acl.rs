@@ -2,6 +2,9 @@
 //! the ACL of `scripts/redis-acl.txt` (the line README.md quotes), on a standalone Redis and on
 //! a Cluster, and Redis refuses it nothing (its `ACL LOG` stays empty); the ACL is no broader
 //! than it says; and the commands the server's sources send are the ones it grants.
+//!
+//! One room on purpose: the ACL, the commands the sources send and the run that exercises every
+//! service under it are checked against each other, and split apart they would drift.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;

@@ -14,22 +14,27 @@ use tokio::time::Instant;
 
 use crate::{Client, LockClient, LockOptions, SessionOptions, SetOptions};
 
-/// The Lock scripts as the server runs them (shared helpers first), for the redis-benchmark
-/// reference of the lock scenario.
-const LOCK_ACQUIRE_SCRIPT: &str = concat!(
-    include_str!("../../../server/src/lock/lib.lua"),
-    include_str!("../../../server/src/lock/acquire.lua")
-);
+/// The Lock scripts' shared helpers and the two scripts the lock scenario's redis-benchmark
+/// reference runs, composed as the server composes them ([`compose`]).
+const LOCK_LIB: &str = include_str!("../../../server/src/lock/lib.lua");
+const LOCK_ACQUIRE: &str = include_str!("../../../server/src/lock/acquire.lua");
+const LOCK_RELEASE: &str = include_str!("../../../server/src/lock/release.lua");
 const RATE_LIMIT_SCRIPT: &str = include_str!("../../../server/src/rate_limiter/check.lua");
 /// The benchmark's limit: generous, so that most checks are admissions (the writing path).
 const BENCH_RATE_LIMIT: u64 = 1000;
 const SESSION_GET_SCRIPT: &str = include_str!("../../../server/src/session/get.lua");
 /// Attributes of a benchmark session: 8 names of 5–6 bytes with 16-byte values.
 const SESSION_ATTRIBUTES: usize = 8;
-const LOCK_RELEASE_SCRIPT: &str = concat!(
-    include_str!("../../../server/src/lock/lib.lua"),
-    include_str!("../../../server/src/lock/release.lua")
-);
+
+/// A script with its shared helpers, as the server composes it: the body's flags line
+/// (`#!lua …`) first, since Redis reads flags only from a script's first line, then the
+/// helpers, then the rest of the body.
+fn compose(lib: &str, body: &str) -> String {
+    match body.strip_prefix("#!").and_then(|rest| rest.split_once('\n')) {
+        Some((flags, rest)) => format!("#!{flags}\n{lib}{rest}"),
+        None => format!("{lib}{body}"),
+    }
+}
 
 /// The operation a benchmark drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -295,8 +300,8 @@ pub async fn redis_benchmark(
             parse_redis_benchmark_csv(&csv, Some(test))
         }
         BenchOp::Lock => {
-            let acquire_sha = script_load(&url, LOCK_ACQUIRE_SCRIPT).await?;
-            let release_sha = script_load(&url, LOCK_RELEASE_SCRIPT).await?;
+            let acquire_sha = script_load(&url, &compose(LOCK_LIB, LOCK_ACQUIRE)).await?;
+            let release_sha = script_load(&url, &compose(LOCK_LIB, LOCK_RELEASE)).await?;
             let name = "rk1:{bench-reference:lock:__rand_int__}";
             let token = "0123456789abcdef0123456789abcdef";
             let acquire = [
