@@ -14,7 +14,11 @@ cargo build --release -p rookery-server -p rookery-client --features rookery-cli
 . scripts/local-redis.sh
 export ROOKERY_LISTEN=127.0.0.1:50151 ROOKERY_ADMIN_LISTEN=127.0.0.1:50152
 export ROOKERY_WORKER_THREADS="${ROOKERY_WORKER_THREADS:-1}" ROOKERY_LOG_LEVEL=warn
-target/release/rookery-server &
+# The bench namespace may hold more streams than the default share: the idle-subscriber scenario
+# opens 10,000 while the fan-out scenario's streams may still be closing.
+main_config="$(mktemp --suffix=.toml)"
+printf '[fair_share.namespaces.bench]\nmax_open_streams = 20000\n' >"$main_config"
+ROOKERY_CONFIG="$main_config" target/release/rookery-server &
 server_pid=$!
 # A second server on the same Redis with fair shares off, for the cost of the fair-share layer.
 unshared_config="$(mktemp --suffix=.toml)"
@@ -42,7 +46,7 @@ TOML
 ROOKERY_CONFIG="$credentials/secure.toml" ROOKERY_LISTEN=127.0.0.1:50155 ROOKERY_ADMIN_LISTEN=127.0.0.1:50156 \
   target/release/rookery-server &
 secure_pid=$!
-trap 'kill -TERM "$server_pid" "$unshared_pid" "$secure_pid" 2>/dev/null; wait "$server_pid" "$unshared_pid" "$secure_pid" 2>/dev/null; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}" "$unshared_config" "$credentials"' EXIT
+trap 'kill -TERM "$server_pid" "$unshared_pid" "$secure_pid" 2>/dev/null; wait "$server_pid" "$unshared_pid" "$secure_pid" 2>/dev/null; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}" "$main_config" "$unshared_config" "$credentials"' EXIT
 for port in 50151 50153 50155; do
   for _ in $(seq 200); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break

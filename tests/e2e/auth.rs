@@ -474,12 +474,22 @@ async fn auth_off_is_refused_on_a_non_loopback_address_unless_allowed() {
     let server = TestServer::start(config).await;
     let client = server.client(&namespace("open")).await;
     client.cache().set("k", b"v".to_vec(), Duration::from_secs(5)).await.unwrap();
-    // A grant table or token without `enabled` is no accident either: auth on with no way to
-    // authenticate is refused.
+    // Half-configured auth is refused too: auth on with no way to authenticate, and grants
+    // that nothing would check because auth is off.
     let mut config = test_config(&shared_redis().url());
     config.auth.enabled = true;
-    let error = TestServer::try_start(config).await.err().expect("refused to start");
+    let error = TestServer::try_start(config.clone()).await.err().expect("refused to start");
     assert!(error.to_string().contains("no caller could authenticate"), "{error}");
+    config.auth.enabled = false;
+    config.auth.grants = vec![Grant {
+        identities: vec!["ci".into()],
+        namespaces: vec!["ci".into()],
+        access: Access::Read,
+        services: vec![],
+        default_namespace: None,
+    }];
+    let error = TestServer::try_start(config).await.err().expect("refused to start");
+    assert!(error.to_string().contains("auth is off"), "{error}");
 }
 
 #[tokio::test]

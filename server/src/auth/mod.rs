@@ -93,6 +93,19 @@ impl AuthConfig {
                     .into(),
             ));
         }
+        let configured = !self.tokens.is_empty()
+            || self.tokens_file.is_some()
+            || self.jwt.is_some()
+            || !self.grants.is_empty();
+        if !self.enabled && configured {
+            // Credentials and grants that nothing checks would look like protection.
+            return Err((
+                "auth.enabled",
+                "[auth] configures tokens, a JWKS or grants but auth is off: set auth.enabled = true, or \
+                 remove them"
+                    .into(),
+            ));
+        }
         StaticTokens::new(&self.tokens).map_err(|e| ("auth.tokens", e))?;
         if let Some(jwt) = &self.jwt {
             jwt.validate().map_err(|e| ("auth.jwt", e))?;
