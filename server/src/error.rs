@@ -96,6 +96,10 @@ fn redis_status(e: &RedisError, write_unknown: bool) -> Status {
         (
             ErrorKind::Server(
                 ServerErrorKind::TryAgain
+                // A redirect the cluster client could not follow in time: a slot is moving
+                // (failover or resharding), not a bug of ours.
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::ReadOnly,
@@ -182,6 +186,24 @@ mod tests {
         let status = Status::from(Error::Redis(redis_err));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("raw redis text"));
+    }
+
+    #[test]
+    fn a_cluster_in_failover_is_unavailable_never_internal() {
+        for kind in [
+            ServerErrorKind::Moved,
+            ServerErrorKind::Ask,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::MasterDown,
+            ServerErrorKind::ReadOnly,
+        ] {
+            let error =
+                RedisError::from((ErrorKind::Server(kind), "redirect", "3999 127.0.0.1:6381".to_owned()));
+            let status = Status::from(Error::Redis(error));
+            assert_eq!(status.code(), Code::Unavailable, "{kind:?}: {status:?}");
+            assert!(!status.message().contains("127.0.0.1"), "no raw Redis text");
+        }
     }
 
     #[test]
