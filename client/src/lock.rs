@@ -335,8 +335,10 @@ impl LockClient {
         };
         let (lost_tx, lost) = watch::channel(None);
         let lost_tx = Arc::new(lost_tx);
-        let valid_until = received + from_duration(ttl).unwrap_or_default();
-        let watcher = tokio::spawn(watch_hold(stream, valid_until, lost_tx.clone()));
+        let lease_ttl = from_duration(ttl).unwrap_or_default();
+        let margin = safety_margin(lease_ttl);
+        let valid_until = received + lease_ttl.saturating_sub(margin);
+        let watcher = tokio::spawn(watch_hold(stream, valid_until, margin, lost_tx.clone()));
         Ok(Some(HeldLock {
             client: self.clone(),
             name,
@@ -427,12 +429,22 @@ impl LockClient {
     }
 }
 
+/// How long before a lease's end, as last heard from the server, the client stops trusting it
+/// when the server falls silent: the server's own margin (a twentieth of the TTL, at least
+/// 50 ms, at most a quarter of it). It covers the delay of the message that carried the lease's
+/// time left, which the arrival time cannot see, and clock drift over one TTL.
+fn safety_margin(ttl: Duration) -> Duration {
+    (ttl / 20).max(Duration::from_millis(50)).min(ttl / 4)
+}
+
 /// Reads a `Hold` stream until the lock is lost, and says why through `lost`. Each message
-/// moves the local deadline to its arrival plus the lease's time left; silence past it counts
-/// as lost. (The lease may end up to one network delay before that on Redis's clock.)
+/// moves the local deadline to its arrival plus the lease's time left, less `margin`; silence
+/// past it counts as lost, so the holder stops trusting the lease before it can have ended on
+/// Redis's clock.
 async fn watch_hold(
     mut stream: Streaming<pb::LockHoldResponse>,
     mut valid_until: Instant,
+    margin: Duration,
     lost: Arc<watch::Sender<Option<LockLost>>>,
 ) {
     use pb::lock_hold_response::Event;
@@ -443,7 +455,8 @@ async fn watch_hold(
         };
         match message {
             Ok(Some(pb::LockHoldResponse { event: Some(Event::Renewed(renewed)) })) => {
-                valid_until = Instant::now() + from_duration(renewed.ttl).unwrap_or_default();
+                valid_until =
+                    Instant::now() + from_duration(renewed.ttl).unwrap_or_default().saturating_sub(margin);
             }
             Ok(Some(pb::LockHoldResponse { event: Some(Event::Lost(reason)) })) => break lost_reason(reason),
             Ok(Some(_)) => {}

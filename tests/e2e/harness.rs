@@ -28,6 +28,15 @@ pub struct RedisProcess {
     extra: Vec<String>,
 }
 
+/// A frozen redis-server, thawed on drop.
+pub struct Paused(String);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
+
 /// A TCP port free right now on 127.0.0.1 (free until someone binds it).
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -155,13 +164,26 @@ impl RedisProcess {
     /// needs root; without it this only warns), so that Redis's wall-clock records (SLOWLOG,
     /// LATENCY) measure its commands' work rather than its waits for a busy core.
     pub async fn prioritize(&self) {
-        let info: String =
-            redis::cmd("INFO").arg("server").query_async(&mut self.conn().await).await.unwrap();
-        let pid = info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().to_owned();
+        let pid = self.pid().await;
         let reniced = Command::new("renice").args(["-n", "-19", "-p", &pid]).stdout(Stdio::null()).status();
         if !reniced.is_ok_and(|status| status.success()) {
             eprintln!("could not renice redis-server {pid}: its timings include waits for a core");
         }
+    }
+
+    /// redis-server's process ID.
+    async fn pid(&self) -> String {
+        let info: String =
+            redis::cmd("INFO").arg("server").query_async(&mut self.conn().await).await.unwrap();
+        info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().to_owned()
+    }
+
+    /// Freezes redis-server (SIGSTOP): connections stay open and nothing answers, as when Redis
+    /// hangs. The returned guard thaws it (SIGCONT) when dropped.
+    pub async fn pause(&self) -> Paused {
+        let pid = self.pid().await;
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        Paused(pid)
     }
 
     /// Kills Redis (losing all data, as an unpersisted crash does).

@@ -490,3 +490,47 @@ async fn a_leader_whose_server_dies_is_replaced_within_its_ttl() {
     assert!(took >= ttl / 2, "took over after only {took:?}: the lease was released, not lost");
     assert!(term.fence > doomed_fence);
 }
+
+#[tokio::test]
+async fn a_holder_hears_lost_before_its_lease_can_end_when_redis_hangs() {
+    use std::time::SystemTime;
+    let redis = RedisProcess::start(&[]);
+    // The harness's command timeout is 1 s: a renewal that waited for it would overrun this lease.
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let lock = server.client(&namespace("hang")).await.lock();
+    let ttl = Duration::from_secs(3);
+    let request = pb::LockHoldRequest {
+        name: "l".into(),
+        ttl: Some(ttl.try_into().unwrap()),
+        wait: None,
+        limit: 0,
+        owner: "holder".into(),
+    };
+    let mut events = lock.raw().hold(request).await.unwrap().into_inner();
+    let end_of = |at: Option<prost_types::Timestamp>| SystemTime::try_from(at.unwrap()).unwrap();
+    match events.next().await.unwrap().unwrap().event.unwrap() {
+        pb::lock_hold_response::Event::Acquired(_) => {}
+        other => panic!("{other:?}"),
+    }
+    // One renewal first, so the hold is in its steady rhythm when Redis freezes.
+    let mut last_end = match events.next().await.unwrap().unwrap().event.unwrap() {
+        pb::lock_hold_response::Event::Renewed(renewed) => end_of(renewed.expires_at),
+        other => panic!("{other:?}"),
+    };
+    let paused = redis.pause().await;
+    let (lost_at, reason) = loop {
+        match events.next().await.unwrap().unwrap().event.unwrap() {
+            // A renewal Redis answered just before it froze.
+            pb::lock_hold_response::Event::Renewed(renewed) => last_end = end_of(renewed.expires_at),
+            pb::lock_hold_response::Event::Lost(lost) => break (SystemTime::now(), lost.reason()),
+            other => panic!("{other:?}"),
+        }
+    };
+    drop(paused);
+    assert_eq!(reason, pb::LockLostReason::Unreachable);
+    // Redis's clock and the test's are the same machine's.
+    let ahead = last_end.duration_since(lost_at).unwrap_or_else(|late| {
+        panic!("lost arrived {:?} after the lease's last confirmed end", late.duration())
+    });
+    assert!(ahead < ttl, "lost {ahead:?} early: before the lease's last renewal was even due to fail");
+}

@@ -135,6 +135,15 @@ pub enum HoldEvent {
     NotAcquired,
 }
 
+/// How long before the end of a lease, as last confirmed by Redis, a Hold that cannot renew
+/// it tells its holder `lost`: a twentieth of the TTL, at least 50 ms and at most a quarter of
+/// it (0.5 s for a 10 s lease). It covers the `lost` message's way to the holder and any drift
+/// between Redis's clock and this replica's over one TTL; the delay of the renewal itself needs
+/// no margin, since the lease is counted from when the renewal was sent, not answered.
+pub fn safety_margin(ttl: Duration) -> Duration {
+    (ttl / 20).max(Duration::from_millis(50)).min(ttl / 4)
+}
+
 /// Why a held lease was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostReason {
@@ -598,6 +607,7 @@ impl Locks {
         }
         let renew_every = lease.ttl / 3;
         let retry_every = (lease.ttl / 10).max(Duration::from_millis(10));
+        let margin = safety_margin(lease.ttl);
         let mut next_renewal = Instant::now() + renew_every;
         // A release by token elsewhere (always announced for elections: Resign) may publish on
         // this key: check at once rather than at the next renewal.
@@ -617,7 +627,13 @@ impl Locks {
                 () = tokio::time::sleep_until(next_renewal) => {}
             }
             let sent = Instant::now();
-            let lost = match self.extend_keys(&lease.keys, &token, lease.ttl).await {
+            // A renewal may take only until the lease's last confirmed end less the margin:
+            // a Redis that hangs must not keep the holder believing in a lease that may be over.
+            let believe_until = valid_until.checked_sub(margin).unwrap_or(sent);
+            let renewal =
+                tokio::time::timeout_at(believe_until, self.extend_keys(&lease.keys, &token, lease.ttl))
+                    .await;
+            let lost = match renewal.unwrap_or_else(|_| Err(Error::Unavailable("renewal timed out".into()))) {
                 Ok(Some(renewed)) => {
                     valid_until = sent + renewed.ttl;
                     next_renewal = Instant::now() + renew_every;
@@ -628,7 +644,7 @@ impl Locks {
                     continue;
                 }
                 Ok(None) => LostReason::Revoked,
-                Err(e) if Instant::now() + retry_every < valid_until => {
+                Err(e) if Instant::now() + retry_every < believe_until => {
                     tracing::warn!(error = %e, "lease renewal failed; retrying before it expires");
                     next_renewal = Instant::now() + retry_every;
                     continue;
