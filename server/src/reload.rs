@@ -36,17 +36,27 @@ impl WatchedFiles {
             .collect()
     }
 
-    /// Reads and parses the set once, at start-up (an error stops the server), then spawns a
-    /// task that applies every later change that parses. The task runs until aborted.
-    pub fn load_and_follow<T: Send + 'static>(
+    /// Reads and parses the set once, at start-up (an error stops the server). Returns the
+    /// value and the bytes it came from, for [`follow`](Self::follow).
+    pub fn load<T>(
+        &self,
+        parse: &impl Fn(&[Vec<u8>]) -> Result<T, String>,
+    ) -> Result<(T, Vec<Vec<u8>>), String> {
+        let contents = self.read()?;
+        let value = parse(&contents).map_err(|e| format!("{}: {e}", self.what))?;
+        Ok((value, contents))
+    }
+
+    /// Spawns a task that applies every later change that parses (`last`: the bytes
+    /// [`load`](Self::load) read). The task runs until aborted.
+    pub fn follow<T: Send + 'static>(
         self,
+        mut last: Vec<Vec<u8>>,
         interval: Duration,
         parse: impl Fn(&[Vec<u8>]) -> Result<T, String> + Send + 'static,
         apply: impl Fn(T) + Send + 'static,
-    ) -> Result<(T, JoinHandle<()>), String> {
-        let mut last = self.read()?;
-        let first = parse(&last).map_err(|e| format!("{}: {e}", self.what))?;
-        let task = tokio::spawn(async move {
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
@@ -74,8 +84,7 @@ impl WatchedFiles {
                     Err(e) => self.failed(&e),
                 }
             }
-        });
-        Ok((first, task))
+        })
     }
 
     fn failed(&self, error: &str) {

@@ -39,6 +39,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::server::{ServerConfig, WebPkiClientVerifier};
 use tokio_rustls::rustls::{self, DistinguishedName, RootCertStore};
+use tokio_util::either::Either;
 use tonic::transport::server::Connected;
 
 use crate::reload::WatchedFiles;
@@ -129,10 +130,8 @@ pub struct ConnInfo {
     pub transport: Transport,
 }
 
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
+/// The socket: plaintext (left) or TLS (right).
+type Io = Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>;
 
 /// An accepted connection, plaintext or TLS, with what is known of its peer.
 pub struct Conn {
@@ -154,10 +153,7 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
@@ -167,10 +163,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -178,31 +171,19 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Plain(tcp) => tcp.is_write_vectored(),
-            Io::Tls(tls) => tls.is_write_vectored(),
-        }
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -240,20 +221,17 @@ impl Tls {
         let parse = move |files: &[Vec<u8>]| {
             build(&files[0], &files[1], files.get(2).map(Vec::as_slice), require, protocols)
         };
-        let slot: Arc<std::sync::OnceLock<Arc<Self>>> = Arc::default();
-        let target = slot.clone();
-        let (first, task) =
-            WatchedFiles::new("tls", paths).load_and_follow(config.reload_interval, parse, move |next| {
-                if let Some(tls) = target.get() {
-                    *tls.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-                }
-            })?;
+        let files = WatchedFiles::new("tls", paths);
+        let (first, read) = files.load(&parse)?;
         let tls = Arc::new(Self {
             current: RwLock::new(Arc::new(first)),
             identity: config.client_identity,
             handshake_timeout: config.handshake_timeout,
         });
-        let _ = slot.set(tls.clone());
+        let target = tls.clone();
+        let task = files.follow(read, config.reload_interval, parse, move |next| {
+            *target.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        });
         Ok((tls, task))
     }
 
@@ -271,7 +249,7 @@ impl Tls {
         if first[0] != 0x16 {
             metrics::counter!("rookery_tls_handshakes_total", "result" => "plaintext").increment(1);
             return Ok(Conn {
-                io: Io::Plain(tcp),
+                io: Either::Left(tcp),
                 info: ConnInfo { remote, transport: Transport::PlaintextOnTlsPort },
             });
         }
@@ -291,7 +269,7 @@ impl Tls {
         };
         metrics::counter!("rookery_tls_handshakes_total", "result" => "ok").increment(1);
         Ok(Conn {
-            io: Io::Tls(Box::new(stream)),
+            io: Either::Right(Box::new(stream)),
             info: ConnInfo { remote, transport: Transport::Tls(client) },
         })
     }
@@ -453,7 +431,7 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &tls else {
             let conn = Conn {
-                io: Io::Plain(tcp),
+                io: Either::Left(tcp),
                 info: ConnInfo { remote: Some(remote), transport: Transport::Plaintext },
             };
             if sender.send(Ok(conn)).await.is_err() {

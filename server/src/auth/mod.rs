@@ -193,40 +193,34 @@ impl Auth {
     /// server) and starts following those files; abort the returned tasks on shutdown.
     pub fn start(config: &AuthConfig) -> Result<(Arc<Self>, Vec<JoinHandle<()>>), String> {
         let mut tasks = Vec::new();
-        let tokens = if config.tokens.is_empty() && config.tokens_file.is_none() {
-            None
-        } else {
-            let tokens = Arc::new(StaticTokens::new(&config.tokens)?);
-            if let Some(path) = &config.tokens_file {
-                let target = tokens.clone();
-                let (first, task) = WatchedFiles::new("tokens", vec![path.clone()]).load_and_follow(
-                    config.reload_interval,
-                    |files| StaticTokens::parse_file(&files[0]),
-                    move |table| target.set_file_tokens(table),
-                )?;
-                tokens.set_file_tokens(first);
-                tasks.push(task);
-            }
-            Some(tokens)
-        };
+        let tokens =
+            if config.tokens.is_empty() && config.tokens_file.is_none() {
+                None
+            } else {
+                let tokens = Arc::new(StaticTokens::new(&config.tokens)?);
+                if let Some(path) = &config.tokens_file {
+                    let files = WatchedFiles::new("tokens", vec![path.clone()]);
+                    let parse = |files: &[Vec<u8>]| StaticTokens::parse_file(&files[0]);
+                    let (first, read) = files.load(&parse)?;
+                    tokens.set_file_tokens(first);
+                    let target = tokens.clone();
+                    tasks.push(files.follow(read, config.reload_interval, parse, move |table| {
+                        target.set_file_tokens(table)
+                    }));
+                }
+                Some(tokens)
+            };
         let jwt = match &config.jwt {
             None => None,
             Some(jwt_config) => {
-                let slot: Arc<std::sync::OnceLock<Arc<JwtVerifier>>> = Arc::default();
-                let target = slot.clone();
-                let (keys, task) = WatchedFiles::new("jwks", vec![jwt_config.jwks_file.clone()])
-                    .load_and_follow(
-                        config.reload_interval,
-                        |files| Keys::parse(&files[0]),
-                        move |keys| {
-                            if let Some(verifier) = target.get() {
-                                verifier.set_keys(keys);
-                            }
-                        },
-                    )?;
-                tasks.push(task);
+                let files = WatchedFiles::new("jwks", vec![jwt_config.jwks_file.clone()]);
+                let parse = |files: &[Vec<u8>]| Keys::parse(&files[0]);
+                let (keys, read) = files.load(&parse)?;
                 let verifier = Arc::new(JwtVerifier::new(jwt_config.clone(), keys));
-                let _ = slot.set(verifier.clone());
+                let target = verifier.clone();
+                tasks.push(
+                    files.follow(read, config.reload_interval, parse, move |keys| target.set_keys(keys)),
+                );
                 Some(verifier)
             }
         };
