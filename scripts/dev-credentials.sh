@@ -3,7 +3,8 @@
 # with openssl: a CA (ca.crt), a server certificate for localhost and 127.0.0.1 (server.crt,
 # server.key), an Ed25519 JWT signing key's JWKS (jwks.json, kid "dev") and a JWT for the
 # identity "dev" (token: issuer https://rookery.dev, audience rookery, valid one day).
-# `make bench` uses them to measure TLS and auth; never use them beyond this machine.
+# `make bench` uses them to measure TLS and auth, `scripts/examples.sh` to run the examples over
+# TLS; never use them beyond this machine.
 set -euo pipefail
 dir="$1"
 mkdir -p "$dir"

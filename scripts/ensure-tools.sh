@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what `make run`, `make test` and `make bench` need and a fresh Debian/Ubuntu machine
 # with Rust lacks: redis-server and redis-benchmark (Debian's redis-server / redis-tools), and
-# the rustfmt and clippy components, openssl (the TLS test makes certificates with it),
-# Python's venv (the deployment checks and the Python example run in virtualenvs), and Node.js
-# with npm (the Node example). Does nothing when everything is there.
+# the rustfmt and clippy components, openssl (the Redis TLS test and scripts/dev-credentials.sh
+# make throwaway certificates with it), Python's venv (the deployment checks and the Python
+# example run in virtualenvs), and Node.js with npm (the Node example). Does nothing when
+# everything is there.
 set -euo pipefail
 
 need_apt=()

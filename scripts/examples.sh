@@ -3,8 +3,8 @@
 # protos work outside Rust. Python packages go to a virtualenv under target/, Node packages to
 # examples/node/node_modules; nothing is installed globally.
 # The server runs with TLS and auth on, as in production: a throwaway CA and server certificate
-# (examples/python/make_dev_certs.py) and a random bearer token, in a temporary directory that
-# is removed on exit. The examples get the CA and the token as ROOKERY_CA_FILE and ROOKERY_TOKEN.
+# (scripts/dev-credentials.sh) and a random bearer token, in a temporary directory that is
+# removed on exit. The examples get the CA and the token as ROOKERY_CA_FILE and ROOKERY_TOKEN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +35,7 @@ trap '[ -z "$server_pid" ] || { kill -TERM "$server_pid" 2>/dev/null; wait "$ser
   kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}" "$tls_dir"' EXIT
 
 # The server's certificate (for localhost and 127.0.0.1) and the CA that clients trust.
-"$venv/bin/python" examples/python/make_dev_certs.py "$tls_dir"
+scripts/dev-credentials.sh "$tls_dir"
 # A bearer token; the server's config holds only its SHA-256.
 token=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 token_sha256=$(printf %s "$token" | sha256sum | cut -d' ' -f1)

@@ -13,7 +13,7 @@ the host of ROOKERY_ADDRESS) and ROOKERY_TOKEN (a bearer token whose sha256 is i
 `authorization: Bearer <token>` with every call, and shows a call without the token refused
 with UNAUTHENTICATED. Without them it connects in plaintext, the simplest case: a server on
 loopback with auth off. scripts/examples.sh runs it with TLS and a token: a throwaway CA and
-server certificate from make_dev_certs.py, and a random token.
+server certificate from scripts/dev-credentials.sh, and a random token.
 """
 
 import os
