@@ -5,7 +5,7 @@
 //! pending entries, idle consumers looking for expired entries, a consumer reconnecting to
 //! its own pending entries, a tag of 200,000 entries written with bulk SetMany calls that then
 //! expire), and Redis's own records say how long its longest command took: the slowlog (every
-//! command of 5 ms or more) and the latency monitor's `expire-del` event (freeing one expired
+//! command of 10 ms or more) and the latency monitor's `expire-del` event (freeing one expired
 //! key, which is not a command). The test's own commands (building the pending list with
 //! small pipelined commands) carry a client name and are left out; Redis runs with its
 //! default `lazyfree-lazy-*` settings (off), so Rookery's own key shapes are what is tested.
@@ -18,12 +18,17 @@ use rookery_client::{ConsumeOptions, GroupSettings, SetOptions};
 
 use crate::harness::{RedisProcess, TestServer, eventually, namespace, test_config};
 
-/// The longest a command may take, as Redis measures it, in microseconds.
-const LIMIT_MICROS: u64 = 5_000;
+/// The longest a command may take, as Redis measures it (wall time), in microseconds. A
+/// bounded step (1,000 entries) takes 1–3 ms here, and up to 5 ms while other processes load
+/// both cores (seen under `stress-ng --cpu 2`: a 1,000-key tag write took 5.2 ms); a walk over
+/// what the namespace stored (100,000 pending entries, 200,000 tagged keys) takes tens of ms.
+const LIMIT_MICROS: u64 = 10_000;
 /// The name the test's own Redis connections carry, to tell their commands apart.
 const TEST_CLIENT: &str = "redis-work-test";
 const PENDING: usize = 100_000;
 const TAGGED: usize = 200_000;
+/// Keys of the test's own that grow Redis's key tables before anything is measured.
+const PADDING: usize = 300_000;
 
 async fn test_conn(redis: &RedisProcess) -> redis::aio::MultiplexedConnection {
     let mut conn = redis.conn().await;
@@ -105,11 +110,24 @@ async fn no_command_stalls_redis_while_a_namespace_builds_its_worst_case() {
     let Value::Array(summary) = summary else { panic!("{summary:?}") };
     assert_eq!(summary.first(), Some(&Value::Int(PENDING as i64)));
 
+    // Redis doubles its key tables when the key count passes a power of two, allocating each
+    // new table in one step inside whichever command adds the key: 11 ms for a plain SET at
+    // 131,072 keys on a loaded machine (seen under `stress-ng --cpu 2`), whoever's keys they
+    // are. The tag below adds 200,000 keys; the tables are grown past that first, so that what
+    // is measured is Rookery's commands rather than Redis's growth.
+    for chunk in (0..PADDING).collect::<Vec<_>>().chunks(10_000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("SET").arg(format!("padding:{i}")).arg(1).arg("EX").arg(3600).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+    }
+
     // From here on, Redis's record.
     for (name, value) in [
-        ("slowlog-log-slower-than", "5000"),
-        ("slowlog-max-len", "10000"),
-        ("latency-monitor-threshold", "5"),
+        ("slowlog-log-slower-than", LIMIT_MICROS.to_string()),
+        ("slowlog-max-len", "10000".to_owned()),
+        ("latency-monitor-threshold", (LIMIT_MICROS / 1000).to_string()),
     ] {
         redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async::<()>(&mut conn).await.unwrap();
     }
@@ -179,7 +197,7 @@ async fn no_command_stalls_redis_while_a_namespace_builds_its_worst_case() {
         async move {
             let left: usize = redis::cmd("EXISTS").arg(&head).query_async(&mut conn).await.unwrap();
             let keys: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
-            left == 0 && keys < 1_000
+            left == 0 && keys < PADDING + 1_000
         }
     })
     .await;
@@ -204,7 +222,7 @@ async fn no_command_stalls_redis_while_a_namespace_builds_its_worst_case() {
 
     // The slowlog records commands as it should: a slow script of the test's own shows in it.
     redis::cmd("EVAL")
-        .arg("local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 6000 return 1")
+        .arg("local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 12000 return 1")
         .arg(0)
         .query_async::<()>(&mut conn)
         .await
@@ -218,7 +236,7 @@ async fn no_command_stalls_redis_while_a_namespace_builds_its_worst_case() {
     assert!(slow.is_empty(), "commands of {LIMIT_MICROS} µs or more: {slow:#?}");
     assert!(log.iter().all(|(micros, _, client)| client == TEST_CLIENT || *micros < LIMIT_MICROS));
 
-    // No expired key took 5 ms or more to free.
+    // No expired key took the limit or more to free.
     let latest: Vec<Value> = redis::cmd("LATENCY").arg("LATEST").query_async(&mut conn).await.unwrap();
     let expire_del = latest.iter().find_map(|event| match event {
         Value::Array(fields) if matches!(fields.first(), Some(Value::BulkString(b)) if b == b"expire-del") => {
@@ -226,6 +244,6 @@ async fn no_command_stalls_redis_while_a_namespace_builds_its_worst_case() {
         }
         _ => None,
     });
-    assert!(expire_del.is_none(), "an expired key took 5 ms or more to free: {expire_del:?}");
+    assert!(expire_del.is_none(), "an expired key took {LIMIT_MICROS} µs or more to free: {expire_del:?}");
     eprintln!("redis_work: {:?} in all", started.elapsed());
 }
