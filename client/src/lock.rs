@@ -84,6 +84,9 @@ pub enum LockLost {
     /// The server could not reach Redis to renew the lease before it expired.
     #[error("lease could not be renewed: {0}")]
     Unreachable(String),
+    /// Redis refused the renewals for lack of memory until the lease expired.
+    #[error("lease could not be renewed, Redis is out of memory: {0}")]
+    RedisOutOfMemory(String),
     /// The stream to the server broke or ended.
     #[error("the hold stream ended: {0}")]
     StreamEnded(String),
@@ -222,6 +225,7 @@ pub struct Leader {
 fn lost_reason(lost: pb::LockLost) -> LockLost {
     match pb::LockLostReason::try_from(lost.reason) {
         Ok(pb::LockLostReason::Unreachable) => LockLost::Unreachable(lost.message),
+        Ok(pb::LockLostReason::RedisOutOfMemory) => LockLost::RedisOutOfMemory(lost.message),
         _ => LockLost::Revoked(lost.message),
     }
 }

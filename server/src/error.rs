@@ -61,6 +61,11 @@ impl Error {
         Self::Internal(format!("unexpected reply to {what}: {value:?}"))
     }
 
+    /// Whether Redis refused the command for lack of memory (maxmemory reached).
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Self::Redis(e) | Self::WriteOutcomeUnknown(e) if e.code() == Some("OOM"))
+    }
+
     /// Classifies a failed Redis write: if the command may have reached Redis (a timeout or a
     /// dropped connection after sending), say that it may have happened.
     pub fn from_write(e: RedisError) -> Self {

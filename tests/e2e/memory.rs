@@ -1,14 +1,17 @@
 //! Redis memory cannot be taken hostage: at maxmemory every write that grows memory is refused
 //! with RESOURCE_EXHAUSTED and nothing writes past the limit, while what frees memory or keeps
-//! it steady (releases, renewals, acks, nacks, deletes) keeps working; streams expire when idle
-//! (every key of theirs carries a TTL, which each append starts again) and a namespace has at
-//! most `events.max_streams_per_namespace` of them, also on a Cluster.
+//! it steady (releases, renewals, a Hold's lease, acks, nacks, deletes) keeps working; streams
+//! expire when idle (every key of theirs carries a TTL, which each append starts again) and a
+//! namespace has at most `events.max_streams_per_namespace` of them, also on a Cluster.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
-use rookery_client::{AppendOptions, ConsumeOptions, Delivery, GroupSettings, LockOptions, SessionOptions};
+use rookery_client::pb::lock_hold_response::Event;
+use rookery_client::{
+    AppendOptions, ConsumeOptions, Delivery, GroupSettings, LockOptions, SessionOptions, pb,
+};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -23,6 +26,17 @@ const MAXMEMORY: u64 = 20 * 1024 * 1024;
 /// that crossed the line (64 KiB) and Redis's own buffers. 500 refused session creates would
 /// add over 1 MB if they were written.
 const SLACK: u64 = 256 * 1024;
+
+/// A `Hold` of the lock `held` with `ttl`.
+fn hold_request(ttl: Duration) -> pb::LockHoldRequest {
+    pb::LockHoldRequest {
+        name: "held".into(),
+        ttl: Some(ttl.try_into().unwrap()),
+        wait: None,
+        limit: 0,
+        owner: "holder".into(),
+    }
+}
 
 fn entry(text: &str) -> HashMap<String, Vec<u8>> {
     HashMap::from([("v".to_owned(), text.as_bytes().to_vec())])
@@ -96,6 +110,12 @@ async fn at_maxmemory_growing_writes_are_refused_and_releases_renewals_acks_and_
     }
     drop(consumer);
     let sessions_before = session_keys(&redis, &ns).await;
+    // And a lock held by a stream, which must keep it through the memory pressure.
+    let hold_ttl = Duration::from_millis(600);
+    let mut held = locks.raw().hold(hold_request(hold_ttl)).await.unwrap().into_inner();
+    let Some(Event::Acquired(acquired)) = held.message().await.unwrap().unwrap().event else {
+        panic!("the held lock is free")
+    };
 
     // Another tenant fills Redis. Then its limit is lowered 1 MB below what it holds, as if
     // the tenant had gone on: the last refused write's 64 KiB left Redis's buffers and Redis may
@@ -155,6 +175,29 @@ async fn at_maxmemory_growing_writes_are_refused_and_releases_renewals_acks_and_
         assert!(!keys.iter().any(|key| key.contains(refused)), "{refused} was written: {keys:?}");
     }
     let keys_at_limit: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+
+    // The held lock stays held for ten TTLs at maxmemory: Redis confirms a lease end ten TTLs
+    // past the first, which only accepted renewals can give.
+    let first_end = SystemTime::try_from(acquired.expires_at.unwrap()).unwrap();
+    loop {
+        match held.message().await.unwrap().unwrap().event.unwrap() {
+            Event::Renewed(renewed)
+                if SystemTime::try_from(renewed.expires_at.unwrap()).unwrap()
+                    >= first_end + hold_ttl * 10 =>
+            {
+                break;
+            }
+            Event::Renewed(_) => {}
+            other => panic!("a lock held at maxmemory ended: {other:?}"),
+        }
+    }
+    assert!(out_of_memory(&mut conn).await, "the renewals ran at maxmemory");
+    // Closing the stream releases the lock, at maxmemory too.
+    drop(held);
+    let released = eventually(MINUTE, || async {
+        !redis.keys_of(&ns).await.iter().any(|key| key.ends_with(":lock:held}"))
+    });
+    assert!(released.await, "the closed hold's lease was released");
 
     // What frees memory or keeps it steady keeps working.
     assert!(locks.extend("job", &lease.token, MINUTE).await.unwrap().is_some(), "a lease stays renewable");

@@ -49,6 +49,7 @@ fn lost(reason: LostReason) -> pb::LockLost {
     let code = match reason {
         LostReason::Revoked => pb::LockLostReason::Revoked,
         LostReason::Unreachable => pb::LockLostReason::Unreachable,
+        LostReason::OutOfMemory => pb::LockLostReason::RedisOutOfMemory,
     };
     pb::LockLost { reason: code.into(), message: reason.message().to_owned() }
 }

@@ -42,7 +42,7 @@ use crate::namespace::Namespace;
 use crate::redis::keys::{self, LockKeys};
 use crate::redis::scripts::{self, evalsha};
 use crate::redis::wakeups::{QueuedWaiter, Wakeups};
-use crate::redis::{RedisPool, timed};
+use crate::redis::{RedisConn, RedisPool, timed};
 use crate::telemetry::GaugeGuard;
 
 /// The most permits a semaphore may have.
@@ -59,6 +59,11 @@ const MAX_CANDIDATE_BYTES: usize = 4096;
 const FENCE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often an observer re-reads an election while Redis is unreachable.
 const OBSERVE_RETRY: Duration = Duration::from_millis(250);
+/// The first pause before a failed give-back of an abandoned lease is tried again; it doubles
+/// up to [`GIVE_BACK_MAX_RETRY`].
+const GIVE_BACK_FIRST_RETRY: Duration = Duration::from_millis(50);
+/// The longest pause between attempts to give back an abandoned lease.
+const GIVE_BACK_MAX_RETRY: Duration = Duration::from_secs(1);
 /// Events buffered per stream before the stream task waits for the client.
 const STREAM_BUFFER: usize = 4;
 
@@ -151,6 +156,8 @@ pub enum LostReason {
     Revoked,
     /// Redis could not be reached to renew it before it expired.
     Unreachable,
+    /// Redis refused the renewals for lack of memory until the lease expired.
+    OutOfMemory,
 }
 
 impl LostReason {
@@ -161,6 +168,9 @@ impl LostReason {
                 "the lease is no longer held: it expired, was released or deleted, or Redis lost it"
             }
             Self::Unreachable => "Redis could not be reached to renew the lease before it expired",
+            Self::OutOfMemory => {
+                "Redis refused to renew the lease for lack of memory (maxmemory) until it expired"
+            }
         }
     }
 
@@ -168,7 +178,13 @@ impl LostReason {
         match self {
             Self::Revoked => "revoked",
             Self::Unreachable => "unreachable",
+            Self::OutOfMemory => "redis_out_of_memory",
         }
+    }
+
+    /// Why a lease was lost when its last renewal failed with `e`.
+    fn after_failed_renewal(e: &Error) -> Self {
+        if e.is_out_of_memory() { Self::OutOfMemory } else { Self::Unreachable }
     }
 }
 
@@ -280,6 +296,11 @@ fn release_command(kind: Kind, keys: &LockKeys, token: &str) -> redis::Cmd {
     cmd
 }
 
+/// Runs one release by token (a give-back's attempt).
+async fn release_by_token(conn: &mut RedisConn, cmd: &redis::Cmd) -> redis::RedisResult<()> {
+    timed("lock.release", scripts::run::<i64>(conn, &scripts::LOCK_RELEASE, cmd)).await.map(drop)
+}
+
 fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -378,6 +399,7 @@ impl Locks {
             .arg(if others_waiting { "1" } else { "0" })
             .arg(if will_wait { "1" } else { "0" });
         let mut conn = self.redis.conn();
+        let sent = Instant::now();
         let reply: Result<Vec<Value>> =
             timed("lock.acquire", scripts::run(&mut conn, &scripts::LOCK_ACQUIRE, &cmd))
                 .await
@@ -385,8 +407,10 @@ impl Locks {
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
-                // The script may have run: give back a grant nobody will ever learn of.
-                self.release_in_background(lease.kind, keys.clone(), token.to_owned());
+                // The script may have run, or may still run: give back a grant nobody will ever
+                // learn of, on the same connection, so that on one Redis the release runs after
+                // the grant whatever the network did to the reply.
+                tokio::spawn(self.give_back(conn, lease.kind, keys, token, sent + lease.ttl));
                 return Err(e);
             }
         };
@@ -493,7 +517,7 @@ impl Locks {
                 Err(e) => Err(e),
             };
             if let Err(Ok(Some(grant))) = tx.send(answer) {
-                this.release_quietly(lease.kind, &lease.keys, &grant.token).await;
+                this.release_quietly(lease.kind, &lease.keys, &grant.token, lease.ttl).await;
             }
         });
         rx.await.map_err(|_| Error::Internal("the acquire task ended without an answer".into()))?
@@ -515,20 +539,48 @@ impl Locks {
         Ok(released == 1)
     }
 
-    /// Releases a lease whose holder is gone; a failure only means it ends at its TTL.
-    async fn release_quietly(&self, kind: Kind, keys: &LockKeys, token: &str) {
-        if let Err(e) = self.release_keys(kind, keys, token).await {
-            tracing::warn!(error = %e, "could not release an abandoned lease; it ends at its TTL");
+    /// Gives back a lease nobody will use: the grant of a caller that was told it failed or went
+    /// away, or the lease of a Hold that ended. The first attempt runs on `conn` before this
+    /// returns; if Redis does not answer it, the attempt is repeated with backoff in a task of
+    /// its own until Redis answers or until `until`, this replica's latest possible end of the
+    /// lease. A release that only reached a Redis that was hanging, cut off or failing over
+    /// would otherwise leave the lock to its TTL. Releasing by token is idempotent, so repeats
+    /// are harmless.
+    fn give_back(
+        &self,
+        mut conn: RedisConn,
+        kind: Kind,
+        keys: &LockKeys,
+        token: &str,
+        until: Instant,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let cmd = release_command(kind, keys, token);
+        async move {
+            if release_by_token(&mut conn, &cmd).await.is_ok() {
+                return;
+            }
+            tokio::spawn(async move {
+                let mut retry_in = GIVE_BACK_FIRST_RETRY;
+                while Instant::now() + retry_in < until {
+                    tokio::time::sleep(retry_in).await;
+                    match release_by_token(&mut conn, &cmd).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "giving back an abandoned lease failed; retrying")
+                        }
+                    }
+                    retry_in = (retry_in * 2).min(GIVE_BACK_MAX_RETRY);
+                }
+                metrics::counter!("rookery_lock_give_back_failures_total").increment(1);
+                tracing::warn!("could not give back an abandoned lease while it lasted; it ended at its TTL");
+            });
         }
     }
 
-    fn release_in_background(&self, kind: Kind, keys: LockKeys, token: String) {
-        let redis = self.redis.clone();
-        tokio::spawn(async move {
-            let cmd = release_command(kind, &keys, &token);
-            let mut conn = redis.conn();
-            let _: redis::RedisResult<i64> = scripts::run(&mut conn, &scripts::LOCK_RELEASE, &cmd).await;
-        });
+    /// [`Self::give_back`] of a lease of `ttl` on any connection: a grant that reached its
+    /// caller, or a Hold's, ran on Redis already.
+    async fn release_quietly(&self, kind: Kind, keys: &LockKeys, token: &str, ttl: Duration) {
+        self.give_back(self.redis.conn(), kind, keys, token, Instant::now() + ttl).await;
     }
 
     /// Moves a live lease's end to `ttl` from now; `None` if the lease was not live.
@@ -602,7 +654,7 @@ impl Locks {
         // The lease surely lasts until this instant on our clock: the request was sent no later.
         let mut valid_until = sent + grant.lease.ttl;
         if tx.send(Ok(HoldEvent::Acquired(grant))).await.is_err() {
-            self.release_quietly(lease.kind, &lease.keys, &token).await;
+            self.release_quietly(lease.kind, &lease.keys, &token, lease.ttl).await;
             return;
         }
         let renew_every = lease.ttl / 3;
@@ -615,11 +667,11 @@ impl Locks {
         loop {
             tokio::select! {
                 () = tx.closed() => {
-                    self.release_quietly(lease.kind, &lease.keys, &token).await;
+                    self.release_quietly(lease.kind, &lease.keys, &token, lease.ttl).await;
                     return;
                 }
                 () = self.drain.draining() => {
-                    self.release_quietly(lease.kind, &lease.keys, &token).await;
+                    self.release_quietly(lease.kind, &lease.keys, &token, lease.ttl).await;
                     let _ = tx.send(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into()))).await;
                     return;
                 }
@@ -638,7 +690,7 @@ impl Locks {
                     valid_until = sent + renewed.ttl;
                     next_renewal = Instant::now() + renew_every;
                     if tx.send(Ok(HoldEvent::Renewed(renewed))).await.is_err() {
-                        self.release_quietly(lease.kind, &lease.keys, &token).await;
+                        self.release_quietly(lease.kind, &lease.keys, &token, lease.ttl).await;
                         return;
                     }
                     continue;
@@ -649,13 +701,13 @@ impl Locks {
                     next_renewal = Instant::now() + retry_every;
                     continue;
                 }
-                Err(_) => LostReason::Unreachable,
+                Err(e) => LostReason::after_failed_renewal(&e),
             };
             metrics::counter!("rookery_lock_lost_total", "kind" => lease.kind.label(), "reason" => lost.label())
                 .increment(1);
-            if lost == LostReason::Unreachable {
+            if lost != LostReason::Revoked {
                 // If Redis comes back before the lease ends there, free it for the next holder.
-                self.release_in_background(lease.kind, lease.keys.clone(), token);
+                tokio::spawn(self.give_back(self.redis.conn(), lease.kind, &lease.keys, &token, valid_until));
             }
             let _ = tx.send(Ok(HoldEvent::Lost(lost))).await;
             return;
@@ -854,6 +906,17 @@ mod tests {
         assert_eq!(parse_term("1:2:").unwrap().2, "");
         assert!(parse_term("x:2:o").is_none());
         assert!(parse_term("1").is_none());
+    }
+
+    #[test]
+    fn a_lease_lost_to_refused_renewals_says_whether_redis_was_out_of_memory() {
+        let answer = |reply: &[u8]| redis::parse_redis_value(reply).unwrap().extract_error().unwrap_err();
+        let oom = answer(b"-OOM command not allowed when used memory > 'maxmemory'.\r\n");
+        assert_eq!(LostReason::after_failed_renewal(&Error::Redis(oom)), LostReason::OutOfMemory);
+        let busy = answer(b"-BUSY Redis is busy running a script.\r\n");
+        assert_eq!(LostReason::after_failed_renewal(&Error::Redis(busy)), LostReason::Unreachable);
+        let timeout = Error::Unavailable("renewal timed out".into());
+        assert_eq!(LostReason::after_failed_renewal(&timeout), LostReason::Unreachable);
     }
 
     #[test]
