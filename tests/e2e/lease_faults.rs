@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
 use crate::fault_proxy::{Fault, FaultProxy};
-use crate::harness::{RedisProcess, TestServer, eventually, namespace, test_config};
+use crate::harness::{Paused, RedisProcess, TestServer, eventually, namespace, test_config};
 
 /// Lease TTL of the attempts: far longer than the test, so a ghost grant cannot hide by expiring.
 const LONG_TTL: Duration = Duration::from_secs(60);
@@ -72,16 +72,53 @@ async fn held_names(redis: &RedisProcess, ns: &str) -> Vec<String> {
     redis.keys_of(ns).await.into_iter().filter(|key| key.ends_with('}')).collect()
 }
 
-/// How Redis becomes unreachable while lease attempts run.
+/// How Redis becomes unreachable.
 #[derive(Clone, Copy)]
 enum Outage<'a> {
     /// redis-server is frozen (SIGSTOP).
     Hang(&'a RedisProcess),
     /// The network holds every byte both ways.
     Blackhole(&'a FaultProxy),
+    /// Connections are reset and new ones refused.
+    Cut(&'a FaultProxy),
     /// Commands reach Redis and run, but their replies are held until the connection is cut, and
     /// it stays cut for a while: every grant is made and none is heard of.
     RepliesLostThenCut(&'a FaultProxy),
+}
+
+impl std::fmt::Debug for Outage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Hang(_) => "Redis hung",
+            Self::Blackhole(_) => "network blackholed",
+            Self::Cut(_) => "connection cut",
+            Self::RepliesLostThenCut(_) => "replies lost, then connection cut",
+        })
+    }
+}
+
+impl Outage<'_> {
+    /// Starts the outage; the returned guard (if any) must live until [`Self::end`].
+    async fn begin(self) -> Option<Paused> {
+        match self {
+            Self::Hang(redis) => return Some(redis.pause().await),
+            Self::Blackhole(proxy) => proxy.set(Fault::Blackhole),
+            Self::Cut(proxy) => proxy.set(Fault::Cut),
+            Self::RepliesLostThenCut(proxy) => proxy.set(Fault::HoldReplies),
+        }
+        None
+    }
+
+    /// Ends the outage.
+    fn end(self, paused: Option<Paused>) {
+        drop(paused);
+        match self {
+            Self::Hang(_) => {}
+            Self::Blackhole(proxy) | Self::Cut(proxy) | Self::RepliesLostThenCut(proxy) => {
+                proxy.set(Fault::None);
+            }
+        }
+    }
 }
 
 /// Runs [`ATTEMPTS`] of each call kind at once during `outage`, keeps the outage on until every
@@ -100,17 +137,7 @@ async fn no_grant_survives(
     let warm_up = lock.acquire("warm-up", &LockOptions::new(LONG_TTL)).await.unwrap().unwrap();
     assert!(lock.release("warm-up", warm_up.token).await.unwrap());
     let started = Instant::now();
-    let paused = match outage {
-        Outage::Hang(redis) => Some(redis.pause().await),
-        Outage::Blackhole(proxy) => {
-            proxy.set(Fault::Blackhole);
-            None
-        }
-        Outage::RepliesLostThenCut(proxy) => {
-            proxy.set(Fault::HoldReplies);
-            None
-        }
-    };
+    let paused = outage.begin().await;
     let attempts = [Call::Acquire, Call::Hold, Call::Campaign].into_iter().flat_map(|call| {
         (0..ATTEMPTS).map(move |i| {
             let lock = lock.clone();
@@ -135,10 +162,7 @@ async fn no_grant_survives(
     // The server's own script calls end at its command timeout, and so do their first attempts to
     // give a grant back: the outage outlasts both.
     tokio::time::sleep_until(started + deadline.max(command_timeout) * 2 + Duration::from_millis(500)).await;
-    match outage {
-        Outage::Hang(_) => drop(paused),
-        Outage::Blackhole(proxy) | Outage::RepliesLostThenCut(proxy) => proxy.set(Fault::None),
-    }
+    outage.end(paused);
     eventually(Duration::from_secs(20), || async { held_names(redis, ns).await.is_empty() }).await;
     let left = held_names(redis, ns).await;
     assert!(
@@ -229,16 +253,17 @@ async fn until_lost(
 }
 
 /// Asserts that `lost` came before the lease's last confirmed end (Redis's clock and the test's
-/// are the same machine's), and not absurdly early.
-fn assert_lost_in_time(last_end: SystemTime, lost_at: SystemTime, ttl: Duration) {
+/// are the same machine's), and not absurdly early; how long before.
+fn assert_lost_in_time(last_end: SystemTime, lost_at: SystemTime, ttl: Duration) -> Duration {
     let ahead = last_end.duration_since(lost_at).unwrap_or_else(|late| {
         panic!("lost arrived {:?} after the lease's last confirmed end", late.duration())
     });
     assert!(ahead < ttl, "lost {ahead:?} early: before the lease's last renewal was even due to fail");
+    ahead
 }
 
 #[tokio::test]
-async fn a_holder_hears_lost_before_its_lease_can_end_when_the_network_fails() {
+async fn a_holder_hears_lost_before_its_lease_can_end_and_before_anyone_else_gets_it() {
     let redis = RedisProcess::start(&[]);
     let proxy = FaultProxy::start(redis.url().trim_start_matches("redis://").to_owned()).await;
     // The harness's command timeout is 1 s: a renewal that waited for it would overrun this lease.
@@ -247,28 +272,44 @@ async fn a_holder_hears_lost_before_its_lease_can_end_when_the_network_fails() {
         TestServer::start(test_config(&redis.url()))
     );
     let ttl = Duration::from_secs(3);
-    for fault in [Fault::Blackhole, Fault::Cut] {
-        let ns = namespace("lost-network");
+    for outage in [Outage::Hang(&redis), Outage::Blackhole(&proxy), Outage::Cut(&proxy)] {
+        let ns = namespace("lost");
         let lock = server.client(&ns).await.lock();
         let other_replica = direct.client(&ns).await.lock();
         let (mut events, last_end) = hold_renewed(&lock, ttl).await;
-        proxy.set(fault);
-        // A second holder waits through a replica whose way to Redis works.
+        let paused = outage.begin().await;
+        // A second holder tries through a replica whose own way to Redis works (or recovers).
         let next_holder = tokio::spawn(async move {
             let options = LockOptions::new(ttl).wait(Duration::from_secs(30));
-            other_replica.acquire("l", &options).await.unwrap().expect("granted once the lease ended")
+            loop {
+                match other_replica.acquire("l", &options).await {
+                    Ok(Some(lease)) => break lease,
+                    Ok(None) => {}
+                    Err(status) if status.code() == tonic::Code::Unavailable => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(status) => panic!("{status:?}"),
+                }
+            }
         });
         let (last_end, lost_at, reason) = until_lost(&mut events, last_end).await;
-        proxy.set(Fault::None);
-        assert_eq!(reason, pb::LockLostReason::Unreachable, "{fault:?}");
-        assert_lost_in_time(last_end, lost_at, ttl);
+        // The outage outlasts the lease, so that the lock passes on by expiry, not by the first
+        // holder's server giving it back once Redis answers.
+        tokio::time::sleep(last_end.duration_since(SystemTime::now()).unwrap_or_default() * 2).await;
+        outage.end(paused);
+        assert_eq!(reason, pb::LockLostReason::Unreachable, "{outage:?}");
+        let ahead = assert_lost_in_time(last_end, lost_at, ttl);
         // Redis granted the lock again only after the first holder knew it had lost it.
         let next = next_holder.await.unwrap();
         let granted_at = next.expires_at - next.ttl;
         assert!(
             lost_at < granted_at,
-            "{fault:?}: a second holder was granted the lock {:?} before the first heard lost",
+            "{outage:?}: a second holder was granted the lock {:?} before the first heard lost",
             lost_at.duration_since(granted_at).unwrap()
+        );
+        eprintln!(
+            "{outage:?}: lost {ahead:?} before the lease's last confirmed end, {:?} before the next grant",
+            granted_at.duration_since(lost_at).unwrap()
         );
     }
 }
