@@ -1,6 +1,6 @@
 # The commands a new user needs. `make run` starts Rookery on a throwaway local Redis;
 # `make test` runs every check CI runs.
-.PHONY: run test bench fuzz fmt lint unit
+.PHONY: run test bench fuzz chaos fmt lint unit
 
 run:
 	scripts/run.sh
@@ -22,6 +22,15 @@ fuzz:
 	for seed in 1 2 3 4 5; do \
 		ROOKERY_FUZZ_SEED=$$seed ROOKERY_FUZZ_CASES=$${ROOKERY_FUZZ_CASES:-200} \
 			cargo test --workspace --all-features --test e2e -- fuzz:: || exit 1; \
+	done
+
+# The fault suites as a longer soak: Redis hung, the network to it blackholed or cut, Redis at
+# maxmemory, Cluster and Sentinel failovers; ten times more callers per case, several rounds.
+chaos:
+	scripts/ensure-tools.sh
+	for round in 1 2 3; do \
+		ROOKERY_FAULT_ATTEMPTS=$${ROOKERY_FAULT_ATTEMPTS:-500} \
+			cargo test --workspace --all-features --test e2e -- lease_faults:: memory::at_maxmemory cluster:: sentinel:: || exit 1; \
 	done
 
 fmt:
