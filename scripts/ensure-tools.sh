@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make run`, `make test` and `make bench` need and a fresh Debian/Ubuntu machine
-# with Rust lacks: redis-server and redis-benchmark (Debian's redis-server / redis-tools), and
+# with Rust lacks: redis-server and redis-benchmark (Debian's redis-server / redis-tools),
+# redis-sentinel (the Sentinel failover test runs three), and
 # the rustfmt and clippy components, openssl (the Redis TLS test and scripts/dev-credentials.sh
 # make throwaway certificates with it), Python's venv (the deployment checks and the Python
 # example run in virtualenvs), and Node.js with npm (the Node example). Does nothing when
@@ -10,6 +11,7 @@ set -euo pipefail
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || need_apt+=(redis-tools)
+command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
@@ -26,7 +28,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  # Debian starts a system-wide Redis on install; Rookery never uses it unless told to.
+  # Debian starts a system-wide Redis (and Sentinel) on install; Rookery never uses them unless
+  # told to.
 fi
 
 if [ "${1:-}" = "--rust-components" ]; then

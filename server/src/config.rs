@@ -115,6 +115,35 @@ pub struct RedisConfig {
     pub startup_timeout: Duration,
     /// Start even if the coordination Redis may evict keys (locks and sessions could vanish).
     pub allow_eviction: bool,
+    /// Find the coordination Redis through Redis Sentinel: it is then whichever master the
+    /// sentinels name, followed across failovers, and `url` is not used.
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// A coordination Redis run by Redis Sentinel (`[redis.sentinel]`): the server asks the
+/// sentinels for the master, and follows it when they fail it over (see `redis::sentinel`).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the master under (`sentinel monitor <name> ...`).
+    pub master_name: String,
+    /// The sentinels, each `host:port` (Sentinel's default port is 26379). List all of them:
+    /// any that answers will do, and the most recent configuration among the answers wins.
+    pub addresses: Vec<String>,
+    /// The user to authenticate as on the sentinels (ACL users, Redis 6.2 and later); unset,
+    /// the default user.
+    pub username: Option<String>,
+    /// The sentinels' password (`requirepass` in sentinel.conf); unset, none.
+    pub password: Option<String>,
+    /// The user to authenticate as on the master (and on whichever replica replaces it).
+    pub master_username: Option<String>,
+    /// The master's password (what the sentinels know as `sentinel auth-pass`); unset, none.
+    pub master_password: Option<String>,
+    /// The database number on the master.
+    pub db: i64,
+    /// TLS to the sentinels and to the master, trusting `redis.tls_ca_file` (or the system's
+    /// roots when it is unset).
+    pub tls: bool,
 }
 
 /// Bounds on what one request may carry.
@@ -453,7 +482,59 @@ impl Default for RedisConfig {
             command_timeout: Duration::from_secs(2),
             startup_timeout: Duration::from_secs(30),
             allow_eviction: false,
+            sentinel: None,
         }
+    }
+}
+
+/// Passwords are never printed.
+impl std::fmt::Debug for SentinelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |password: &Option<String>| password.as_ref().map(|_| "***");
+        f.debug_struct("SentinelConfig")
+            .field("master_name", &self.master_name)
+            .field("addresses", &self.addresses)
+            .field("username", &self.username)
+            .field("password", &secret(&self.password))
+            .field("master_username", &self.master_username)
+            .field("master_password", &secret(&self.master_password))
+            .field("db", &self.db)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl SentinelConfig {
+    /// Checks the section; the error names the field at fault.
+    fn validate(&self, cluster: bool) -> Result<(), (&'static str, String)> {
+        if cluster {
+            return Err((
+                "redis.sentinel",
+                "a Redis Cluster fails over by itself; drop redis.cluster or redis.sentinel".into(),
+            ));
+        }
+        if self.master_name.is_empty() || self.master_name.contains(char::is_whitespace) {
+            return Err((
+                "redis.sentinel.master_name",
+                "give the name the sentinels monitor the master under (one word, as in `sentinel monitor <name> ...`)"
+                    .into(),
+            ));
+        }
+        if self.addresses.is_empty() {
+            return Err(("redis.sentinel.addresses", "list the sentinels, each `host:port`".into()));
+        }
+        for address in &self.addresses {
+            if crate::redis::sentinel::parse_address(address).is_none() {
+                return Err((
+                    "redis.sentinel.addresses",
+                    format!("{address:?} is not `host:port` (e.g. \"sentinel-0.sentinel:26379\")"),
+                ));
+            }
+        }
+        if self.db < 0 {
+            return Err(("redis.sentinel.db", "must be 0 or more".into()));
+        }
+        Ok(())
     }
 }
 
@@ -560,6 +641,18 @@ pub struct Cli {
     /// Start even if the coordination Redis may evict keys. Unsafe: locks and sessions can vanish.
     #[arg(long, env = "ROOKERY_ALLOW_EVICTION")]
     pub allow_eviction: Option<bool>,
+    /// Find the coordination Redis through Redis Sentinel: the name its master is monitored under.
+    #[arg(long, env = "ROOKERY_REDIS_SENTINEL_MASTER_NAME")]
+    pub redis_sentinel_master_name: Option<String>,
+    /// The sentinels, comma-separated `host:port`.
+    #[arg(long, env = "ROOKERY_REDIS_SENTINEL_ADDRESSES", value_delimiter = ',')]
+    pub redis_sentinel_addresses: Option<Vec<String>>,
+    /// The sentinels' password.
+    #[arg(long, env = "ROOKERY_REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub redis_sentinel_password: Option<String>,
+    /// The password of the master the sentinels name.
+    #[arg(long, env = "ROOKERY_REDIS_SENTINEL_MASTER_PASSWORD", hide_env_values = true)]
+    pub redis_sentinel_master_password: Option<String>,
     /// Longest key, in bytes.
     #[arg(long, env = "ROOKERY_MAX_KEY_BYTES")]
     pub max_key_bytes: Option<usize>,
@@ -649,6 +742,10 @@ impl Config {
             redis_command_timeout,
             redis_startup_timeout,
             allow_eviction,
+            redis_sentinel_master_name,
+            redis_sentinel_addresses,
+            redis_sentinel_password,
+            redis_sentinel_master_password,
             max_key_bytes,
             max_value_bytes,
             max_message_bytes,
@@ -679,6 +776,23 @@ impl Config {
         set(&mut self.redis.command_timeout, redis_command_timeout);
         set(&mut self.redis.startup_timeout, redis_startup_timeout);
         set(&mut self.redis.allow_eviction, allow_eviction);
+        // Any Sentinel setting given this way turns Sentinel on (validation then asks for what
+        // is missing); passwords come this way so that they can live in a Secret.
+        if redis_sentinel_master_name.is_some()
+            || redis_sentinel_addresses.is_some()
+            || redis_sentinel_password.is_some()
+            || redis_sentinel_master_password.is_some()
+        {
+            let sentinel = self.redis.sentinel.get_or_insert_with(SentinelConfig::default);
+            set(&mut sentinel.master_name, redis_sentinel_master_name);
+            set(&mut sentinel.addresses, redis_sentinel_addresses);
+            if redis_sentinel_password.is_some() {
+                sentinel.password = redis_sentinel_password;
+            }
+            if redis_sentinel_master_password.is_some() {
+                sentinel.master_password = redis_sentinel_master_password;
+            }
+        }
         set(&mut self.limits.max_key_bytes, max_key_bytes);
         set(&mut self.limits.max_value_bytes, max_value_bytes);
         set(&mut self.limits.max_message_bytes, max_message_bytes);
@@ -753,6 +867,9 @@ impl Config {
             && let Err(e) = std::fs::read(path)
         {
             return Err(invalid("redis.tls_ca_file", format!("cannot read {}: {e}", path.display())));
+        }
+        if let Some(sentinel) = &self.redis.sentinel {
+            sentinel.validate(self.redis.cluster).map_err(|(field, message)| invalid(field, message))?;
         }
         if self.redis.blocking_connections == 0 || self.redis.blocking_connections > 10_000 {
             return Err(invalid("redis.blocking_connections", "must be between 1 and 10000"));
@@ -943,6 +1060,59 @@ mod tests {
         }
         let err = parse("[cache]\nlease_ttl = \"ten seconds\"").unwrap_err().to_string();
         assert!(err.contains("lease_ttl"), "{err}");
+    }
+
+    #[test]
+    fn sentinel_section_parses_and_is_checked() {
+        let config = parse(
+            r#"
+            [redis.sentinel]
+            master_name = "coordination"
+            addresses = ["10.0.0.1:26379", "sentinel-1.sentinel:26379", "[::1]:26380"]
+            master_password = "s3cret"
+            "#,
+        )
+        .unwrap();
+        let sentinel = config.redis.sentinel.as_ref().unwrap();
+        assert_eq!(sentinel.master_name, "coordination");
+        assert_eq!(sentinel.addresses.len(), 3);
+        assert!(!format!("{config:?}").contains("s3cret"), "passwords are not printed");
+        let cases = [
+            ("[redis.sentinel]\naddresses = [\"a:1\"]", "redis.sentinel.master_name"),
+            ("[redis.sentinel]\nmaster_name = \"m\"", "redis.sentinel.addresses"),
+            ("[redis.sentinel]\nmaster_name = \"m\"\naddresses = [\"a\"]", "redis.sentinel.addresses"),
+            ("[redis.sentinel]\nmaster_name = \"m\"\naddresses = [\"a:x\"]", "redis.sentinel.addresses"),
+            ("[redis.sentinel]\nmaster_name = \"m\"\naddresses = [\"a:1\"]\ndb = -1", "redis.sentinel.db"),
+            (
+                "[redis]\ncluster = true\n[redis.sentinel]\nmaster_name = \"m\"\naddresses = [\"a:1\"]",
+                "redis.sentinel",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text:?} gave {err:?}, expected it to name {field}");
+        }
+    }
+
+    #[test]
+    fn sentinel_flags_turn_sentinel_on_and_keep_file_values() {
+        let cli = Cli::try_parse_from([
+            "rookery-server",
+            "--redis-sentinel-master-name",
+            "m",
+            "--redis-sentinel-addresses",
+            "s0:26379,s1:26379",
+            "--redis-sentinel-master-password",
+            "pw",
+        ])
+        .unwrap();
+        let mut config = Config::default();
+        config.apply(cli);
+        config.validate().unwrap();
+        let sentinel = config.redis.sentinel.unwrap();
+        assert_eq!(sentinel.addresses, ["s0:26379", "s1:26379"]);
+        assert_eq!(sentinel.master_password.as_deref(), Some("pw"));
+        assert_eq!(sentinel.password, None);
     }
 
     #[test]

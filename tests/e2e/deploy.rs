@@ -706,3 +706,31 @@ fn the_client_pod_in_the_readme_can_call_the_production_overlay() {
         assert!(cli.contains(&format!("env = \"{variable}\"")), "the rookery CLI reads no {variable}");
     }
 }
+
+#[test]
+fn the_production_overlays_sentinel_example_is_a_config_the_server_starts_with() {
+    // The production config shows [redis.sentinel] commented out, and its patch the Secret
+    // with the passwords: uncommented, they must give a config the server starts with.
+    let scratch = Scratch::new();
+    let production = overlay("production");
+    let text = &production.config_maps["rookery-config"]["rookery.toml"];
+    let start = text.find("# [redis.sentinel]").expect("production's rookery.toml shows [redis.sentinel]");
+    let end = start + text[start..].find("\n\n").expect("the example ends with a blank line");
+    let example: String = text[start..end]
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("# ").unwrap_or(line)))
+        .collect();
+    let text = format!("{}{example}{}", &text[..start], &text[end..]);
+    let patch = read(&repo("deploy/k8s/overlays/production/rookery-patch.yaml"));
+    assert!(patch.contains("# - name: ROOKERY_REDIS_SENTINEL_MASTER_PASSWORD"));
+    let ca = scratch.file("ca.crt", "stand-in");
+    let variables = [
+        ("ROOKERY_REDIS_SENTINEL_MASTER_PASSWORD".to_owned(), "stand-in".to_owned()),
+        ("ROOKERY_REDIS_SENTINEL_PASSWORD".to_owned(), "stand-in".to_owned()),
+        ("ROOKERY_REDIS_TLS_CA_FILE".to_owned(), ca.to_string_lossy().into_owned()),
+    ];
+    let config = load(&scratch, &text, &variables).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let sentinel = config.redis.sentinel.expect("the example configures Sentinel");
+    assert_eq!(sentinel.addresses.len(), 3);
+    assert!(sentinel.tls && sentinel.master_password.is_some() && sentinel.password.is_some());
+}

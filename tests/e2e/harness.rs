@@ -517,3 +517,287 @@ impl RedisCluster {
         }
     }
 }
+
+/// A Redis run by Redis Sentinel: a master, one replica and three `redis-sentinel` processes
+/// on free local ports, with timeouts short enough that a failover takes a few seconds (a
+/// master is subjectively down after 1 s without an answer; quorum 2). The sentinels are
+/// told of each other and of the replica in their config files, so they need no discovery
+/// round before they can fail over.
+pub struct RedisSentinel {
+    /// The name the sentinels monitor the master under; unique to this instance, so that the
+    /// server's metrics labelled with it are this test's own.
+    pub name: String,
+    /// The Redis processes, started as master (0) and replica (1); which is master now is the
+    /// sentinels' business ([`Self::master_port`]).
+    nodes: Vec<RedisProcess>,
+    sentinels: Vec<SentinelProcess>,
+    dir: PathBuf,
+}
+
+/// One `redis-sentinel` process under a watchdog shell (as for redis-server), and its log.
+struct SentinelProcess {
+    child: Child,
+    port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for SentinelProcess {
+    fn drop(&mut self) {
+        // The watchdog's trap kills the sentinel when the shell is told to stop.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl SentinelProcess {
+    /// Starts `redis-sentinel <config>` on `port` and waits for it to monitor its master;
+    /// None if it exited first (most likely: its port was taken).
+    fn spawn(config: &std::path::Path, port: u16) -> Option<Self> {
+        let script = format!(
+            "redis-sentinel \"$@\" & r=$!; trap 'kill -9 $r 2>/dev/null; wait $r 2>/dev/null' EXIT TERM; \
+             while kill -0 {} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done",
+            std::process::id()
+        );
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sentinel-watchdog")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-sentinel");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut ready_tx = Some(ready_tx);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // Logged once the sentinel listens and watches its master.
+                if line.contains("+monitor master")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(()) => Some(Self { child, port, log }),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = child.wait();
+                None
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("redis-sentinel did not start on port {port}")
+            }
+        }
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl RedisSentinel {
+    /// Starts the master, its replica (waiting until it is in sync) and three sentinels, and
+    /// waits until every sentinel sees the master up, the replica in sync and the other two
+    /// sentinels.
+    pub async fn start() -> Self {
+        if Command::new("redis-sentinel").arg("--version").output().is_err() {
+            panic!(
+                "redis-sentinel is not installed; the Sentinel tests need it. Install it with \
+                 `sudo apt-get install redis-sentinel` (or run `make test`, which does)"
+            );
+        }
+        let master = RedisProcess::start(&[]);
+        let master_port = master.port.to_string();
+        let replica = RedisProcess::start(&["--replicaof", "127.0.0.1", &master_port]);
+        let conn = replica.conn().await;
+        let synced = eventually(Duration::from_secs(20), || {
+            let mut conn = conn.clone();
+            async move {
+                let info: String =
+                    redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap();
+                info.contains("master_link_status:up")
+            }
+        })
+        .await;
+        assert!(synced, "the replica did not sync with its master");
+        let name = format!("rookery-{}-{}", std::process::id(), unique());
+        let dir =
+            std::env::temp_dir().join(format!("rookery-test-sentinel-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sentinels = (0..5)
+            .find_map(|_| Self::spawn_sentinels(&name, &dir, master.port, replica.port))
+            .expect("could not start three sentinels on free ports");
+        let sentinel = Self { name, nodes: vec![master, replica], sentinels, dir };
+        for process in &sentinel.sentinels {
+            let conn = process.conn().await;
+            let name = sentinel.name.clone();
+            let ready = eventually(Duration::from_secs(20), || {
+                let (mut conn, name) = (conn.clone(), name.clone());
+                async move {
+                    let master: std::collections::HashMap<String, String> =
+                        redis::cmd("SENTINEL").arg("MASTER").arg(&name).query_async(&mut conn).await.unwrap();
+                    let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
+                        .arg("REPLICAS")
+                        .arg(&name)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    let field = |map: &std::collections::HashMap<String, String>, key: &str| {
+                        map.get(key).cloned().unwrap_or_default()
+                    };
+                    field(&master, "flags") == "master"
+                        && field(&master, "num-other-sentinels") == "2"
+                        && replicas.len() == 1
+                        && field(&replicas[0], "flags") == "slave"
+                        && field(&replicas[0], "master-link-status") == "ok"
+                }
+            })
+            .await;
+            assert!(
+                ready,
+                "sentinel {} never saw the whole set-up:\n{}",
+                process.port,
+                sentinel.sentinel_log()
+            );
+        }
+        sentinel
+    }
+
+    /// Writes three sentinels' config files (fixed IDs, each told of the other two and of the
+    /// replica) and starts them; None if one could not take its port.
+    fn spawn_sentinels(
+        name: &str,
+        dir: &std::path::Path,
+        master: u16,
+        replica: u16,
+    ) -> Option<Vec<SentinelProcess>> {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ids: Vec<String> = (0..3)
+            .map(|i| {
+                format!("{:040x}", (u128::from(std::process::id()) << 64) | u128::from(unique() * 4 + i))
+            })
+            .collect();
+        let mut processes = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let mut config = format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel myid {id}\n\
+                 sentinel monitor {name} 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 2000\n\
+                 sentinel parallel-syncs {name} 1\n\
+                 sentinel known-replica {name} 127.0.0.1 {replica}\n",
+                dir = dir.display(),
+                id = ids[i],
+            );
+            for (j, other) in ports.iter().enumerate().filter(|(j, _)| *j != i) {
+                config.push_str(&format!("sentinel known-sentinel {name} 127.0.0.1 {other} {}\n", ids[j]));
+            }
+            let path = dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(&path, config).unwrap();
+            processes.push(SentinelProcess::spawn(&path, *port)?);
+        }
+        Some(processes)
+    }
+
+    /// The sentinels' addresses, `127.0.0.1:<port>`.
+    pub fn addresses(&self) -> Vec<String> {
+        self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect()
+    }
+
+    /// Points `config`'s coordination Redis at this master, through the sentinels.
+    pub fn configure(&self, config: &mut Config) {
+        config.redis.sentinel = Some(rookery_server::config::SentinelConfig {
+            master_name: self.name.clone(),
+            addresses: self.addresses(),
+            ..Default::default()
+        });
+    }
+
+    /// The master's port as the first sentinel that answers names it.
+    pub async fn master_port(&self) -> u16 {
+        for process in &self.sentinels {
+            if let Some(port) = Self::named_by(&mut process.conn().await, &self.name).await {
+                return port;
+            }
+        }
+        panic!("no sentinel names a master")
+    }
+
+    async fn named_by(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> Option<u16> {
+        let address: Option<(String, u16)> =
+            redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(name).query_async(conn).await.ok()?;
+        address.map(|(_, port)| port)
+    }
+
+    /// Polls every sentinel every 10 ms until one names a master other than the one on port
+    /// `old`, for at most `timeout`; returns the new master's port. This is the sentinels' own
+    /// record of the failover: the moment a client asking them could first learn of it.
+    pub async fn wait_for_failover(&self, old: u16, timeout: Duration) -> Option<u16> {
+        let mut conns = Vec::new();
+        for process in &self.sentinels {
+            conns.push(process.conn().await);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            for conn in &mut conns {
+                if let Some(port) = Self::named_by(conn, &self.name).await
+                    && port != old
+                {
+                    return Some(port);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    /// The Redis process on `port`.
+    pub fn node_on(&self, port: u16) -> &RedisProcess {
+        self.nodes.iter().find(|n| n.port == port).expect("no node on that port")
+    }
+
+    /// The Redis process on `port`, to kill or restart.
+    pub fn node_on_mut(&mut self, port: u16) -> &mut RedisProcess {
+        self.nodes.iter_mut().find(|n| n.port == port).expect("no node on that port")
+    }
+
+    /// Kills the node on `port` and starts it again, empty, as a master the sentinels cannot
+    /// demote (REPLICAOF is renamed away): an old master back from a crash stays that way for
+    /// about 8 s until they do, and this keeps it so for as long as a test looks.
+    pub fn restart_as_stale_master(&mut self, port: u16) {
+        let node = self.node_on_mut(port);
+        node.kill();
+        node.extra = ["--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", ""]
+            .map(String::from)
+            .to_vec();
+        node.spawn_on_free_port(true);
+    }
+
+    /// What the sentinels logged (their view of a failover, step by step), for failure messages.
+    pub fn sentinel_log(&self) -> String {
+        self.sentinels
+            .iter()
+            .map(|s| format!("--- sentinel {}\n{}", s.port, s.log.lock().unwrap().join("\n")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        // Sentinels first: they must not see the Redis processes die and act on it.
+        self.sentinels.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

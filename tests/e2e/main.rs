@@ -17,6 +17,7 @@ mod memory;
 mod rate_limiter;
 mod redis_acl;
 mod redis_work;
+mod sentinel;
 mod server;
 mod session;
 mod status_table;

@@ -5,13 +5,19 @@
 //! have no response timeout (redis-rs's default of 500 ms would cut every BLOCK short); the
 //! BLOCK argument bounds each command instead. The pool's size bounds how many blocking readers
 //! a replica serves at once; a reader that finds it exhausted fails with UNAVAILABLE.
+//!
+//! With Redis Sentinel, connections go to the master in use, and one made to a master the
+//! server has since left is retired rather than handed out again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+use super::sentinel::Link;
 
 /// Makes dedicated connections to one Redis or to a Cluster.
 #[derive(Debug, Clone)]
@@ -25,6 +31,13 @@ pub enum BlockingManager {
     },
     /// A Redis Cluster (each connection routes by slot).
     Cluster(ClusterClient),
+    /// The master a Sentinel link follows.
+    Sentinel {
+        /// The link.
+        link: Arc<Link>,
+        /// Bound on establishing a connection.
+        connect_timeout: Duration,
+    },
 }
 
 enum Inner {
@@ -38,9 +51,16 @@ enum Inner {
 pub struct BlockingConn {
     inner: Inner,
     in_flight: bool,
+    /// With Sentinel: the link, and the generation of the master this connection went to.
+    master: Option<(Arc<Link>, u64)>,
 }
 
 impl BlockingConn {
+    /// Whether it goes to a master the Sentinel link has since left.
+    fn moved(&self) -> bool {
+        self.master.as_ref().is_some_and(|(link, generation)| link.generation() != *generation)
+    }
+
     /// Runs one command; if the returned future is dropped before it completes, the
     /// connection is retired instead of reused.
     pub async fn query<T: redis::FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
@@ -112,21 +132,44 @@ impl bb8::ManageConnection for BlockingManager {
                     .set_connection_timeout(Some(*connect_timeout))
                     .set_response_timeout(None);
                 let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
-                Ok(BlockingConn { inner: Inner::Single(conn), in_flight: false })
+                Ok(BlockingConn { inner: Inner::Single(conn), in_flight: false, master: None })
             }
             Self::Cluster(client) => Ok(BlockingConn {
                 inner: Inner::Cluster(client.get_async_connection().await?),
                 in_flight: false,
+                master: None,
             }),
+            Self::Sentinel { link, connect_timeout } => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(*connect_timeout))
+                    .set_response_timeout(None);
+                let master = link.current();
+                match master.client.get_multiplexed_async_connection_with_config(&config).await {
+                    Ok(conn) => Ok(BlockingConn {
+                        inner: Inner::Single(conn),
+                        in_flight: false,
+                        master: Some((link.clone(), master.generation)),
+                    }),
+                    Err(e) => {
+                        link.suspect();
+                        Err(e)
+                    }
+                }
+            }
         }
     }
 
     async fn is_valid(&self, conn: &mut BlockingConn) -> Result<(), RedisError> {
+        if conn.moved() {
+            return Err(
+                std::io::Error::new(std::io::ErrorKind::NotConnected, "the Redis master moved").into()
+            );
+        }
         redis::cmd("PING").query_async::<()>(conn).await
     }
 
     fn has_broken(&self, conn: &mut BlockingConn) -> bool {
-        conn.in_flight
+        conn.in_flight || conn.moved()
     }
 }
 

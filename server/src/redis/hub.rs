@@ -20,6 +20,12 @@
 //!
 //! Commands to the hub are processed in order, so when the hub acknowledges a subscription,
 //! every topic it asked for is confirmed by Redis: anything published afterwards is delivered.
+//!
+//! With Redis Sentinel ([`Target::Sentinel`]) the hub connects to the master in use and moves
+//! to the new one as soon as the link follows a failover, with the same gap notice.
+//!
+//! Longer than most files on purpose: the queue, the registry and the connection task share
+//! one invariant (every loss is reported exactly where it happened), best read in one place.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +35,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use redis::Client;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use super::sentinel::Link;
 use tokio::task::JoinHandle;
 
 /// Queued items above which a drained queue gives its memory back.
@@ -354,13 +362,56 @@ async fn subscribe_topics(
     }
 }
 
+/// Where the hub connects.
+pub enum Target {
+    /// Fixed nodes (a standalone Redis, or the nodes of a Cluster), tried in turn.
+    Seeds(Vec<Client>),
+    /// The master a Sentinel link follows.
+    Sentinel(Arc<Link>),
+}
+
+impl Target {
+    /// The client to connect with now (the `turn`th seed, or the master in use) and, with
+    /// Sentinel, a receiver that changes when the master does.
+    fn next(&self, turn: &mut usize) -> (Client, Option<watch::Receiver<u64>>) {
+        match self {
+            Self::Seeds(clients) => {
+                *turn += 1;
+                (clients[(*turn - 1) % clients.len()].clone(), None)
+            }
+            Self::Sentinel(link) => {
+                // Subscribed first: a switch right after `current` still shows.
+                let switches = link.switches();
+                (link.current().client.clone(), Some(switches))
+            }
+        }
+    }
+
+    /// Tells a Sentinel link that its master could not be reached, so it asks the sentinels.
+    fn failed(&self) {
+        if let Self::Sentinel(link) = self {
+            link.suspect();
+        }
+    }
+}
+
+/// Resolves when the master moves (never, for fixed nodes).
+async fn moved(switches: &mut Option<watch::Receiver<u64>>) {
+    if let Some(switches) = switches
+        && switches.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
 impl Hub {
-    /// Starts the hub on the first of `clients` that answers (rotating on failures).
-    pub fn start(clients: Vec<Client>) -> Self {
+    /// Starts the hub on `target` (on the first seed that answers, rotating on failures).
+    pub fn start(target: Target) -> Self {
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (commands, receiver) = mpsc::unbounded_channel();
         let (connected_tx, connected) = watch::channel(false);
-        let task = tokio::spawn(run(clients, registry.clone(), receiver, connected_tx));
+        let task = tokio::spawn(run(target, registry.clone(), receiver, connected_tx));
         Self { registry, commands, connected, task }
     }
 
@@ -473,14 +524,16 @@ fn split(topics: &[Topic]) -> (Vec<&str>, Vec<&str>) {
 }
 
 async fn run(
-    clients: Vec<Client>,
+    target: Target,
     registry: Arc<Mutex<Registry>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     connected: watch::Sender<bool>,
 ) {
     let mut backoff = MIN_BACKOFF;
     let mut first_connection = true;
-    for client in clients.iter().cycle() {
+    let mut turn = 0;
+    loop {
+        let (client, mut switches) = target.next(&mut turn);
         let session = async {
             let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub()).await.ok()?.ok()?;
             let (mut sink, stream) = pubsub.split();
@@ -507,7 +560,12 @@ async fn run(
             Some((sink, stream))
         };
         let Some((mut sink, mut stream)) = session.await else {
-            tokio::time::sleep(backoff).await;
+            target.failed();
+            // A new master is worth trying at once.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = moved(&mut switches) => {}
+            }
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         };
@@ -526,8 +584,15 @@ async fn run(
         first_connection = false;
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.tick().await;
+        let mut failed = true;
         loop {
             tokio::select! {
+                // The master moved: resubscribe on the new one now (the old one may be alive,
+                // demoted, and hear nothing more).
+                _ = moved(&mut switches) => {
+                    failed = false;
+                    break;
+                }
                 message = stream.next() => {
                     let Some(message) = message else { break };
                     let pattern: Option<String> =
@@ -593,8 +658,16 @@ async fn run(
             }
         }
         connected.send_replace(false);
-        tracing::warn!("Redis pub/sub connection lost; reconnecting");
-        tokio::time::sleep(backoff).await;
+        if failed {
+            tracing::warn!("Redis pub/sub connection lost; reconnecting");
+            target.failed();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = moved(&mut switches) => {}
+            }
+        } else {
+            tracing::warn!("the Redis master moved; resubscribing on the new one");
+        }
     }
 }
 

@@ -7,16 +7,19 @@
 //! fast with UNAVAILABLE instead of hanging. The number of connections is `redis.connections`
 //! (BENCHMARKS.md shows what it costs: one is as fast as four). With `redis.cluster`, one
 //! slot-routing cluster connection (itself one multiplexed connection per node) takes their
-//! place. Blocking commands (XREAD BLOCK, BLPOP) must never run here: they get dedicated
-//! connections of their own.
+//! place. With `redis.sentinel`, the coordination Redis is the master the sentinels name, and
+//! `sentinel.rs` follows it across failovers. Blocking commands (XREAD BLOCK, BLPOP) must never
+//! run here: they get dedicated connections of their own.
 
 pub mod blocking;
 pub mod hub;
 pub mod keys;
 pub mod scripts;
+pub mod sentinel;
 pub mod wakeups;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,7 +29,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Client, Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, SentinelConfig};
 
 /// Which configured Redis a pool talks to; a label on its metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +97,8 @@ pub enum RedisConn {
     Single(ConnectionManager),
     /// A multiplexed, slot-routing connection to a Redis Cluster.
     Cluster(ClusterConnection),
+    /// A multiplexed connection to the master the sentinels name.
+    Sentinel(sentinel::SentinelConn),
 }
 
 impl ConnectionLike for RedisConn {
@@ -101,6 +106,7 @@ impl ConnectionLike for RedisConn {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Sentinel(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -113,6 +119,7 @@ impl ConnectionLike for RedisConn {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -120,6 +127,7 @@ impl ConnectionLike for RedisConn {
         match self {
             Self::Single(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
+            Self::Sentinel(conn) => conn.get_db(),
         }
     }
 }
@@ -139,8 +147,18 @@ pub enum Node {
 }
 
 enum Backend {
-    Single { connections: Vec<ConnectionManager>, next: AtomicUsize },
-    Cluster { conn: ClusterConnection },
+    Single {
+        connections: Vec<ConnectionManager>,
+        next: AtomicUsize,
+    },
+    Cluster {
+        conn: ClusterConnection,
+    },
+    /// The master the sentinels name; the follower's tasks stop when this is dropped.
+    Sentinel {
+        link: Arc<sentinel::Link>,
+        _follower: sentinel::Follower,
+    },
 }
 
 /// The connections to one configured Redis (standalone or Cluster), plus the clients for the
@@ -162,6 +180,7 @@ impl std::fmt::Debug for RedisPool {
         let (mode, connections) = match &self.backend {
             Backend::Single { connections, .. } => ("standalone", connections.len()),
             Backend::Cluster { .. } => ("cluster", 1),
+            Backend::Sentinel { link, .. } => ("sentinel", link.connections()),
         };
         f.debug_struct("RedisPool")
             .field("role", &self.role)
@@ -207,6 +226,9 @@ impl RedisPool {
             }),
             None => None,
         };
+        if let Some(sentinel) = config.sentinel.as_ref().filter(|_| role == RedisRole::Coordination) {
+            return Self::connect_sentinel(sentinel, config, role, certificates).await;
+        }
         let seeds = seed_urls(url)
             .into_iter()
             .map(|seed| match &certificates {
@@ -285,14 +307,47 @@ impl RedisPool {
             .min_idle(Some(0))
             .connection_timeout(config.connect_timeout)
             .build_unchecked(manager);
-        let hub = hub::Hub::start(seeds.clone());
+        let hub = hub::Hub::start(hub::Target::Seeds(seeds.clone()));
         let pool = Self { backend, seeds, role, blocking, hub };
         let count = match &pool.backend {
             Backend::Single { connections, .. } => connections.len(),
             Backend::Cluster { .. } => 1,
+            Backend::Sentinel { link, .. } => link.connections(),
         };
         metrics::gauge!("rookery_redis_connections", "redis" => role.label()).set(count as f64);
         Ok(pool)
+    }
+
+    /// Connects to the master that the sentinels of `sentinel` name, and follows it: the
+    /// shared connections, the blocking pool and the pub/sub hub all go wherever it moves.
+    async fn connect_sentinel(
+        sentinel: &SentinelConfig,
+        config: &RedisConfig,
+        role: RedisRole,
+        certificates: Option<redis::TlsCertificates>,
+    ) -> Result<Self, StartupError> {
+        let (link, follower) =
+            sentinel::Link::start(config, sentinel, role, certificates).await.map_err(|source| {
+                StartupError::Unreachable {
+                    role: role.label(),
+                    url: sentinel::describe(sentinel),
+                    timeout: config.startup_timeout,
+                    source,
+                }
+            })?;
+        let manager = blocking::BlockingManager::Sentinel {
+            link: link.clone(),
+            connect_timeout: config.connect_timeout,
+        };
+        let blocking = bb8::Pool::builder()
+            .max_size(config.blocking_connections)
+            .min_idle(Some(0))
+            .connection_timeout(config.connect_timeout)
+            .build_unchecked(manager);
+        let hub = hub::Hub::start(hub::Target::Sentinel(link.clone()));
+        metrics::gauge!("rookery_redis_connections", "redis" => role.label()).set(link.connections() as f64);
+        let backend = Backend::Sentinel { link, _follower: follower };
+        Ok(Self { backend, seeds: Vec::new(), role, blocking, hub })
     }
 
     /// A handle to a shared connection (round robin over standalone connections). Cloning is
@@ -304,10 +359,12 @@ impl RedisPool {
                 RedisConn::Single(connections[i].clone())
             }
             Backend::Cluster { conn } => RedisConn::Cluster(conn.clone()),
+            Backend::Sentinel { link, .. } => RedisConn::Sentinel(link.conn()),
         }
     }
 
-    /// Clients for dedicated connections (pub/sub): one per seed.
+    /// Clients for dedicated connections (pub/sub): one per seed (none with Sentinel, where
+    /// the hub and the blocking pool follow the master instead).
     pub fn seeds(&self) -> &[Client] {
         &self.seeds
     }
@@ -381,7 +438,7 @@ impl RedisPool {
     /// they are sent concurrently and the connection pipelines those bound for the same node.
     pub async fn query_each(&self, cmds: &[&Cmd]) -> RedisResult<Vec<RedisResult<Value>>> {
         match &self.backend {
-            Backend::Single { .. } => {
+            Backend::Single { .. } | Backend::Sentinel { .. } => {
                 let mut pipe = redis::pipe();
                 for cmd in cmds {
                     pipe.add_command((*cmd).clone());
