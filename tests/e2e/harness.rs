@@ -762,6 +762,11 @@ impl RedisSentinel {
         None
     }
 
+    /// The ports of the Redis processes (master and replica, in either order).
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
     /// The Redis process on `port`.
     pub fn node_on(&self, port: u16) -> &RedisProcess {
         self.nodes.iter().find(|n| n.port == port).expect("no node on that port")

@@ -7,9 +7,10 @@
 //! fencing token is Redis's time in microseconds at the grant), so a slow machine cannot make
 //! the server look late. Checked: calls succeed again within the failover time + 2 s, and
 //! meanwhile fail only with UNAVAILABLE; a subscriber is told of the gap and keeps receiving;
-//! fencing tokens keep increasing; the consumer resumes and gets every entry appended after
-//! the failover; every write acknowledged after it is on the new master; and the old master,
-//! back from its crash as an empty master before the sentinels demote it, is never written to.
+//! fencing tokens keep increasing; the Lua scripts, which Redis does not replicate, are loaded
+//! on the new master; the consumer resumes and gets every entry appended after the failover;
+//! every write acknowledged after it is on the new master; and the old master, back from its
+//! crash as an empty master before the sentinels demote it, is never written to.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rookery_client::{AppendOptions, ConsumeOptions, Event, GapReason, LockOptions};
 use tokio_stream::StreamExt;
 
-use rookery_server::redis::keys;
+use rookery_server::redis::{keys, scripts};
 
 use crate::harness::{RedisSentinel, TestServer, eventually, namespace, test_config};
 
@@ -57,6 +58,17 @@ fn metric(body: &str, name: &str, label: &str) -> Option<f64> {
     body.lines()
         .filter(|line| line.starts_with(name) && line.contains(label))
         .find_map(|line| line.rsplit_once(' ')?.1.parse().ok())
+}
+
+/// Whether the Redis on `port` has the script `sha` in its cache.
+async fn has_script(redis: &RedisSentinel, port: u16, sha: &str) -> bool {
+    let exists: Vec<bool> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(sha)
+        .query_async(&mut redis.node_on(port).conn().await)
+        .await
+        .unwrap();
+    exists[0]
 }
 
 #[tokio::test]
@@ -173,7 +185,31 @@ async fn the_server_follows_a_sentinel_failover_under_load() {
     assert!(busy, "the load did not get going");
     assert!(seen.errors.lock().unwrap().is_empty(), "errors before the failover: {:?}", seen.errors);
 
+    // Connections cut without a failover (CLIENT KILL) are mended on the same master.
     let old = redis.master_port().await;
+    let master_label = format!("master=\"{}\"", redis.name);
+    let written_before = seen.written.lock().unwrap().len();
+    let cut: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut redis.node_on(old).conn().await)
+        .await
+        .unwrap();
+    assert!(cut > 0);
+    let mended = eventually(Duration::from_secs(10), || async {
+        seen.written.lock().unwrap().len() >= written_before + 20
+    })
+    .await;
+    assert!(mended, "writes did not resume after the connections were cut");
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert_eq!(metric(&metrics, "rookery_redis_sentinel_failovers_total", &master_label), Some(0.0));
+
+    // Redis does not replicate its script cache: the replica has never seen the Lock's script,
+    // so the calls that succeed after the failover are the ones that loaded it (NOSCRIPT).
+    let replica = redis.ports().into_iter().find(|&port| port != old).unwrap();
+    let acquire_script = scripts::LOCK_ACQUIRE.get_hash().to_owned();
+    assert!(!has_script(&redis, replica, &acquire_script).await, "a replica has no scripts of its own");
     redis.node_on_mut(old).kill();
     let killed_at = Instant::now();
     let new = redis
@@ -190,6 +226,8 @@ async fn the_server_follows_a_sentinel_failover_under_load() {
         eventually(Duration::from_secs(10), || async { seen.fences.lock().unwrap().len() > fences_before })
             .await;
     assert!(granted, "no lock granted after the failover; errors {:?}", seen.errors.lock().unwrap());
+    assert_eq!(new, replica);
+    assert!(has_script(&redis, new, &acquire_script).await, "the server loaded its script on the new master");
     let first_grant_unix = seen.fences.lock().unwrap()[fences_before] as f64 / 1e6;
     let back_after_switch = first_grant_unix - switched_unix;
     assert!(
@@ -198,7 +236,6 @@ async fn the_server_follows_a_sentinel_failover_under_load() {
          took {failover:?}); the bound is 2 s"
     );
     let (_, metrics) = server.admin_get("/metrics").await;
-    let master_label = format!("master=\"{}\"", redis.name);
     let server_switched_unix = metric(&metrics, "rookery_redis_sentinel_switched_at_seconds", &master_label)
         .expect("the server records when it switched");
     assert!(

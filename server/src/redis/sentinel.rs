@@ -429,28 +429,24 @@ impl Link {
     /// Checks every connection to a master that has not moved (and that it is still a master)
     /// and replaces the dead ones.
     async fn repair(&self, current: &Arc<Master>) -> Result<(), RedisError> {
+        // Per connection: Some(is a master) if it answered, None if it is dead.
         let checks = futures::future::join_all(current.conns.iter().map(|conn| async move {
-            let mut conn = conn.clone();
             let info: RedisResult<String> =
-                redis::cmd("INFO").arg("replication").query_async(&mut conn).await;
-            match info {
-                Ok(info) if info.lines().any(|l| l.trim() == "role:master") => Ok(true),
-                // It answers, as a replica: the sentinels demoted it and will name another.
-                Ok(_) => Err(no_master(format!("{} is no longer a master", current.address))),
-                Err(_) => Ok(false),
-            }
+                redis::cmd("INFO").arg("replication").query_async(&mut conn.clone()).await;
+            info.ok().map(|info| info.lines().any(|l| l.trim() == "role:master"))
         }))
         .await;
-        if checks.iter().all(|c| matches!(c, Ok(true))) {
+        if checks.iter().all(|c| *c == Some(true)) {
             return Ok(());
         }
-        if let Some(Err(e)) = checks.iter().find(|c| c.is_err()) {
-            return Err(no_master(e.to_string()));
+        if checks.contains(&Some(false)) {
+            // It answers, as a replica: the sentinels demoted it and are about to name another.
+            return Err(no_master(format!("{} is no longer a master", current.address)));
         }
         let mut conns = Vec::with_capacity(current.conns.len());
         for (conn, alive) in current.conns.iter().zip(&checks) {
             conns.push(match alive {
-                Ok(true) => conn.clone(),
+                Some(true) => conn.clone(),
                 _ => self.settings.connect_master(&current.client, &current.address).await?,
             });
         }
