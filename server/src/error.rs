@@ -110,7 +110,9 @@ fn redis_status(e: &RedisError, write_unknown: bool) -> Status {
                 | ServerErrorKind::ReadOnly,
             ),
             _,
-        ) => Status::unavailable(format!(
+        )
+        // A blocked read (XREAD BLOCK) that Redis ended because its master became a replica.
+        | (_, Some("UNBLOCKED")) => Status::unavailable(format!(
             "Redis cannot take this request right now (failover or resharding); retry with backoff.{unknown}"
         )),
         (ErrorKind::ClusterConnectionNotFound, _) | (_, Some("BUSY")) => Status::unavailable(format!(
@@ -209,6 +211,13 @@ mod tests {
             assert_eq!(status.code(), Code::Unavailable, "{kind:?}: {status:?}");
             assert!(!status.message().contains("127.0.0.1"), "no raw Redis text");
         }
+        let unblocked = redis::parse_redis_value(
+            b"-UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)\r\n",
+        )
+        .unwrap()
+        .extract_error()
+        .unwrap_err();
+        assert_eq!(Status::from(Error::Redis(unblocked)).code(), Code::Unavailable);
     }
 
     #[test]

@@ -1,16 +1,23 @@
 //! The Cache on a Redis Cluster: keys spread over every master, batch calls across slots,
 //! invalidation by prefix across all masters and by tag across slots, and the lease protocol
 //! (wake-ups travel through cluster-wide pub/sub); locks, waiters and elections, and sessions on
-//! a Cluster; Events pub/sub, streams and consumer groups on a Cluster.
+//! a Cluster; Events pub/sub, streams and consumer groups on a Cluster; and a master killed
+//! under load, with its replica taking over.
 
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
-
-use rookery_client::{CampaignEvent, LockOptions, SessionOptions, SessionUpdate, SetOptions};
+use rookery_client::{CampaignEvent, LockOptions, RateLimit, SessionOptions, SessionUpdate, SetOptions};
+use rookery_server::redis::keys;
 use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
-use crate::harness::{RedisCluster, TestServer, namespace, stampede, test_config};
+use crate::harness::{RedisCluster, TestServer, eventually, namespace, stampede, test_config};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -180,4 +187,319 @@ async fn events_streams_groups_and_pubsub_on_a_cluster() {
     }
     let per_node = cluster.keys_per_node(&ns).await;
     assert!(per_node.iter().filter(|keys| !keys.is_empty()).count() >= 2, "streams spread over masters");
+}
+
+/// What one call of the failover test's load saw.
+#[derive(Debug, Clone)]
+struct Call {
+    op: &'static str,
+    /// Whether its key's slot was served by the master that is killed.
+    victim: bool,
+    started: Instant,
+    ended: Instant,
+    /// `None` if it succeeded.
+    failed: Option<Code>,
+}
+
+/// The calls made so far, and the fencing tokens granted per lock name in grant order.
+#[derive(Default)]
+struct Record {
+    calls: Vec<Call>,
+    fences: HashMap<String, Vec<(Instant, u64)>>,
+}
+
+type Shared = Arc<Mutex<Record>>;
+
+fn log(record: &Shared, op: &'static str, victim: bool, started: Instant, failed: Option<Code>) {
+    record.lock().unwrap().calls.push(Call { op, victim, started, ended: Instant::now(), failed });
+}
+
+/// Counts of failed calls by gRPC code.
+fn failures_by_code<'a>(calls: impl Iterator<Item = &'a Call>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for call in calls {
+        if let Some(code) = call.failed {
+            *counts.entry(format!("{code:?}")).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// A master of a 3+3 Cluster is killed (SIGKILL) while client loops write and read the cache,
+/// take and give back locks and consume rate limits on keys of every master. Every call either
+/// succeeds or answers UNAVAILABLE (never INTERNAL); calls succeed again within two seconds of
+/// the promotion the cluster itself records; fencing tokens of a lock whose master died keep
+/// increasing; and a server that gets no calls at all goes NOT_SERVING while the dead master's
+/// slots are unserved and SERVING again after the promotion.
+#[tokio::test]
+async fn a_master_killed_under_load_fails_over_without_internal_errors() {
+    let began = Instant::now();
+    let mut cluster = RedisCluster::start_with_replicas(1).await;
+    let mut config = test_config(&cluster.url());
+    config.redis.cluster = true;
+    // The default: a call retries for this long before it answers UNAVAILABLE.
+    config.redis.command_timeout = Duration::from_secs(2);
+    let (busy, idle) = tokio::join!(TestServer::start(config.clone()), TestServer::start(config));
+    let ns = namespace("failover");
+    let client = busy.client(&ns).await;
+
+    // The master to kill: the one serving the slot of the lock "fenced".
+    let fenced_slot = cluster.slot_of(0, &keys::lock(&ns, "fenced").fence).await;
+    let victim = cluster.master_of(0, fenced_slot).await.expect("a live master");
+    let masters: Vec<(u16, u16, usize)> = {
+        let view = cluster.view(victim).await;
+        let mut ranges = Vec::new();
+        for node in view.iter().filter(|node| node.master) {
+            let index = cluster.nodes().iter().position(|n| n.url().ends_with(&format!(":{}", node.port)));
+            for &(first, last) in &node.slots {
+                ranges.push((first, last, index.unwrap()));
+            }
+        }
+        ranges
+    };
+    let on_victim = |slot: u16| {
+        masters.iter().any(|&(first, last, node)| node == victim && (first..=last).contains(&slot))
+    };
+    let viewer = masters.iter().map(|&(_, _, node)| node).find(|&node| node != victim).unwrap();
+    let mut victim_of = HashMap::new();
+    for i in 0..24 {
+        for key in [
+            keys::cache(&ns, &format!("k{i}")).value,
+            keys::lock(&ns, &format!("l{i}")).fence,
+            keys::rate_limit(&ns, &format!("r{i}"), "any"),
+        ] {
+            let slot = cluster.slot_of(viewer, &key).await;
+            victim_of.insert(key, on_victim(slot));
+        }
+    }
+    assert!(victim_of.values().filter(|v| **v).count() >= 6, "some keys on the victim: {victim_of:?}");
+    assert!(victim_of.values().filter(|v| !**v).count() >= 6, "some keys elsewhere");
+    let victim_of = Arc::new(victim_of);
+
+    // The idle server's health, as it reports every change.
+    let health = Arc::new(Mutex::new(Vec::<(Instant, ServingStatus)>::new()));
+    let health_task = tokio::spawn({
+        let health = health.clone();
+        let channel = idle.client(&ns).await.channel();
+        async move {
+            let mut client = HealthClient::new(channel);
+            let mut watch =
+                client.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+            while let Some(Ok(update)) = watch.next().await {
+                health.lock().unwrap().push((Instant::now(), update.status()));
+            }
+        }
+    });
+
+    let record: Shared = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loops = Vec::new();
+    for t in 0..2 {
+        let (record, stop, victim_of) = (record.clone(), stop.clone(), victim_of.clone());
+        let cache = client.cache();
+        let ns = ns.clone();
+        loops.push(tokio::spawn(async move {
+            for i in (t..24).step_by(2).cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let name = format!("k{i}");
+                let victim = victim_of[&keys::cache(&ns, &name).value];
+                let started = Instant::now();
+                let set = cache.set(name.clone(), name.as_bytes().to_vec(), MINUTE).await;
+                log(&record, "Cache.Set", victim, started, set.err().map(|s| s.code()));
+                let started = Instant::now();
+                match cache.get(name.clone()).await {
+                    Ok(found) => {
+                        // A value written before the kill may be lost with it; never another.
+                        if let Some(entry) = found {
+                            assert_eq!(entry.value, name.as_bytes());
+                        }
+                        log(&record, "Cache.Get", victim, started, None);
+                    }
+                    Err(status) => log(&record, "Cache.Get", victim, started, Some(status.code())),
+                }
+            }
+        }));
+    }
+    for t in 0..2 {
+        let (record, stop, victim_of) = (record.clone(), stop.clone(), victim_of.clone());
+        let lock = client.lock();
+        let ns = ns.clone();
+        loops.push(tokio::spawn(async move {
+            let mut names: Vec<String> = (t..24).step_by(2).map(|i| format!("l{i}")).collect();
+            if t == 0 {
+                names.push("fenced".into());
+            }
+            for name in names.iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let victim = name == "fenced" || victim_of[&keys::lock(&ns, name).fence];
+                let started = Instant::now();
+                // A short lease: one whose release was lost in the failover frees itself soon.
+                match lock.acquire(name.clone(), &LockOptions::new(Duration::from_secs(1))).await {
+                    Ok(Some(lease)) => {
+                        log(&record, "Lock.Acquire", victim, started, None);
+                        record
+                            .lock()
+                            .unwrap()
+                            .fences
+                            .entry(name.clone())
+                            .or_default()
+                            .push((started, lease.fence));
+                        let started = Instant::now();
+                        let released = lock.release(name.clone(), lease.token).await;
+                        log(&record, "Lock.Release", victim, started, released.err().map(|s| s.code()));
+                    }
+                    Ok(None) => log(&record, "Lock.Acquire", victim, started, None),
+                    Err(status) => log(&record, "Lock.Acquire", victim, started, Some(status.code())),
+                }
+            }
+        }));
+    }
+    for t in 0..2 {
+        let (record, stop, victim_of) = (record.clone(), stop.clone(), victim_of.clone());
+        let limiter = client.rate_limiter();
+        let ns = ns.clone();
+        loops.push(tokio::spawn(async move {
+            let limit = RateLimit::per(1_000_000, Duration::from_secs(1));
+            for i in (t..24).step_by(2).cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("r{i}");
+                let victim = victim_of[&keys::rate_limit(&ns, &key, "any")];
+                let started = Instant::now();
+                let checked = limiter.check(key, &limit, 1).await;
+                log(&record, "RateLimiter.Check", victim, started, checked.err().map(|s| s.code()));
+            }
+        }));
+    }
+    let ops = ["Cache.Set", "Cache.Get", "Lock.Acquire", "Lock.Release", "RateLimiter.Check"];
+    let succeeded_since = |since: Instant, op: &str| {
+        record
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .any(|c| c.op == op && c.victim && c.started >= since && c.failed.is_none())
+    };
+    let fenced_since = |since: Instant| {
+        record.lock().unwrap().fences.get("fenced").is_some_and(|f| f.iter().any(|(at, _)| *at >= since))
+    };
+
+    // Warm up: every kind of call has succeeded on the victim's keys, "fenced" has been granted.
+    let start = Instant::now();
+    let warm = eventually(Duration::from_secs(30), || async {
+        ops.iter().all(|op| succeeded_since(start, op)) && fenced_since(start)
+    })
+    .await;
+    assert!(warm, "the load never got going");
+    let serving_before = eventually(Duration::from_secs(10), || async {
+        health.lock().unwrap().last().is_some_and(|(_, s)| *s == ServingStatus::Serving)
+    })
+    .await;
+    assert!(serving_before, "the idle server is SERVING before the kill");
+
+    let killed_at = Instant::now();
+    cluster.kill(victim);
+    let promoted = cluster.wait_for_takeover(viewer, fenced_slot, victim, Duration::from_secs(30)).await;
+    let promoted_at = Instant::now();
+    let promoted = promoted.expect("a replica took over the dead master's slots");
+    let promotion = promoted_at - killed_at;
+
+    // Every kind of call succeeds again on the victim's slots, and the idle server is SERVING
+    // again after having said NOT_SERVING.
+    let recovered = eventually(promotion + Duration::from_secs(20), || async {
+        ops.iter().all(|op| succeeded_since(promoted_at, op)) && fenced_since(promoted_at)
+    })
+    .await;
+    let recovered_at = Instant::now();
+    let healed = eventually(Duration::from_secs(20), || async {
+        let health = health.lock().unwrap();
+        let after_kill: Vec<ServingStatus> =
+            health.iter().filter(|(at, _)| *at >= killed_at).map(|(_, s)| *s).collect();
+        after_kill.contains(&ServingStatus::NotServing) && after_kill.last() == Some(&ServingStatus::Serving)
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in loops {
+        task.await.unwrap();
+    }
+    health_task.abort();
+
+    let record = std::mem::take(&mut *record.lock().unwrap());
+    let health = health.lock().unwrap().clone();
+    let since =
+        |t: Instant| move |at: Instant| format!("{:.2}s", at.saturating_duration_since(t).as_secs_f64());
+    let first_success = ops.map(|op| {
+        let first = record
+            .calls
+            .iter()
+            .filter(|c| c.op == op && c.victim && c.started >= killed_at && c.failed.is_none())
+            .map(|c| c.ended)
+            .min();
+        (op, first.map(since(killed_at)))
+    });
+    let health_changes: Vec<(String, ServingStatus)> =
+        health.iter().filter(|(at, _)| *at >= killed_at).map(|(at, s)| (since(killed_at)(*at), *s)).collect();
+    let fenced = &record.fences["fenced"];
+    let before: Vec<u64> = fenced.iter().filter(|(at, _)| *at < killed_at).map(|(_, f)| *f).collect();
+    let after: Vec<u64> = fenced.iter().filter(|(at, _)| *at >= promoted_at).map(|(_, f)| *f).collect();
+    let failed_after: Vec<Duration> =
+        record.calls.iter().filter(|c| c.failed.is_some()).map(|c| c.ended - c.started).collect();
+    eprintln!(
+        "failover: {:.1}s of set-up and warm-up; killed node {victim}, node {promoted} promoted \
+         after {:.2}s (seen from node {viewer}); \
+         first success on the dead master's slots after the kill: {first_success:?}; \
+         failures by code: {:?} (on the dead master's slots: {:?}; elsewhere: {:?}), \
+         each after {:?} to {:?}; calls: {}; \
+         idle server's health after the kill: {health_changes:?}; \
+         \"fenced\" tokens: last before {:?}, first after {:?}",
+        (killed_at - began).as_secs_f64(),
+        promotion.as_secs_f64(),
+        failures_by_code(record.calls.iter()),
+        failures_by_code(record.calls.iter().filter(|c| c.victim)),
+        failures_by_code(record.calls.iter().filter(|c| !c.victim)),
+        failed_after.iter().min(),
+        failed_after.iter().max(),
+        record.calls.len(),
+        before.last(),
+        after.first(),
+    );
+
+    assert!(
+        recovered,
+        "calls on the dead master's slots never succeeded again ({:?})",
+        recovered_at - killed_at
+    );
+    // Before the kill nothing failed; after it, a failure is UNAVAILABLE and nothing else.
+    let early: Vec<&Call> =
+        record.calls.iter().filter(|c| c.ended < killed_at && c.failed.is_some()).collect();
+    assert!(early.is_empty(), "calls failed before the kill: {early:?}");
+    let codes = failures_by_code(record.calls.iter());
+    assert!(codes.keys().all(|code| code == "Unavailable"), "only UNAVAILABLE during a failover: {codes:?}");
+    // Calls succeed again within two seconds of the promotion: each kind succeeded on the dead
+    // master's slots in a call started by then, and none started later fails.
+    let back_by = promoted_at + Duration::from_secs(2);
+    for op in ops {
+        assert!(
+            record.calls.iter().any(|c| c.op == op
+                && c.victim
+                && (killed_at..=back_by).contains(&c.started)
+                && c.failed.is_none()),
+            "no {op} started within 2 s of the promotion succeeded"
+        );
+    }
+    let late: Vec<&Call> =
+        record.calls.iter().filter(|c| c.started > back_by && c.failed.is_some()).collect();
+    assert!(late.is_empty(), "calls failed more than 2 s after the promotion: {late:?}");
+    // Fencing tokens only ever increase, per lock, across the failover.
+    for (name, fences) in &record.fences {
+        assert!(fences.windows(2).all(|w| w[0].1 < w[1].1), "{name}: fences went back: {fences:?}");
+    }
+    assert!(!before.is_empty() && !after.is_empty() && before.last() < after.first());
+    assert!(healed, "the idle server's health did not go NOT_SERVING and back: {health_changes:?}");
+    assert_eq!(idle.admin_get("/healthz").await.0, 200);
 }

@@ -441,16 +441,45 @@ where
     }
 }
 
-/// A Redis Cluster of three masters (no replicas) on free local ports.
+/// A Redis Cluster of three masters, each with its replicas, on free local ports.
 pub struct RedisCluster {
+    /// Every node; which are masters is the cluster's business (see [`Self::view`]).
     nodes: Vec<RedisProcess>,
+}
+
+/// One node as a Cluster node sees it (a line of CLUSTER NODES).
+#[derive(Debug, Clone)]
+pub struct ClusterNodeView {
+    /// The node's port.
+    pub port: u16,
+    /// Whether it is a master (with `fail` or `fail?` flags if it is believed down).
+    pub master: bool,
+    /// Whether the viewing node marks it failed (`fail`, quorum reached) or suspects it (`fail?`).
+    pub failing: bool,
+    /// Slot ranges it serves, inclusive.
+    pub slots: Vec<(u16, u16)>,
 }
 
 impl RedisCluster {
     /// Starts three cluster-enabled Redis processes, assigns the slots, and waits until the
     /// cluster reports `cluster_state:ok` on every node.
     pub async fn start() -> Self {
-        let nodes: Vec<RedisProcess> = (0..3)
+        Self::start_with(0, 2000).await
+    }
+
+    /// Starts three masters with `replicas` replicas each, and a node timeout of one second,
+    /// so that a replica takes over within a few seconds of its master's death: Redis marks
+    /// the master failed after the node timeout (plus a gossip round), and its replica
+    /// stands for election 0.5 to 1 s later. Waits until every replica is in sync, so that
+    /// it may be promoted.
+    pub async fn start_with_replicas(replicas: usize) -> Self {
+        Self::start_with(replicas, 1000).await
+    }
+
+    async fn start_with(replicas: usize, node_timeout_ms: u64) -> Self {
+        let node_timeout = node_timeout_ms.to_string();
+        let count = 3 * (1 + replicas);
+        let nodes: Vec<RedisProcess> = (0..count)
             .map(|_| {
                 RedisProcess::start(&[
                     "--cluster-enabled",
@@ -458,7 +487,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "2000",
+                    &node_timeout,
                 ])
             })
             .collect();
@@ -467,7 +496,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster create (package redis-tools)");
         assert!(
@@ -475,14 +504,21 @@ impl RedisCluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&output.stdout)
         );
+        let known = format!("cluster_known_nodes:{count}");
         for node in &nodes {
             let conn = node.conn().await;
             let converged = eventually(Duration::from_secs(20), || {
                 let mut conn = conn.clone();
+                let known = known.clone();
                 async move {
                     let info: String =
                         redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.unwrap();
-                    info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+                    let replication: String =
+                        redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap();
+                    info.contains("cluster_state:ok")
+                        && info.contains(&known)
+                        && (replication.contains("role:master")
+                            || replication.contains("master_link_status:up"))
                 }
             })
             .await;
@@ -490,8 +526,7 @@ impl RedisCluster {
         }
         Self { nodes }
     }
-
-    /// Its nodes, one per master.
+    /// Its nodes, masters and replicas.
     pub fn nodes(&self) -> &[RedisProcess] {
         &self.nodes
     }
@@ -499,6 +534,88 @@ impl RedisCluster {
     /// The seed URLs, comma-separated, as `redis.url` takes them with `redis.cluster`.
     pub fn url(&self) -> String {
         self.nodes.iter().map(RedisProcess::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The cluster as node `viewer` sees it now (its CLUSTER NODES).
+    pub async fn view(&self, viewer: usize) -> Vec<ClusterNodeView> {
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut self.nodes[viewer].conn().await)
+            .await
+            .unwrap();
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let address = fields.get(1)?.split(['@', ',']).next()?;
+                let port = address.rsplit_once(':')?.1.parse().ok()?;
+                let flags: Vec<&str> = fields.get(2)?.split(',').collect();
+                let slots = fields
+                    .iter()
+                    .skip(8)
+                    // `[slot->-node]` entries are slots being migrated, not served.
+                    .filter(|range| !range.starts_with('['))
+                    .filter_map(|range| match range.split_once('-') {
+                        Some((first, last)) => Some((first.parse().ok()?, last.parse().ok()?)),
+                        None => range.parse().ok().map(|slot| (slot, slot)),
+                    })
+                    .collect();
+                Some(ClusterNodeView {
+                    port,
+                    master: flags.contains(&"master"),
+                    failing: flags.contains(&"fail") || flags.contains(&"fail?"),
+                    slots,
+                })
+            })
+            .collect()
+    }
+
+    /// The hash slot of `key` (CLUSTER KEYSLOT, asked of node `viewer`).
+    pub async fn slot_of(&self, viewer: usize, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut self.nodes[viewer].conn().await)
+            .await
+            .unwrap()
+    }
+
+    /// The index of the master that serves `slot` as node `viewer` sees it, unless that master
+    /// is marked failed.
+    pub async fn master_of(&self, viewer: usize, slot: u16) -> Option<usize> {
+        let view = self.view(viewer).await;
+        let master = view.iter().find(|node| {
+            node.master && node.slots.iter().any(|&(first, last)| (first..=last).contains(&slot))
+        })?;
+        if master.failing {
+            return None;
+        }
+        self.nodes.iter().position(|node| node.port == master.port)
+    }
+
+    /// Kills node `index` with SIGKILL, as a crash does (its unpersisted data is lost).
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].kill();
+    }
+
+    /// Polls node `viewer`'s view every 10 ms until it sees `slot` served by a master other
+    /// than `killed`, for at most `timeout`; returns that master's index. The cluster's own
+    /// record of a failover, seen from a surviving node.
+    pub async fn wait_for_takeover(
+        &self,
+        viewer: usize,
+        slot: u16,
+        killed: usize,
+        timeout: Duration,
+    ) -> Option<usize> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.master_of(viewer, slot).await {
+                Some(master) if master != killed => return Some(master),
+                _ if tokio::time::Instant::now() >= deadline => return None,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
     }
 
     /// The keys of `namespace` on each node.

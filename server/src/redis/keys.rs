@@ -326,6 +326,13 @@ pub fn event_consumer_lease(stream: &str, group: &str, consumer: &str) -> String
     key
 }
 
+/// A key that health reads (EXISTS) to learn whether a Cluster serves its slot, and that
+/// nothing ever writes: `rk1:probe:{<n>}`. Outside every namespace (namespaced keys start
+/// with `rk1:{`), and the hash tag `<n>` lets health pick one in any master's slots.
+pub fn cluster_probe(n: u64) -> String {
+    format!("{VERSION}:probe:{{{n}}}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 //! run here: they get dedicated connections of their own.
 
 pub mod blocking;
+pub mod cluster;
 pub mod hub;
 pub mod keys;
 pub mod scripts;
@@ -245,10 +246,16 @@ impl RedisPool {
             if let Some(certificates) = &certificates {
                 builder = builder.certs(certificates.clone());
             }
+            // Each attempt and the call as a whole (retries included) are bounded by the
+            // command timeout; within it, redirects and failovers are retried with short
+            // pauses (see `cluster`).
             let client = builder
                 .connection_timeout(config.connect_timeout)
                 .response_timeout(config.command_timeout)
-                .retries(2)
+                .retries(cluster::RETRIES)
+                .min_retry_wait(cluster::RETRY_WAIT.0)
+                .max_retry_wait(cluster::RETRY_WAIT.1)
+                .retry_wait_formula(cluster::RETRY_WAIT_FORMULA.0, cluster::RETRY_WAIT_FORMULA.1)
                 .build()
                 .map_err(unreachable)?;
             loop {
@@ -389,8 +396,12 @@ impl RedisPool {
         self.role
     }
 
-    /// Whether Redis answers a PING now (every master, on a Cluster).
+    /// Whether Redis serves calls now: it answers a PING, or, on a Cluster, every slot has a
+    /// master that answers (see [`cluster::serves_every_slot`]).
     pub async fn ping(&self) -> bool {
+        if let Backend::Cluster { conn } = &self.backend {
+            return cluster::serves_every_slot(conn).await;
+        }
         let reply: RedisResult<Value> = redis::cmd("PING").query_async(&mut self.conn()).await;
         reply.is_ok()
     }
