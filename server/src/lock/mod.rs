@@ -407,10 +407,12 @@ impl Locks {
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
-                // The script may have run, or may still run: give back a grant nobody will ever
-                // learn of, on the same connection, so that on one Redis the release runs after
-                // the grant whatever the network did to the reply.
-                tokio::spawn(self.give_back(conn, lease.kind, keys, token, sent + lease.ttl));
+                // If the script was sent, it may have run or may still run: give back a grant
+                // nobody will ever learn of, on the same connection, so that on one Redis the
+                // release runs after the grant whatever the network did to the reply.
+                if matches!(e, Error::WriteOutcomeUnknown(_)) {
+                    tokio::spawn(self.give_back(conn, lease.kind, keys, token, sent + lease.ttl));
+                }
                 return Err(e);
             }
         };
@@ -571,8 +573,10 @@ impl Locks {
                     }
                     retry_in = (retry_in * 2).min(GIVE_BACK_MAX_RETRY);
                 }
+                // Counted rather than logged each time: an outage abandons many leases at once,
+                // and each has ended by itself by now.
                 metrics::counter!("rookery_lock_give_back_failures_total").increment(1);
-                tracing::warn!("could not give back an abandoned lease while it lasted; it ended at its TTL");
+                tracing::debug!("could not give back an abandoned lease while it lasted; it ended at its TTL");
             });
         }
     }
