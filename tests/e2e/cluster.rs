@@ -226,11 +226,12 @@ fn failures_by_code<'a>(calls: impl Iterator<Item = &'a Call>) -> BTreeMap<Strin
 }
 
 /// A master of a 3+3 Cluster is killed (SIGKILL) while client loops write and read the cache,
-/// take and give back locks and consume rate limits on keys of every master. Every call either
-/// succeeds or answers UNAVAILABLE (never INTERNAL); calls succeed again within two seconds of
-/// the promotion the cluster itself records; fencing tokens of a lock whose master died keep
-/// increasing; and a server that gets no calls at all goes NOT_SERVING while the dead master's
-/// slots are unserved and SERVING again after the promotion.
+/// take and give back locks and consume rate limits on keys of every master, and invalidate
+/// cache entries by prefix (which visits every master). Every call either succeeds or answers
+/// UNAVAILABLE (never INTERNAL); calls succeed again within two seconds of the promotion the
+/// cluster itself records; fencing tokens of a lock whose master died keep increasing; and a
+/// server that gets no calls at all goes NOT_SERVING while the dead master's slots are
+/// unserved and SERVING again after the promotion.
 #[tokio::test]
 async fn a_master_killed_under_load_fails_over_without_internal_errors() {
     let began = Instant::now();
@@ -376,7 +377,27 @@ async fn a_master_killed_under_load_fails_over_without_internal_errors() {
             }
         }));
     }
-    let ops = ["Cache.Set", "Cache.Get", "Lock.Acquire", "Lock.Release", "RateLimiter.Check"];
+    // Prefix invalidation visits every master (keyspace-wide SCANs), the dead one included.
+    {
+        let (record, stop) = (record.clone(), stop.clone());
+        let cache = client.cache();
+        loops.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let invalidated = cache.invalidate_prefix("nothing-here:").await;
+                log(&record, "Cache.InvalidatePrefix", true, started, invalidated.err().map(|s| s.code()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    let ops = [
+        "Cache.Set",
+        "Cache.Get",
+        "Lock.Acquire",
+        "Lock.Release",
+        "RateLimiter.Check",
+        "Cache.InvalidatePrefix",
+    ];
     let succeeded_since = |since: Instant, op: &str| {
         record
             .lock()
