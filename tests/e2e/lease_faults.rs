@@ -320,3 +320,42 @@ async fn a_holder_hears_lost_before_its_lease_can_end_and_before_anyone_else_get
         );
     }
 }
+
+#[tokio::test]
+async fn an_acquire_run_twice_with_one_token_answers_the_same_grant() {
+    // A Cluster client re-sends a command that was in flight when its master's connection
+    // dropped; if the first copy ran and replicated, the grant script runs twice with one token.
+    // Run here directly against Redis, with the arguments its header documents.
+    let redis = crate::harness::shared_redis();
+    let ns = namespace("resent");
+    let keys = rookery_server::redis::keys::lock(&ns, "l");
+    let mut conn = redis.conn().await;
+    let mut acquire = async |token: &str| -> Vec<i64> {
+        rookery_server::redis::scripts::LOCK_ACQUIRE
+            .key(&keys.holders)
+            .key(&keys.info)
+            .key(&keys.fence)
+            .key(&keys.history)
+            .arg(token)
+            .arg(60_000)
+            .arg(1)
+            .arg("owner")
+            .arg("")
+            .arg(600_000)
+            .arg("0")
+            .arg("0")
+            .invoke_async(&mut conn)
+            .await
+            .unwrap()
+    };
+    let first = acquire("token-a").await;
+    assert_eq!(first[0], 1, "a free lock is granted: {first:?}");
+    let again = acquire("token-a").await;
+    assert_eq!(again[0], 1, "the same request run again is the same grant, not 'held': {again:?}");
+    assert_eq!(again[1], first[1], "with the same fencing token");
+    assert!(again[2] >= first[2], "and its lease restarted: {again:?} after {first:?}");
+    let other = acquire("token-b").await;
+    assert_eq!(other[0], 0, "anyone else is still told the lock is held: {other:?}");
+    let holders: i64 = redis::cmd("ZCARD").arg(&keys.holders).query_async(&mut conn).await.unwrap();
+    assert_eq!(holders, 1);
+}

@@ -25,6 +25,8 @@
 -- token granted before (each was at most its grant time, as grants are far fewer than one per
 -- microsecond), unless Redis's clock went back.
 --
+-- Idempotent per token: run again with the token of a live grant, it answers that grant.
+--
 -- Returns one of
 --   {1, fence, expires_ms, now_ms, free}   granted; `free` permits are left
 --   {0, wait_ms}                     no permit free; the earliest lease ends in wait_ms
@@ -33,6 +35,17 @@ local us, now = clock()
 local limit = tonumber(ARGV[3])
 prune(KEYS[1], KEYS[2], now)
 local count = redis.call('ZCARD', KEYS[1])
+-- The token already holds a live lease: this is the same request run again (a Cluster client
+-- re-sends a command that was in flight when its master's connection dropped, and the first
+-- copy had run and replicated). Answer with that grant, its lease restarted, rather than
+-- "held" while the caller's own grant lingers until its TTL.
+local mine = redis.call('HGET', KEYS[2], ARGV[1])
+if mine and redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local expires = now + tonumber(ARGV[2])
+  redis.call('ZADD', KEYS[1], 'XX', int(expires), ARGV[1])
+  keep_until_last_lease(KEYS[1], KEYS[2])
+  return {1, tonumber(string.match(mine, '^(%d+):')), expires, now, math.max(limit - count, 0)}
+end
 if count > 0 then
   local held_limit = tonumber(redis.call('HGET', KEYS[2], '#limit'))
   if held_limit and held_limit ~= limit then
