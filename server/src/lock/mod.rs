@@ -576,7 +576,9 @@ impl Locks {
                 // Counted rather than logged each time: an outage abandons many leases at once,
                 // and each has ended by itself by now.
                 metrics::counter!("rookery_lock_give_back_failures_total").increment(1);
-                tracing::debug!("could not give back an abandoned lease while it lasted; it ended at its TTL");
+                tracing::debug!(
+                    "could not give back an abandoned lease while it lasted; it ended at its TTL"
+                );
             });
         }
     }
