@@ -1,15 +1,17 @@
 //! The Cache on a Redis Cluster: keys spread over every master, batch calls across slots,
 //! invalidation by prefix across all masters and by tag across slots, and the lease protocol
 //! (wake-ups travel through cluster-wide pub/sub); locks, waiters and elections, and sessions on
-//! a Cluster; Events pub/sub, streams and consumer groups on a Cluster; and a master killed
-//! under load, with its replica taking over.
+//! a Cluster; Events pub/sub, streams and consumer groups on a Cluster; a master killed
+//! under load, with its replica taking over; and a lock held by a stream whose master is killed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rookery_client::{CampaignEvent, LockOptions, RateLimit, SessionOptions, SessionUpdate, SetOptions};
+use rookery_client::{
+    CampaignEvent, Lease, LockOptions, RateLimit, SessionOptions, SessionUpdate, SetOptions, pb,
+};
 use rookery_server::redis::keys;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -18,6 +20,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::harness::{RedisCluster, TestServer, eventually, namespace, stampede, test_config};
+use crate::lease_faults::{assert_lost_in_time, hold_renewed};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -523,4 +526,275 @@ async fn a_master_killed_under_load_fails_over_without_internal_errors() {
     assert!(!before.is_empty() && !after.is_empty() && before.last() < after.first());
     assert!(healed, "the idle server's health did not go NOT_SERVING and back: {health_changes:?}");
     assert_eq!(idle.admin_get("/healthz").await.0, 200);
+}
+
+/// What a Hold's stream said once its master had been killed.
+#[derive(Debug, Clone, Copy)]
+enum Heard {
+    /// A renewal: when it ran and the lease's new end, both by Redis's clock.
+    Renewed { at: SystemTime, end: SystemTime },
+    /// `lost`, and when it reached this test.
+    Lost { reason: pb::LockLostReason, received: SystemTime },
+}
+
+/// Reads a hold's events until `lost`, or until `renewals` renewals ran on Redis after `after`.
+async fn hear(
+    events: &mut tonic::Streaming<pb::LockHoldResponse>,
+    after: SystemTime,
+    renewals: usize,
+    timeout: Duration,
+) -> Vec<Heard> {
+    use pb::lock_hold_response::Event;
+    let reading = async {
+        let mut heard = Vec::new();
+        loop {
+            let message = events.next().await.expect("the hold's stream ended without lost");
+            match message.expect("the hold's stream failed").event.unwrap() {
+                Event::Renewed(renewed) => {
+                    let end = SystemTime::try_from(renewed.expires_at.unwrap()).unwrap();
+                    let left = Duration::try_from(renewed.ttl.unwrap()).unwrap();
+                    heard.push(Heard::Renewed { at: end - left, end });
+                    let since =
+                        heard.iter().filter(|h| matches!(h, Heard::Renewed { at, .. } if *at > after));
+                    if since.count() >= renewals {
+                        break heard;
+                    }
+                }
+                Event::Lost(lost) => {
+                    heard.push(Heard::Lost { reason: lost.reason(), received: SystemTime::now() });
+                    break heard;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, reading).await.expect("the hold neither renewed nor said lost")
+}
+
+/// `a - b` in seconds, negative when `a` is the earlier.
+fn minus(a: SystemTime, b: SystemTime) -> f64 {
+    match a.duration_since(b) {
+        Ok(later) => later.as_secs_f64(),
+        Err(earlier) => -earlier.duration().as_secs_f64(),
+    }
+}
+
+/// How a Hold came through the death of its lock's master.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The holder heard `lost` in time, and the lock went to a second client only after that.
+    Lost,
+    /// Renewals went on on the promoted replica: no `lost`, the same grant, nobody else got it.
+    Kept,
+}
+
+/// Holds the lock "l" of `ns` with `ttl` through `holder_side` (renewed once), has a second
+/// client wait for it through `other_side`, kills the lock's master (SIGKILL) and follows the
+/// hold until it says `lost` or has been renewed twice on the promoted replica. Asserts what
+/// the Hold promises either way, judged by Redis's clock and record, and prints the numbers.
+async fn hold_through_failover(
+    cluster: &mut RedisCluster,
+    viewer: usize,
+    (holder_side, other_side): (&TestServer, &TestServer),
+    ns: &str,
+    ttl: Duration,
+) -> Outcome {
+    let holder = holder_side.client(ns).await.lock();
+    let other = other_side.client(ns).await.lock();
+    let holders_key = keys::lock(ns, "l").holders;
+    let slot = cluster.slot_of(viewer, &holders_key).await;
+    let victim = cluster.master_of(viewer, slot).await.expect("a live master");
+
+    let (mut events, renewed_end) = hold_renewed(&holder, ttl).await;
+    let before = other.inspect("l").await.unwrap();
+    assert_eq!(before.holders.len(), 1, "{before:?}");
+    let fence = before.holders[0].fence;
+    // A second client waits for the lock through the other server replica, retrying while the
+    // failover makes its calls fail: it learns the lease's end from Redis and tries again then.
+    let next_holder = tokio::spawn(async move {
+        let options = LockOptions::new(ttl).wait(Duration::from_secs(30));
+        loop {
+            match other.acquire("l", &options).await {
+                Ok(Some(lease)) => break lease,
+                Ok(None) => {}
+                Err(status) if status.code() == Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+    });
+
+    cluster.kill(victim);
+    // Redis is dead and reaped: whatever it ran, it ran before this instant.
+    let killed_at = SystemTime::now();
+    let cluster = &*cluster;
+    let (heard, (promoted, promoted_at, promoted_end)) =
+        tokio::join!(hear(&mut events, killed_at, 2, ttl * 3 + Duration::from_secs(30)), async {
+            let promoted = cluster.wait_for_takeover(viewer, slot, victim, Duration::from_secs(30)).await;
+            let promoted_at = SystemTime::now();
+            let promoted = promoted.expect("a replica took over the dead master's slots");
+            // The lease as the promoted replica has it, looked at once it serves the slot.
+            let lease: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(&holders_key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut cluster.nodes()[promoted].conn().await)
+                .await
+                .unwrap();
+            let end = lease.first().map(|&(_, ms)| UNIX_EPOCH + Duration::from_millis(ms as u64));
+            (promoted, promoted_at, end)
+        });
+
+    // The lease's end as last confirmed by Redis: every renewal only moves it later.
+    let renewals: Vec<(SystemTime, SystemTime)> = heard
+        .iter()
+        .filter_map(|h| match *h {
+            Heard::Renewed { at, end } => Some((at, end)),
+            Heard::Lost { .. } => None,
+        })
+        .collect();
+    let told_end = |until: SystemTime| {
+        renewals.iter().filter(|(at, _)| *at <= until).map(|(_, end)| *end).fold(renewed_end, SystemTime::max)
+    };
+    let at_kill = told_end(killed_at);
+    let on_promoted = match promoted_end {
+        None => "no lease left".to_owned(),
+        Some(end) if minus(end, killed_at) > ttl.as_secs_f64() => {
+            format!("the lease already renewed there, ending {:+.3}s after the kill", minus(end, killed_at))
+        }
+        Some(end) => {
+            if end < at_kill {
+                eprintln!(
+                    "FINDING: the promoted replica's copy of the lease ends {:.3}s before the end \
+                     the holder was last told (ttl {ttl:?}): the master's last renewal never \
+                     reached its replica",
+                    minus(at_kill, end)
+                );
+            }
+            format!("the lease ending {:+.3}s from the end the holder was last told", minus(end, at_kill))
+        }
+    };
+    let numbers = format!(
+        "ttl {ttl:?}: the holder was last told, before the kill, of an end {:+.3}s after it; node \
+         {promoted} promoted, seen {:.3}s after the kill, with {on_promoted}",
+        minus(at_kill, killed_at),
+        minus(promoted_at, killed_at)
+    );
+
+    if let Some(&Heard::Lost { reason, received }) = heard.last() {
+        let last_end = told_end(received);
+        assert_eq!(reason, pb::LockLostReason::Unreachable, "{numbers}");
+        let ahead = assert_lost_in_time(last_end, received, ttl);
+        let next: Lease = tokio::time::timeout(Duration::from_secs(30), next_holder)
+            .await
+            .expect("a second client gets the lock once the promoted replica serves it")
+            .unwrap();
+        let granted_at = next.expires_at - next.ttl;
+        assert!(
+            received < granted_at,
+            "a second client was granted the lock {:.3}s before the holder heard lost; {numbers}",
+            minus(received, granted_at)
+        );
+        assert!(
+            last_end <= granted_at,
+            "a second client was granted the lock {:.3}s before the end the holder had last \
+             been told; {numbers}",
+            minus(last_end, granted_at)
+        );
+        assert!(next.fence > fence, "fencing went back: {} after {fence}", next.fence);
+        eprintln!(
+            "hold through a failover, {numbers}; lost heard {ahead:?} before the lease's last \
+             confirmed end; the next grant (Redis's clock) {:.3}s after that end, {:.3}s after \
+             lost, {:.3}s after the kill",
+            minus(granted_at, last_end),
+            minus(granted_at, received),
+            minus(granted_at, killed_at)
+        );
+        return Outcome::Lost;
+    }
+
+    // Kept: renewals went on without a gap in the lease, the first on the promoted replica
+    // within the time the server allows a renewal (the last confirmed end less the margin).
+    let resumed: Vec<&(SystemTime, SystemTime)> = renewals.iter().filter(|(at, _)| *at > killed_at).collect();
+    assert!(resumed.len() >= 2, "{heard:?}");
+    let mut end = renewed_end;
+    for &(at, next_end) in &renewals {
+        assert!(at < end, "a renewal ran {:.3}s after the lease it renewed ended; {numbers}", minus(at, end));
+        end = next_end;
+    }
+    let resumed_at = resumed[0].0;
+    let margin = rookery_server::lock::safety_margin(ttl);
+    assert!(
+        resumed_at + margin <= at_kill,
+        "the first renewal on the promoted replica ran {:.3}s after the lease could be believed; \
+         {numbers}",
+        minus(resumed_at + margin, at_kill)
+    );
+    // Redis's record: the same grant (its fencing token) is still the only holder.
+    let after = holder_side.client(ns).await.lock().inspect("l").await.unwrap();
+    assert_eq!(after.holders.len(), 1, "{after:?}");
+    assert_eq!((after.holders[0].fence, after.last_fence), (fence, fence), "{after:?}");
+    let inspected_end = SystemTime::try_from(after.holders[0].expires_at.unwrap()).unwrap();
+    assert!(inspected_end >= resumed.last().unwrap().1, "{after:?} {heard:?}");
+    assert!(
+        !next_holder.is_finished(),
+        "a second client was granted the lock while the hold kept it: {:?}",
+        next_holder.await
+    );
+    next_holder.abort();
+    eprintln!(
+        "hold through a failover, {numbers}; renewals resumed on the promoted replica {:.3}s \
+         after the kill, {:.3}s before the end the holder had last been told; fencing token \
+         unchanged ({fence}); no second grant",
+        minus(resumed_at, killed_at),
+        minus(at_kill, resumed_at)
+    );
+    Outcome::Kept
+}
+
+/// A lock held by a stream (Hold) whose master is killed (SIGKILL) in a 3+3 Cluster, with a
+/// second client waiting for it through another server replica.
+///
+/// A 1 s lease cannot survive: the last renewal the dead master confirmed ends less than 1 s
+/// after the kill, and no replica can be promoted sooner than the node timeout (1 s) plus the
+/// election delay (at least 0.5 s) after it, and a renewal of a lease that has ended is refused.
+/// So the holder hears `lost` no later than that confirmed end, and the second client gets the
+/// lock only after both. An 8 s lease outlives the promotion by far: the hold renews it on the
+/// promoted replica, says nothing of loss, keeps its grant (fencing token) and nobody else
+/// gets the lock.
+// Two worker threads: the `lost` message's way to this test must not queue behind the cluster
+// clients' reconnection attempts on the one thread a plain runtime would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_whose_master_is_killed_is_lost_in_time_or_kept() {
+    let began = Instant::now();
+    let mut cluster = RedisCluster::start_with_replicas(1).await;
+    let mut config = test_config(&cluster.url());
+    config.redis.cluster = true;
+    config.redis.command_timeout = Duration::from_secs(2);
+    let (holder_side, other_side) =
+        tokio::join!(TestServer::start(config.clone()), TestServer::start(config));
+    // Two namespaces whose lock "l" lives on two different masters (each with its replica), and
+    // a node that outlives both kills to watch the cluster from.
+    let master_of_lock = async |ns: &str| {
+        let slot = cluster.slot_of(0, &keys::lock(ns, "l").holders).await;
+        cluster.master_of(0, slot).await.expect("a live master")
+    };
+    let short = namespace("hold-failover");
+    let first = master_of_lock(&short).await;
+    let (long, second) = loop {
+        let ns = namespace("hold-failover");
+        let master = master_of_lock(&ns).await;
+        if master != first {
+            break (ns, master);
+        }
+    };
+    let viewer = (0..cluster.nodes().len()).find(|n| ![first, second].contains(n)).unwrap();
+    let servers = (&holder_side, &other_side);
+    let lost = hold_through_failover(&mut cluster, viewer, servers, &short, Duration::from_secs(1)).await;
+    assert_eq!(lost, Outcome::Lost, "a 1 s lease cannot outlive a promotion");
+    let kept = hold_through_failover(&mut cluster, viewer, servers, &long, Duration::from_secs(8)).await;
+    assert_eq!(kept, Outcome::Kept, "an 8 s lease outlives the promotion");
+    eprintln!("hold through a failover: {:.1}s in all", began.elapsed().as_secs_f64());
 }

@@ -214,9 +214,9 @@ async fn a_caller_told_it_failed_holds_nothing_after_the_network_failed() {
     }
 }
 
-/// Holds `name` with `ttl` and waits for its first renewal; the stream and the lease's last
-/// confirmed end.
-async fn hold_renewed(
+/// Holds the lock "l" with `ttl` and waits for its first renewal; the stream and the lease's
+/// last confirmed end.
+pub(crate) async fn hold_renewed(
     lock: &LockClient,
     ttl: Duration,
 ) -> (tonic::Streaming<pb::LockHoldResponse>, SystemTime) {
@@ -261,7 +261,7 @@ async fn until_lost(
 
 /// Asserts that `lost` came before the lease's last confirmed end (Redis's clock and the test's
 /// are the same machine's), and not absurdly early; how long before.
-fn assert_lost_in_time(last_end: SystemTime, lost_at: SystemTime, ttl: Duration) -> Duration {
+pub(crate) fn assert_lost_in_time(last_end: SystemTime, lost_at: SystemTime, ttl: Duration) -> Duration {
     let ahead = last_end.duration_since(lost_at).unwrap_or_else(|late| {
         panic!("lost arrived {:?} after the lease's last confirmed end", late.duration())
     });
