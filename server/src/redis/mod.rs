@@ -309,11 +309,7 @@ impl RedisPool {
                 connect_timeout: config.connect_timeout,
             }
         };
-        let blocking = bb8::Pool::builder()
-            .max_size(config.blocking_connections)
-            .min_idle(Some(0))
-            .connection_timeout(config.connect_timeout)
-            .build_unchecked(manager);
+        let blocking = blocking_pool(manager, config);
         let hub = hub::Hub::start(hub::Target::Seeds(seeds.clone()));
         let pool = Self { backend, seeds, role, blocking, hub };
         let count = match &pool.backend {
@@ -346,11 +342,7 @@ impl RedisPool {
             link: link.clone(),
             connect_timeout: config.connect_timeout,
         };
-        let blocking = bb8::Pool::builder()
-            .max_size(config.blocking_connections)
-            .min_idle(Some(0))
-            .connection_timeout(config.connect_timeout)
-            .build_unchecked(manager);
+        let blocking = blocking_pool(manager, config);
         let hub = hub::Hub::start(hub::Target::Sentinel(link.clone()));
         metrics::gauge!("rookery_redis_connections", "redis" => role.label()).set(link.connections() as f64);
         let backend = Backend::Sentinel { link, _follower: follower };
@@ -521,6 +513,16 @@ impl RedisPool {
         }
         Ok(())
     }
+}
+
+/// The pool of dedicated connections for blocking reads: up to `redis.blocking_connections`,
+/// made on demand, none kept idle.
+fn blocking_pool(manager: blocking::BlockingManager, config: &RedisConfig) -> blocking::BlockingPool {
+    bb8::Pool::builder()
+        .max_size(config.blocking_connections)
+        .min_idle(Some(0))
+        .connection_timeout(config.connect_timeout)
+        .build_unchecked(manager)
 }
 
 /// Whether Redis refused a command to the server's user (NOPERM: its ACL does not allow it).
