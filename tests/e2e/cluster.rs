@@ -3,6 +3,9 @@
 //! (wake-ups travel through cluster-wide pub/sub); locks, waiters and elections, and sessions on
 //! a Cluster; Events pub/sub, streams and consumer groups on a Cluster; a master killed
 //! under load, with its replica taking over; and a lock held by a stream whose master is killed.
+//!
+//! One room on purpose, past 600 lines: every scenario runs on the same Cluster harness, and
+//! the failover cases share its helpers (promotion, slot owners, kill).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

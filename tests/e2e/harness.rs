@@ -5,6 +5,9 @@
 //! namespace, so they run in parallel. Tests that restart or reconfigure Redis start their own.
 //! Every Redis is stopped when its owner is dropped or, for the shared one, when the test
 //! process exits (a shell watchdog kills it), so no run leaves a redis-server behind.
+//!
+//! One room on purpose, past 600 lines: standalone Redis, Cluster and Sentinel processes share
+//! one watchdog and one way to start, stop and read a redis-server, which every test uses.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;

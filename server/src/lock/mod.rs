@@ -21,6 +21,11 @@
 //! and reports `Lost` as soon as a renewal finds the lease gone, or when Redis stayed
 //! unreachable until the lease's end as measured on this server's clock from the moment the last
 //! successful renewal was *sent* (which can only be earlier than Redis's own expiry).
+//!
+//! One room on purpose, past 600 lines: acquiring, waiting, renewing, giving back and losing a
+//! lease share one lease life cycle and its failure rules (no ghost grants, `lost` before the
+//! lease can have ended), which are checked together more easily than across files; the gRPC
+//! adapter and the scripts live beside it.
 
 mod grpc;
 

@@ -26,6 +26,10 @@
 //!
 //! Longer than most files on purpose: the queue, the registry and the connection task share
 //! one invariant (every loss is reported exactly where it happened), best read in one place.
+//!
+//! One room on purpose, past 600 lines: the one subscriber connection, its reconnection (to the
+//! seeds or to a Sentinel's current master) and the fan-out to every gRPC subscriber keep one
+//! invariant together: every message lost to a reconnection or a slow subscriber is signalled.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
