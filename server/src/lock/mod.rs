@@ -15,12 +15,15 @@
 //! per replica: each announced release wakes one of them (see `redis::wakeups`), so a release
 //! costs one retry per replica, not one per waiter.
 //!
-//! Grants the caller can no longer receive are given back: `Acquire` runs in a task of its own
-//! and releases a grant whose caller went away before it arrived, and `Hold`/`Campaign`
-//! release when their stream closes. Each stream task renews its lease every third of the TTL
-//! and reports `Lost` as soon as a renewal finds the lease gone, or when Redis stayed
-//! unreachable until the lease's end as measured on this server's clock from the moment the last
-//! successful renewal was *sent* (which can only be earlier than Redis's own expiry).
+//! Grants the caller can no longer receive are given back ([`Locks::give_back`]): `Acquire`
+//! runs in a task of its own and releases a grant whose caller went away before it arrived, an
+//! attempt whose reply was lost releases its token on the same connection, and `Hold`/`Campaign`
+//! release when their stream closes; a release Redis did not answer is retried with backoff for
+//! as long as the lease could last. Each stream task renews its lease every third of the TTL and
+//! reports `Lost` as soon as a renewal finds the lease gone, or, when Redis does not answer,
+//! before the lease's end as measured on this server's clock from the moment the last
+//! successful renewal was *sent* (which can only be earlier than Redis's own expiry) less
+//! [`safety_margin`].
 //!
 //! One room on purpose, past 600 lines: acquiring, waiting, renewing, giving back and losing a
 //! lease share one lease life cycle and its failure rules (no ghost grants, `lost` before the
