@@ -71,6 +71,15 @@ pub struct AppendOptions {
     pub idempotency_key: Option<String>,
 }
 
+/// One entry of [`EventsClient::append_many`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewEntry {
+    /// The entry's fields.
+    pub fields: HashMap<String, Vec<u8>>,
+    /// The same key within the server's window answers this entry's first ID.
+    pub idempotency_key: Option<String>,
+}
+
 /// Entries of a stream, in order, in the batches the server sent.
 pub type EntryStream = Pin<Box<dyn Stream<Item = Result<Vec<StreamEntry>, Status>> + Send>>;
 
@@ -238,6 +247,36 @@ impl EventsClient {
         };
         let response = self.raw.clone().append(request).await?.into_inner();
         Ok((response.id, response.duplicate))
+    }
+
+    /// Appends entries to one stream in one call, in order, all or none; returns each entry's
+    /// ID and whether it was a retry, in order. Each entry carries its own idempotency key, so
+    /// `options.idempotency_key` must be unset (INVALID_ARGUMENT otherwise).
+    pub async fn append_many(
+        &self,
+        stream: impl Into<String>,
+        entries: impl IntoIterator<Item = NewEntry>,
+        options: &AppendOptions,
+    ) -> Result<Vec<(String, bool)>, Status> {
+        if options.idempotency_key.is_some() {
+            return Err(Status::invalid_argument(
+                "append_many takes an idempotency key per entry (NewEntry::idempotency_key), not in AppendOptions",
+            ));
+        }
+        let request = pb::EventsAppendManyRequest {
+            stream: stream.into(),
+            entries: entries
+                .into_iter()
+                .map(|NewEntry { fields, idempotency_key }| pb::EventsNewEntry {
+                    fields,
+                    idempotency_key: idempotency_key.unwrap_or_default(),
+                })
+                .collect(),
+            max_len: options.max_len,
+            max_age: options.max_age.map(duration),
+        };
+        let response = self.raw.clone().append_many(request).await?.into_inner();
+        Ok(response.appended.into_iter().map(|a| (a.id, a.duplicate)).collect())
     }
 
     /// Reads a stream: from the start (`after` empty), after an entry ID, or (`$`) only new

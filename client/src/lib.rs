@@ -49,7 +49,7 @@ pub use cache::{
 pub use connect::{CallInterceptor, ConnectOptions, TokenSource};
 pub use events::{
     AppendOptions, ConsumeOptions, Consumer, ConsumerSettings, Deliveries, Delivery, EntryStream, Event,
-    EventStream, EventsClient, GapReason, GroupSettings, StreamEntry,
+    EventStream, EventsClient, GapReason, GroupSettings, NewEntry, StreamEntry,
 };
 pub use lock::{
     CampaignEvent, CampaignStream, HeldLock, Leader, LeaderStream, Lease, LockClient, LockContext, LockLost,

@@ -1,6 +1,7 @@
 //! End-to-end tests of the whole system: real Redis processes, real servers over real gRPC,
 //! driven through the real client crate. One test binary, so the server is linked once.
 
+mod append_many;
 mod auth;
 mod cache;
 mod cluster;

@@ -80,6 +80,7 @@ pub const TABLE: &[(&str, Service, Access)] = &[
     ("/rookery.v1.Events/Publish", Events, Write),
     ("/rookery.v1.Events/Subscribe", Events, Read),
     ("/rookery.v1.Events/Append", Events, Write),
+    ("/rookery.v1.Events/AppendMany", Events, Write),
     ("/rookery.v1.Events/Read", Events, Read),
     ("/rookery.v1.Events/CreateGroup", Events, Write),
     ("/rookery.v1.Events/DeleteGroup", Events, Admin),

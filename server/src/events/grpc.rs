@@ -13,7 +13,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::groups::{ConsumeEvent, ConsumeRequest, Delivery, EffectiveSettings, GroupSettings, StreamInfo};
-use super::{Append, Event, Events, StreamEntry};
+use super::{Append, Event, Events, NewEntry, StreamEntry};
 use crate::convert::{duration_in, duration_out};
 use crate::namespace;
 
@@ -137,6 +137,26 @@ impl events_server::Events for EventsApi {
         };
         let (id, duplicate) = self.events.append(&ns, &stream, append).await?;
         Ok(Response::new(pb::EventsAppendResponse { id, duplicate }))
+    }
+
+    async fn append_many(
+        &self,
+        request: Request<pb::EventsAppendManyRequest>,
+    ) -> Result<Response<pb::EventsAppendManyResponse>, Status> {
+        let ns = namespace::of(&request)?;
+        let pb::EventsAppendManyRequest { stream, entries, max_len, max_age } = request.into_inner();
+        let entries = entries
+            .into_iter()
+            .map(|pb::EventsNewEntry { fields, idempotency_key }| NewEntry {
+                fields,
+                idempotency_key: (!idempotency_key.is_empty()).then_some(idempotency_key),
+            })
+            .collect();
+        let max_age = duration_in("max_age", max_age)?;
+        let appended = self.events.append_many(&ns, &stream, entries, max_len, max_age).await?;
+        let appended =
+            appended.into_iter().map(|(id, duplicate)| pb::EventsAppendResponse { id, duplicate }).collect();
+        Ok(Response::new(pb::EventsAppendManyResponse { appended }))
     }
 
     type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::EventsReadResponse, Status>> + Send>>;

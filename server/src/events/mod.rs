@@ -75,6 +75,15 @@ pub struct Append {
     pub idempotency_key: Option<String>,
 }
 
+/// One entry of an `AppendMany`.
+#[derive(Debug, Clone, Default)]
+pub struct NewEntry {
+    /// The fields.
+    pub fields: HashMap<String, Vec<u8>>,
+    /// Makes a retried append of this entry safe.
+    pub idempotency_key: Option<String>,
+}
+
 /// Where a read starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Start {
@@ -247,32 +256,65 @@ impl Events {
     /// Appends an entry; returns its ID and whether it was a retry of an earlier append.
     pub async fn append(&self, ns: &Namespace, stream: &str, append: Append) -> Result<(String, bool)> {
         let Append { fields, max_len, max_age, idempotency_key } = append;
-        check_name("stream", stream, false)?;
-        if fields.is_empty() {
-            return Err(Error::InvalidArgument("an entry needs at least one field".into()));
+        let entry = NewEntry { fields, idempotency_key };
+        let mut appended = self.append_many(ns, stream, vec![entry], max_len, max_age).await?;
+        appended.pop().ok_or_else(|| Error::Internal("an append of one entry answered none".into()))
+    }
+
+    /// Checks one entry to append; `what` names it in messages ("the entry", "entry 3").
+    fn check_entry(&self, what: &str, entry: &NewEntry) -> Result<()> {
+        if entry.fields.is_empty() {
+            return Err(Error::InvalidArgument(format!("{what} needs at least one field")));
         }
         let mut size = 0;
-        for (name, value) in &fields {
+        for (name, value) in &entry.fields {
             if name.is_empty() || name.len() > MAX_FIELD_NAME {
                 return Err(Error::InvalidArgument(format!(
-                    "field names must be 1 to {MAX_FIELD_NAME} bytes"
+                    "{what}: field names must be 1 to {MAX_FIELD_NAME} bytes"
                 )));
             }
             if name.starts_with(RESERVED_FIELD_PREFIX) {
                 return Err(Error::InvalidArgument(format!(
-                    "field names starting with {RESERVED_FIELD_PREFIX:?} are reserved (dead letters use them)"
+                    "{what}: field names starting with {RESERVED_FIELD_PREFIX:?} are reserved (dead letters use them)"
                 )));
             }
             size += name.len() + value.len();
         }
         if size > self.limits.max_value_bytes {
             return Err(Error::InvalidArgument(format!(
-                "the entry is {size} bytes; the limit is {} (limits.max_value_bytes)",
+                "{what} is {size} bytes; the limit is {} (limits.max_value_bytes)",
                 self.limits.max_value_bytes
             )));
         }
-        if let Some(key) = &idempotency_key {
+        if let Some(key) = &entry.idempotency_key {
             self.limits.check_name("idempotency_key", key)?;
+        }
+        Ok(())
+    }
+
+    /// Appends entries in order, in one script call (one round trip): they get increasing IDs,
+    /// and each with an idempotency key is added at most once per key. Returns each entry's ID
+    /// and whether it was a retry, in the entries' order. All or nothing: an invalid entry, or a
+    /// stream that cannot be created, adds none.
+    pub async fn append_many(
+        &self,
+        ns: &Namespace,
+        stream: &str,
+        entries: Vec<NewEntry>,
+        max_len: u64,
+        max_age: Option<Duration>,
+    ) -> Result<Vec<(String, bool)>> {
+        check_name("stream", stream, false)?;
+        if entries.is_empty() || entries.len() > self.limits.max_batch_keys {
+            return Err(Error::InvalidArgument(format!(
+                "an append takes 1 to {} entries (limits.max_batch_keys), got {}",
+                self.limits.max_batch_keys,
+                entries.len()
+            )));
+        }
+        for (i, entry) in entries.iter().enumerate() {
+            let what = if entries.len() == 1 { "the entry".to_owned() } else { format!("entry {i}") };
+            self.check_entry(&what, entry)?;
         }
         let max_age = max_age.filter(|age| !age.is_zero());
         // No stream grows past `events.stream_max_len`, by accident or on purpose: that bound is
@@ -284,27 +326,32 @@ impl Events {
             )));
         }
         let max_len = if max_len == 0 { self.config.stream_max_len } else { max_len };
-        let (key, marker) = keys::event_stream(ns.as_str(), stream, idempotency_key.as_deref());
+        let (key, _) = keys::event_stream(ns.as_str(), stream, None);
         let (mark, dead, groups) =
             (keys::event_stream_mark(&key), keys::event_dead_letters(&key), keys::event_groups(&key));
+        let markers: Vec<Option<String>> = entries
+            .iter()
+            .map(|entry| keys::event_stream(ns.as_str(), stream, entry.idempotency_key.as_deref()).1)
+            .collect();
+        let mut keys: Vec<&str> = vec![&key, &mark, &dead, &groups];
+        keys.extend(markers.iter().map(|marker| marker.as_deref().unwrap_or(&key)));
         // A stream not counted in its namespace's index yet is registered first (a second
         // round trip, once per stream per mark life; see `retention.rs`).
         let mut registration = retention::Registration::Unknown;
         loop {
-            let mut cmd = evalsha(
-                &scripts::EVENTS_APPEND,
-                &[&key, marker.as_deref().unwrap_or(&key), &mark, &dead, &groups],
-            );
+            let mut cmd = evalsha(&scripts::EVENTS_APPEND, &keys);
             let (registered, mark_life) = registration.args();
-            cmd.arg(if marker.is_some() { "1" } else { "0" })
-                .arg(crate::convert::millis(self.config.idempotency_window))
+            cmd.arg(crate::convert::millis(self.config.idempotency_window))
                 .arg(max_len)
                 .arg(max_age.map_or(0, crate::convert::millis))
                 .arg(self.idle_ttl_ms())
                 .arg(registered)
                 .arg(mark_life);
-            for (name, value) in &fields {
-                cmd.arg(name).arg(value);
+            for (entry, marker) in entries.iter().zip(&markers) {
+                cmd.arg(if marker.is_some() { "1" } else { "0" }).arg(entry.fields.len());
+                for (name, value) in &entry.fields {
+                    cmd.arg(name).arg(value);
+                }
             }
             let mut conn = self.redis.conn();
             let reply: Vec<Value> =
@@ -312,13 +359,21 @@ impl Events {
                     .await
                     .map_err(Error::from_write)?;
             match reply.as_slice() {
-                [Value::BulkString(id), Value::Int(duplicate)] => {
-                    return Ok((String::from_utf8_lossy(id).into_owned(), *duplicate == 1));
-                }
                 [Value::BulkString(ask)]
                     if ask == b"register" && registration == retention::Registration::Unknown =>
                 {
                     registration = self.register_stream(ns, stream).await?;
+                }
+                answers if answers.len() == 2 * entries.len() => {
+                    return answers
+                        .chunks(2)
+                        .map(|answer| match answer {
+                            [Value::BulkString(id), Value::Int(duplicate)] => {
+                                Ok((String::from_utf8_lossy(id).into_owned(), *duplicate == 1))
+                            }
+                            _ => Err(Error::unexpected("events append", &Value::Array(reply.clone()))),
+                        })
+                        .collect();
                 }
                 _ => return Err(Error::unexpected("events append", &Value::Array(reply))),
             }
