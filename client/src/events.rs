@@ -331,28 +331,39 @@ impl EventsClient {
         let request = pb::EventsSubscribeRequest {
             channels: channels.into_iter().map(Into::into).collect(),
             patterns: patterns.into_iter().map(Into::into).collect(),
+            batch: true,
         };
         let mut stream = self.raw.clone().subscribe(request).await?.into_inner();
         match stream.message().await? {
             Some(pb::EventsSubscribeResponse { event: Some(In::Subscribed(_)) }) => {}
             _ => return Err(Status::internal("the subscription did not start with its confirmation")),
         }
-        Ok(Box::pin(stream.filter_map(|message| match message {
-            Ok(pb::EventsSubscribeResponse { event: Some(In::Message(m)) }) => Some(Ok(Event::Message {
+        let message = |m: pb::EventsMessage| {
+            Ok(Event::Message {
                 channel: m.channel,
                 pattern: (!m.pattern.is_empty()).then_some(m.pattern),
                 payload: m.payload,
-            })),
-            Ok(pb::EventsSubscribeResponse { event: Some(In::Gap(gap)) }) => {
-                let reason = match pb::EventsGapReason::try_from(gap.reason) {
-                    Ok(pb::EventsGapReason::Reconnected) => GapReason::Reconnected,
-                    _ => GapReason::SlowSubscriber,
-                };
-                Some(Ok(Event::Gap { reason, missed: gap.missed }))
+            })
+        };
+        // Messages that arrive together are handed out one by one, in order.
+        let events = stream.map(move |response| -> Vec<Result<Event, Status>> {
+            match response {
+                Ok(pb::EventsSubscribeResponse { event: Some(In::Message(m)) }) => vec![message(m)],
+                Ok(pb::EventsSubscribeResponse { event: Some(In::Messages(batch)) }) => {
+                    batch.messages.into_iter().map(message).collect()
+                }
+                Ok(pb::EventsSubscribeResponse { event: Some(In::Gap(gap)) }) => {
+                    let reason = match pb::EventsGapReason::try_from(gap.reason) {
+                        Ok(pb::EventsGapReason::Reconnected) => GapReason::Reconnected,
+                        _ => GapReason::SlowSubscriber,
+                    };
+                    vec![Ok(Event::Gap { reason, missed: gap.missed })]
+                }
+                Ok(_) => Vec::new(),
+                Err(status) => vec![Err(status)],
             }
-            Ok(_) => None,
-            Err(status) => Some(Err(status)),
-        })))
+        });
+        Ok(Box::pin(futures::StreamExt::flat_map(events, futures::stream::iter)))
     }
 
     /// Creates a consumer group starting at the first entry (`start` empty), at new entries

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use rookery_client::{AppendOptions, EntryStream, Event, EventStream, GapReason, StreamEntry};
+use rookery_client::{AppendOptions, EntryStream, Event, EventStream, GapReason, StreamEntry, pb};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -96,6 +96,55 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_does_not_slow_the_others()
     }
     assert_eq!(delivered + missed, 60);
     assert!(missed > 0, "nothing was missed: the test did not make the subscriber slow");
+}
+
+#[tokio::test]
+async fn messages_ready_together_leave_together_in_order_for_clients_that_ask() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let ns = namespace("batch");
+    let publisher = server.client(&ns).await.events();
+    // Each subscriber on a connection of its own, so that its HTTP/2 window fills by itself.
+    let (batching, single) = (server.client(&ns).await.events(), server.client(&ns).await.events());
+    let subscribe =
+        |batch: bool| pb::EventsSubscribeRequest { channels: vec!["burst".into()], patterns: vec![], batch };
+    let mut batched = batching.raw().subscribe(subscribe(true)).await.unwrap().into_inner();
+    let mut one_by_one = single.raw().subscribe(subscribe(false)).await.unwrap().into_inner();
+    for stream in [&mut batched, &mut one_by_one] {
+        let first = stream.message().await.unwrap().unwrap().event;
+        assert!(matches!(first, Some(pb::events_subscribe_response::Event::Subscribed(_))), "{first:?}");
+    }
+    // 4.8 MB while nobody reads: more than the HTTP/2 windows hold (2 MB), fewer messages than
+    // the subscriber buffers drop.
+    const BURST: usize = 600;
+    for i in 0..BURST {
+        let mut payload = vec![b'.'; 8192];
+        payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        publisher.publish("burst", payload).await.unwrap();
+    }
+    for (stream, batch) in [(&mut batched, true), (&mut one_by_one, false)] {
+        let (mut received, mut responses, mut largest) = (Vec::new(), 0, 0);
+        while received.len() < BURST {
+            use pb::events_subscribe_response::Event as Out;
+            let messages = match stream.message().await.unwrap().unwrap().event.unwrap() {
+                Out::Message(message) => vec![message],
+                Out::Messages(batch) => batch.messages,
+                other => panic!("unexpected {other:?}"),
+            };
+            responses += 1;
+            largest = largest.max(messages.len());
+            received
+                .extend(messages.into_iter().map(|m| u64::from_be_bytes(m.payload[..8].try_into().unwrap())));
+        }
+        assert_eq!(received, (0..BURST as u64).collect::<Vec<_>>(), "every message, in order");
+        if batch {
+            assert!(largest > 1 && responses < BURST, "{responses} responses for {BURST} messages");
+            eprintln!(
+                "batching subscriber: {BURST} messages in {responses} responses, up to {largest} in one"
+            );
+        } else {
+            assert_eq!(responses, BURST, "a client that did not ask gets one message per response");
+        }
+    }
 }
 
 #[tokio::test]

@@ -47,6 +47,48 @@ fn event_out(event: Event) -> pb::EventsSubscribeResponse {
     pb::EventsSubscribeResponse { event: Some(event) }
 }
 
+/// The most messages one `messages` response carries.
+const MAX_BATCH_MESSAGES: usize = 256;
+/// The payload bytes after which a `messages` response is closed (a message larger than this
+/// leaves alone): responses stay small enough for any client's receive limit.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Turns events that were ready together into responses, in order: consecutive messages into
+/// `messages` responses of at most [`MAX_BATCH_BYTES`] of payload, anything else as it is.
+fn batched(ready: Vec<crate::error::Result<Event>>) -> Vec<Result<pb::EventsSubscribeResponse, Status>> {
+    use pb::events_subscribe_response::Event as Out;
+    fn flush(batch: &mut Vec<pb::EventsMessage>, out: &mut Vec<Result<pb::EventsSubscribeResponse, Status>>) {
+        let event = match batch.len() {
+            0 => return,
+            1 => Out::Message(batch.pop().expect("one message")),
+            _ => Out::Messages(pb::EventsMessages { messages: std::mem::take(batch) }),
+        };
+        out.push(Ok(pb::EventsSubscribeResponse { event: Some(event) }));
+    }
+    let mut out = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for event in ready {
+        match event {
+            Ok(Event::Message { channel, pattern, payload }) => {
+                if bytes + payload.len() > MAX_BATCH_BYTES {
+                    flush(&mut batch, &mut out);
+                    bytes = 0;
+                }
+                bytes += payload.len();
+                batch.push(pb::EventsMessage { channel, pattern: pattern.unwrap_or_default(), payload });
+            }
+            other => {
+                flush(&mut batch, &mut out);
+                bytes = 0;
+                out.push(other.map(event_out).map_err(Status::from));
+            }
+        }
+    }
+    flush(&mut batch, &mut out);
+    out
+}
+
 fn settings_in(settings: Option<pb::EventsGroupSettings>) -> Result<GroupSettings, Status> {
     let pb::EventsGroupSettings { ack_timeout, max_deliveries } = settings.unwrap_or_default();
     Ok(GroupSettings { ack_timeout: duration_in("ack_timeout", ack_timeout)?, max_deliveries })
@@ -188,8 +230,14 @@ impl events_server::Events for EventsApi {
         request: Request<pb::EventsSubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let ns = namespace::of(&request)?;
-        let pb::EventsSubscribeRequest { channels, patterns } = request.into_inner();
+        let pb::EventsSubscribeRequest { channels, patterns, batch } = request.into_inner();
         let events = self.events.subscribe(&ns, channels, patterns).await?;
+        if batch {
+            // Whatever is ready when the connection can take more leaves together; nothing waits.
+            let ready = futures::StreamExt::ready_chunks(events, MAX_BATCH_MESSAGES);
+            let batches = futures::StreamExt::flat_map(ready, |ready| futures::stream::iter(batched(ready)));
+            return Ok(Response::new(Box::pin(batches)));
+        }
         let stream = events.map(|event| event.map(event_out).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
