@@ -6,9 +6,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
@@ -157,8 +159,21 @@ pub struct Consumer {
     group: String,
     name: String,
     settings: ConsumerSettings,
+    acks: Arc<AckPath>,
     inner: Pin<Box<dyn Stream<Item = Result<Deliveries, Status>> + Send + Sync>>,
 }
+
+/// Where a consumer's acks go: on its own `ConsumeWithAcks` call, answered in order.
+struct AckPath {
+    /// The call's request side. Held while an ack is queued for its answer and sent, so that
+    /// answers are matched to acks in the order the acks were sent.
+    sending: tokio::sync::Mutex<mpsc::Sender<pb::EventsConsumeWithAcksRequest>>,
+    /// The answers awaited, oldest first.
+    awaited: AwaitedAcks,
+}
+
+/// Acks sent and not answered yet, oldest first.
+type AwaitedAcks = Arc<std::sync::Mutex<std::collections::VecDeque<oneshot::Sender<u64>>>>;
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -177,9 +192,25 @@ impl Consumer {
         self.settings
     }
 
-    /// Acknowledges entries; returns how many were pending.
+    /// Acknowledges entries; returns how many were pending. Acks travel on the consumer's own
+    /// call (no call of their own), and are answered in order.
     pub async fn ack<I: Into<String>>(&self, ids: impl IntoIterator<Item = I>) -> Result<u64, Status> {
-        self.events.ack(self.stream.clone(), self.group.clone(), ids).await
+        let ids: Vec<String> = ids.into_iter().map(Into::into).collect();
+        let (answer, answered) = oneshot::channel();
+        {
+            let requests = self.acks.sending.lock().await;
+            self.acks.awaited.lock().expect("ack queue").push_back(answer);
+            let ack = pb::events_consume_with_acks_request::Message::Ack(pb::EventsAckIds { ids });
+            let request = pb::EventsConsumeWithAcksRequest { message: Some(ack) };
+            if requests.send(request).await.is_err() {
+                return Err(Status::unavailable(
+                    "the consumer's call has ended; its entries come back after the ack timeout",
+                ));
+            }
+        }
+        answered.await.map_err(|_| {
+            Status::unavailable("the consumer's call ended before the ack was answered; unacknowledged entries come back after the ack timeout")
+        })
     }
 
     /// Gives entries back for delivery after `delay` (at most the ack timeout); returns how
@@ -200,6 +231,9 @@ impl Stream for Consumer {
         self.inner.as_mut().poll_next(cx)
     }
 }
+
+/// Acks a consumer may have sent and not yet had answered before the next one waits.
+const ACKS_IN_FLIGHT: usize = 16;
 
 /// First and longest wait before [`EventsClient::process`] consumes again after losing the server.
 const RETRY_MIN: Duration = Duration::from_millis(100);
@@ -413,7 +447,14 @@ impl EventsClient {
             settings: Some(options.settings.to_pb()),
             max_in_flight: options.max_in_flight,
         };
-        let mut inner = self.raw.clone().consume(request).await?.into_inner();
+        let (requests, requests_rx) = mpsc::channel(ACKS_IN_FLIGHT);
+        let start = pb::events_consume_with_acks_request::Message::Start(request);
+        requests
+            .send(pb::EventsConsumeWithAcksRequest { message: Some(start) })
+            .await
+            .map_err(|_| Status::internal("the consumer's request side closed at once"))?;
+        let requests_rx = tokio_stream::wrappers::ReceiverStream::new(requests_rx);
+        let mut inner = self.raw.clone().consume_with_acks(requests_rx).await?.into_inner();
         let settings = match inner.message().await? {
             Some(pb::EventsConsumeResponse { event: Some(In::Started(started)) }) => ConsumerSettings {
                 ack_timeout: from_duration(started.ack_timeout).unwrap_or_default(),
@@ -422,23 +463,51 @@ impl EventsClient {
             },
             _ => return Err(Status::internal("the consumer did not start with its confirmation")),
         };
-        let inner = Box::pin(inner.filter_map(|message| {
-            match message {
-                Ok(pb::EventsConsumeResponse { event: Some(In::Deliveries(batch)) }) => {
-                    Some(Ok(Deliveries {
-                        entries: batch
-                            .deliveries
-                            .into_iter()
-                            .map(|d| Delivery { id: d.id, fields: d.fields, deliveries: d.deliveries })
-                            .collect(),
-                        trimmed: batch.trimmed,
-                    }))
+        // One task reads the call: answers go to the acks awaiting them, deliveries to the
+        // stream. Deliveries queue without bound here so that an ack awaited before the next
+        // batch is read still gets its answer; the server's in-flight bound caps them.
+        let awaited = AwaitedAcks::default();
+        let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
+        let answers = awaited.clone();
+        tokio::spawn(async move {
+            loop {
+                // A consumer dropped ends the call at once (its task holds the call open).
+                let message = tokio::select! {
+                    message = inner.message() => message,
+                    () = deliveries_tx.closed() => break,
+                };
+                let delivered = match message {
+                    Ok(Some(pb::EventsConsumeResponse { event: Some(In::Deliveries(batch)) })) => {
+                        Ok(Deliveries {
+                            entries: batch
+                                .deliveries
+                                .into_iter()
+                                .map(|d| Delivery { id: d.id, fields: d.fields, deliveries: d.deliveries })
+                                .collect(),
+                            trimmed: batch.trimmed,
+                        })
+                    }
+                    Ok(Some(pb::EventsConsumeResponse { event: Some(In::Acked(acked)) })) => {
+                        if let Some(answer) = answers.lock().expect("ack queue").pop_front() {
+                            let _ = answer.send(acked.acked);
+                        }
+                        continue;
+                    }
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(status) => Err(status),
+                };
+                let failed = delivered.is_err();
+                if deliveries_tx.send(delivered).is_err() || failed {
+                    break;
                 }
-                Ok(_) => None,
-                Err(status) => Some(Err(status)),
             }
-        }));
-        Ok(Consumer { events: self.clone(), stream, group, name, settings, inner })
+            // Acks still awaited learn that the call ended (their senders are dropped).
+            answers.lock().expect("ack queue").clear();
+        });
+        let acks = Arc::new(AckPath { sending: tokio::sync::Mutex::new(requests), awaited });
+        let inner = Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(deliveries));
+        Ok(Consumer { events: self.clone(), stream, group, name, settings, acks, inner })
     }
 
     /// Consumes with `handler`, one entry at a time in delivery order: entries it finishes

@@ -5,6 +5,7 @@ mod append_many;
 mod auth;
 mod cache;
 mod cluster;
+mod consume_with_acks;
 mod consumer_groups;
 mod credentials;
 mod deploy;

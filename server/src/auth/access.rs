@@ -86,6 +86,7 @@ pub const TABLE: &[(&str, Service, Access)] = &[
     ("/rookery.v1.Events/DeleteGroup", Events, Admin),
     // Consuming moves entries into the consumer's pending list: a write, as in Redis's ACLs.
     ("/rookery.v1.Events/Consume", Events, Write),
+    ("/rookery.v1.Events/ConsumeWithAcks", Events, Write),
     ("/rookery.v1.Events/Ack", Events, Write),
     ("/rookery.v1.Events/Nack", Events, Write),
     ("/rookery.v1.Events/DescribeStream", Events, Read),

@@ -10,11 +10,12 @@ use rookery::v1 as pb;
 use rookery::v1::events_server;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::groups::{ConsumeEvent, ConsumeRequest, Delivery, EffectiveSettings, GroupSettings, StreamInfo};
 use super::{Append, Event, Events, NewEntry, StreamEntry};
 use crate::convert::{duration_in, duration_out};
+use crate::error::Error;
 use crate::namespace;
 
 /// `rookery.v1.Events` over the domain [`Events`].
@@ -28,7 +29,30 @@ impl EventsApi {
     pub fn new(events: Arc<Events>) -> Self {
         Self { events }
     }
+
+    /// Starts the consumer `request` asks for; its responses (`Consume`'s stream).
+    async fn deliveries(
+        &self,
+        ns: &namespace::Namespace,
+        request: pb::EventsConsumeRequest,
+    ) -> Result<impl Stream<Item = Result<pb::EventsConsumeResponse, Status>> + Send + 'static, Status> {
+        let pb::EventsConsumeRequest { stream, group, consumer, create_group, settings, max_in_flight } =
+            request;
+        let request = ConsumeRequest {
+            stream,
+            group,
+            consumer,
+            create_group,
+            settings: settings_in(settings)?,
+            max_in_flight,
+        };
+        let events = self.events.consume(ns, request).await?;
+        Ok(ReceiverStream::new(events).map(|event| event.map(consume_out).map_err(Status::from)))
+    }
 }
+
+/// `ack`s of one `ConsumeWithAcks` call answered but not yet sent before its reader waits.
+const ACKS_IN_FLIGHT: usize = 16;
 
 fn event_out(event: Event) -> pb::EventsSubscribeResponse {
     use pb::events_subscribe_response::Event as Out;
@@ -269,19 +293,65 @@ impl events_server::Events for EventsApi {
         request: Request<pb::EventsConsumeRequest>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
         let ns = namespace::of(&request)?;
-        let pb::EventsConsumeRequest { stream, group, consumer, create_group, settings, max_in_flight } =
-            request.into_inner();
-        let request = ConsumeRequest {
-            stream,
-            group,
-            consumer,
-            create_group,
-            settings: settings_in(settings)?,
-            max_in_flight,
+        let deliveries = self.deliveries(&ns, request.into_inner()).await?;
+        Ok(Response::new(Box::pin(deliveries)))
+    }
+
+    type ConsumeWithAcksStream =
+        Pin<Box<dyn Stream<Item = Result<pb::EventsConsumeResponse, Status>> + Send>>;
+
+    async fn consume_with_acks(
+        &self,
+        request: Request<Streaming<pb::EventsConsumeWithAcksRequest>>,
+    ) -> Result<Response<Self::ConsumeWithAcksStream>, Status> {
+        use pb::events_consume_with_acks_request::Message;
+        let ns = namespace::of(&request)?;
+        let mut requests = request.into_inner();
+        let Some(pb::EventsConsumeWithAcksRequest { message: Some(Message::Start(start)) }) =
+            requests.message().await?
+        else {
+            return Err(Status::invalid_argument("the first message of ConsumeWithAcks must be `start`"));
         };
-        let events = self.events.consume(&ns, request).await?;
-        let stream = ReceiverStream::new(events).map(|event| event.map(consume_out).map_err(Status::from));
-        Ok(Response::new(Box::pin(stream)))
+        let (stream, group) = (start.stream.clone(), start.group.clone());
+        let deliveries = self.deliveries(&ns, start).await?;
+        // Acks are made in the order they came, each answered among the deliveries; the call
+        // ends when the deliveries do (the request side closing stops nothing).
+        let (acked_tx, acked) = tokio::sync::mpsc::channel(ACKS_IN_FLIGHT);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(request)) = requests.message().await {
+                let Some(Message::Ack(pb::EventsAckIds { ids })) = request.message else {
+                    let refused =
+                        Status::invalid_argument("only the first message of ConsumeWithAcks is `start`");
+                    let _ = acked_tx.send(Err(refused)).await;
+                    return;
+                };
+                let acked = match events.ack(&ns, &stream, &group, &ids).await {
+                    Ok(acked) => acked,
+                    // Unacknowledged entries come back after the ack timeout, as they do when a
+                    // consumer never acks; the call goes on.
+                    Err(Error::InvalidArgument(message)) => {
+                        let _ = acked_tx.send(Err(Status::invalid_argument(message))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an ack on a ConsumeWithAcks call failed; its entries come back after the ack timeout");
+                        0
+                    }
+                };
+                let answer = pb::EventsConsumeResponse {
+                    event: Some(pb::events_consume_response::Event::Acked(pb::EventsAcked { acked })),
+                };
+                if acked_tx.send(Ok(answer)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let deliveries = deliveries.map(Some).chain(tokio_stream::once(None));
+        let merged = deliveries.merge(ReceiverStream::new(acked).map(Some));
+        // An invalid ack ends the call with its status (tonic sends no more after an error), as
+        // the deliveries' own errors do.
+        Ok(Response::new(Box::pin(merged.map_while(|item| item))))
     }
 
     async fn ack(

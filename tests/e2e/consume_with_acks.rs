@@ -1,0 +1,135 @@
+//! Events.ConsumeWithAcks end to end, spoken raw: acks on the consumer's own call answered in
+//! order among the deliveries, the in-flight bound opened by them, a bad first message, and
+//! the server-streaming `Consume` with unary `Ack` still served for clients that need it.
+
+use std::collections::HashMap;
+
+use rookery_client::pb::events_consume_response::Event as Out;
+use rookery_client::pb::events_consume_with_acks_request::Message;
+use rookery_client::{AppendOptions, EventsClient, pb};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use crate::harness::{TestServer, namespace, shared_redis, test_config};
+
+fn start(max_in_flight: u32) -> pb::EventsConsumeRequest {
+    pb::EventsConsumeRequest {
+        stream: "jobs".into(),
+        group: "workers".into(),
+        consumer: "c1".into(),
+        create_group: true,
+        settings: None,
+        max_in_flight,
+    }
+}
+
+fn ack(ids: Vec<String>) -> pb::EventsConsumeWithAcksRequest {
+    pb::EventsConsumeWithAcksRequest { message: Some(Message::Ack(pb::EventsAckIds { ids })) }
+}
+
+async fn append(events: &EventsClient, count: u32) {
+    for n in 0..count {
+        let fields = HashMap::from([("n".to_owned(), n.to_string().into_bytes())]);
+        events.append("jobs", fields, &AppendOptions::default()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn acks_on_the_consumers_own_call_are_answered_in_order_and_open_its_window() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("consume-acks")).await.events();
+    append(&events, 10).await;
+    let (requests, requests_rx) = mpsc::channel(8);
+    requests
+        .send(pb::EventsConsumeWithAcksRequest { message: Some(Message::Start(start(4))) })
+        .await
+        .unwrap();
+    let mut responses =
+        events.raw().consume_with_acks(ReceiverStream::new(requests_rx)).await.unwrap().into_inner();
+    let next = async |responses: &mut tonic::Streaming<pb::EventsConsumeResponse>| {
+        responses.message().await.unwrap().unwrap().event.unwrap()
+    };
+    assert!(matches!(next(&mut responses).await, Out::Started(_)));
+
+    // Four in flight at most: the first four, then nothing until they are acked.
+    let mut delivered = Vec::new();
+    while delivered.len() < 4 {
+        match next(&mut responses).await {
+            Out::Deliveries(batch) => delivered.extend(batch.deliveries.into_iter().map(|d| d.id)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(delivered.len(), 4, "the in-flight bound holds");
+    // Two acks sent back to back, the second repeating an entry of the first: answered in
+    // order, with what each found pending.
+    requests.send(ack(delivered[..3].to_vec())).await.unwrap();
+    requests.send(ack(delivered[2..4].to_vec())).await.unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 2 || delivered.len() < 10 {
+        match next(&mut responses).await {
+            Out::Acked(acked) => answers.push(acked.acked),
+            Out::Deliveries(batch) => {
+                let ids: Vec<String> = batch.deliveries.into_iter().map(|d| d.id).collect();
+                delivered.extend(ids.iter().cloned());
+                requests.send(ack(ids)).await.unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(answers[..2], [3, 1], "answers in the order of the acks, counting only what was pending");
+    assert_eq!(delivered.len(), 10, "the acks opened the window for the rest");
+    // Every entry is settled: nothing is pending in the group.
+    let mut described = None;
+    for _ in 0..100 {
+        let info = events.describe("jobs").await.unwrap();
+        if info.groups[0].pending == 0 {
+            described = Some(info);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(described.is_some(), "every entry acked on the call is settled in Redis");
+}
+
+#[tokio::test]
+async fn the_first_message_must_start_the_consumer() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("consume-acks-bad")).await.events();
+    let first = tokio_stream::iter([ack(vec!["1-0".into()])]);
+    let refused = events.raw().consume_with_acks(first).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    // A second `start` ends the call with INVALID_ARGUMENT too.
+    append(&events, 1).await;
+    let twice = [
+        pb::EventsConsumeWithAcksRequest { message: Some(Message::Start(start(10))) },
+        pb::EventsConsumeWithAcksRequest { message: Some(Message::Start(start(10))) },
+    ];
+    let mut responses = events.raw().consume_with_acks(tokio_stream::iter(twice)).await.unwrap().into_inner();
+    let ended = loop {
+        match responses.next().await {
+            Some(Ok(_)) => {}
+            Some(Err(status)) => break status,
+            None => panic!("the call ended without an error"),
+        }
+    };
+    assert_eq!(ended.code(), Code::InvalidArgument, "{ended:?}");
+}
+
+#[tokio::test]
+async fn the_server_streaming_consume_with_unary_acks_still_serves() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("consume-unary")).await.events();
+    append(&events, 3).await;
+    let mut responses = events.raw().consume(start(10)).await.unwrap().into_inner();
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        match responses.message().await.unwrap().unwrap().event.unwrap() {
+            Out::Started(_) => {}
+            Out::Deliveries(batch) => ids.extend(batch.deliveries.into_iter().map(|d| d.id)),
+            other => panic!("Consume sends no {other:?}"),
+        }
+    }
+    assert_eq!(events.ack("jobs", "workers", ids).await.unwrap(), 3);
+}
