@@ -4,8 +4,9 @@
 # redis-sentinel (the Sentinel failover test runs three), and
 # the rustfmt and clippy components, openssl (the Redis TLS test and scripts/dev-credentials.sh
 # make throwaway certificates with it), Python's venv (the deployment checks and the Python
-# example run in virtualenvs), and Node.js with npm (the Node example). Does nothing when
-# everything is there.
+# example run in virtualenvs), and Node.js with npm (the Node example). With --peers (for
+# `make bench` only, never `make test`), also the peers the bench compares with: NATS
+# (nats-server) and etcd (etcd-server). Does nothing when everything is there.
 set -euo pipefail
 
 need_apt=()
@@ -17,6 +18,10 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+if [ "${1:-}" = "--peers" ]; then
+  command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+  command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)..." >&2
@@ -28,8 +33,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  # Debian starts a system-wide Redis (and Sentinel) on install; Rookery never uses them unless
-  # told to.
+  # Debian starts a system-wide Redis (and Sentinel, NATS, etcd) on install; Rookery never uses
+  # them unless told to, and the bench starts its own peers on free ports.
 fi
 
 if [ "${1:-}" = "--rust-components" ]; then

@@ -2,17 +2,22 @@
 //! (`redis-benchmark`) as the reference, measured in the same invocation on the same machine.
 //!
 //! Absolute numbers on small shared machines are noise; the ratio to redis-benchmark at the
-//! same concurrency and value size is the figure that means something.
+//! same concurrency and value size is the figure that means something. With the `peers`
+//! feature, [`peers`] runs the same scenarios against NATS and etcd, the services a user would
+//! pick instead, for Rookery/peer ratios.
 
 pub mod events;
+#[cfg(feature = "peers")]
+pub mod peers;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::{Client, LockClient, LockOptions, SessionOptions, SetOptions};
+use crate::{AppendOptions, Client, LockClient, LockOptions, SessionOptions, SetOptions};
 
 /// The Lock scripts' shared helpers and the two scripts the lock scenario's redis-benchmark
 /// reference runs, composed as the server composes them ([`compose`]).
@@ -25,6 +30,8 @@ const BENCH_RATE_LIMIT: u64 = 1000;
 const SESSION_GET_SCRIPT: &str = include_str!("../../../server/src/session/get.lua");
 /// Attributes of a benchmark session: 8 names of 5–6 bytes with 16-byte values.
 const SESSION_ATTRIBUTES: usize = 8;
+/// About how many entries the append scenario's stream keeps (its peers' streams the same).
+pub const APPEND_MAX_LEN: u64 = 100_000;
 
 /// A script with its shared helpers, as the server composes it: the body's flags line
 /// (`#!lua …`) first, since Redis reads flags only from a script's first line, then the
@@ -56,6 +63,9 @@ pub enum BenchOp {
     SessionGet,
     /// `Events.Publish` to a channel (compared with redis-benchmark PUBLISH).
     Publish,
+    /// `Events.Append` of one 1-field entry to a durable stream kept to about 100,000 entries
+    /// (compared with redis-benchmark XADD MAXLEN ~).
+    Append,
     /// Stream entries (`--keys` of them) delivered to one consumer of a group that acks each
     /// batch (compared with a raw XREADGROUP COUNT 100 + XACK loop).
     Consume,
@@ -78,6 +88,7 @@ impl BenchOp {
             Self::SessionGet => "Session.Get (touch)",
             Self::RateLimit => "RateLimiter.Check (GCRA)",
             Self::Publish => "Events.Publish",
+            Self::Append => "Events.Append",
             Self::Consume => "Events.Consume entries (one consumer, acked per batch)",
             Self::Fanout => "Events.Subscribe messages (10 subscribers)",
             Self::IdleSubscribers => "Events.Subscribe idle subscription",
@@ -130,7 +141,8 @@ pub struct BenchReport {
 /// Errors of a benchmark run.
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
-fn key_name(i: usize) -> String {
+/// The name of benchmark key `i`, for Rookery and its peers alike.
+pub(crate) fn key_name(i: usize) -> String {
     format!("bench:{i}")
 }
 
@@ -168,7 +180,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
                 .await?;
         }
     }
-    let session_ids: std::sync::Arc<Vec<String>> = std::sync::Arc::new(if config.op == BenchOp::SessionGet {
+    let session_ids: Arc<Vec<String>> = Arc::new(if config.op == BenchOp::SessionGet {
         let sessions = clients[0].session();
         let mut ids = Vec::with_capacity(config.keys);
         for i in 0..config.keys {
@@ -181,55 +193,64 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     } else {
         Vec::new()
     });
-    let warmup = Duration::from_millis(500).min(config.duration / 4);
+    let stream: Arc<str> = events::unique("bench-append").into();
+    let workers = (0..config.concurrency)
+        .map(|worker| {
+            let client = &clients[worker % clients.len()];
+            RookeryWorker {
+                op: config.op,
+                worker,
+                keys: config.keys,
+                cache: client.cache(),
+                lock: client.lock(),
+                session: client.session(),
+                limiter: client.rate_limiter(),
+                events: client.events(),
+                rate_limit: crate::RateLimit::per(BENCH_RATE_LIMIT, Duration::from_secs(1)),
+                session_ids: session_ids.clone(),
+                value: value.clone(),
+                ttl,
+                stream: stream.clone(),
+            }
+        })
+        .collect();
+    closed_loop(config.duration, workers).await
+}
+
+/// One worker of a closed-loop benchmark: one operation per call, the next as soon as the last
+/// returned.
+pub trait Step: Send + 'static {
+    /// Does one operation; `true` if it succeeded.
+    fn step(&mut self) -> impl Future<Output = bool> + Send;
+}
+
+/// Runs every worker's [`Step`] in a loop (each on its own task) for a warm-up (500 ms, or a
+/// quarter of `duration` if less), then for `duration`, and reports the operations that started
+/// in the measured window: their count, rate and latency. Failed operations count as errors.
+pub async fn closed_loop<S: Step>(duration: Duration, workers: Vec<S>) -> Result<BenchReport, BenchError> {
+    let warmup = Duration::from_millis(500).min(duration / 4);
     let start = Instant::now() + warmup;
-    let end = start + config.duration;
-    let mut tasks = Vec::with_capacity(config.concurrency);
-    for worker in 0..config.concurrency {
-        let client = &clients[worker % clients.len()];
-        let (cache, lock, session, limiter, publisher) =
-            (client.cache(), client.lock(), client.session(), client.rate_limiter(), client.events());
-        let rate_limit = crate::RateLimit::per(BENCH_RATE_LIMIT, Duration::from_secs(1));
-        let session_ids = session_ids.clone();
-        let value = value.clone();
-        let (op, keys) = (config.op, config.keys);
+    let end = start + duration;
+    let mut tasks = Vec::with_capacity(workers.len());
+    for mut worker in workers {
         tasks.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut errors = 0u64;
             loop {
-                let key = key_name(rand::rng().random_range(0..keys));
                 let sent = Instant::now();
                 if sent >= end {
                     break;
                 }
-                let ok = match op {
-                    BenchOp::Get => cache.get(key).await.map(|found| found.is_some()),
-                    BenchOp::Set => cache.set(key, value.clone(), ttl).await,
-                    // Distinct names per worker: never contended.
-                    BenchOp::Lock => lock_pair(&lock, format!("bench:lock:{worker}"), None).await,
-                    BenchOp::LockContended => {
-                        lock_pair(&lock, "bench:contended".into(), Some(Duration::from_secs(30))).await
-                    }
-                    BenchOp::RateLimit => limiter.check(key, &rate_limit, 1).await.map(|_| true),
-                    BenchOp::SessionGet => {
-                        let id = &session_ids[rand::rng().random_range(0..session_ids.len())];
-                        session.get(id.clone(), true).await.map(|found| found.is_some())
-                    }
-                    BenchOp::Publish => publisher.publish(events::CHANNEL, value.clone()).await.map(|_| true),
-                    BenchOp::Consume | BenchOp::Fanout | BenchOp::IdleSubscribers => {
-                        unreachable!("run separately")
-                    }
-                };
+                let ok = worker.step().await;
                 if sent < start {
                     continue;
                 }
-                match ok {
-                    Ok(true) => {
-                        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        histogram.saturating_record(micros.max(1));
-                    }
-                    _ => errors += 1,
+                if ok {
+                    let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    histogram.saturating_record(micros.max(1));
+                } else {
+                    errors += 1;
                 }
             }
             (histogram, errors)
@@ -246,12 +267,59 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     Ok(BenchReport {
         ops: histogram.len(),
         errors,
-        ops_per_sec: histogram.len() as f64 / config.duration.as_secs_f64(),
+        ops_per_sec: histogram.len() as f64 / duration.as_secs_f64(),
         p50: micros(0.5),
         p99: micros(0.99),
         p999: micros(0.999),
         missed: 0,
     })
+}
+
+/// A worker of the request-after-request scenarios against Rookery.
+struct RookeryWorker {
+    op: BenchOp,
+    worker: usize,
+    keys: usize,
+    cache: crate::CacheClient,
+    lock: LockClient,
+    session: crate::SessionClient,
+    limiter: crate::RateLimiterClient,
+    events: crate::EventsClient,
+    rate_limit: crate::RateLimit,
+    session_ids: Arc<Vec<String>>,
+    value: Vec<u8>,
+    ttl: Duration,
+    stream: Arc<str>,
+}
+
+impl Step for RookeryWorker {
+    async fn step(&mut self) -> bool {
+        let key = key_name(rand::rng().random_range(0..self.keys));
+        let ok = match self.op {
+            BenchOp::Get => self.cache.get(key).await.map(|found| found.is_some()),
+            BenchOp::Set => self.cache.set(key, self.value.clone(), self.ttl).await,
+            // Distinct names per worker: never contended.
+            BenchOp::Lock => lock_pair(&self.lock, format!("bench:lock:{}", self.worker), None).await,
+            BenchOp::LockContended => {
+                lock_pair(&self.lock, "bench:contended".into(), Some(Duration::from_secs(30))).await
+            }
+            BenchOp::RateLimit => self.limiter.check(key, &self.rate_limit, 1).await.map(|_| true),
+            BenchOp::SessionGet => {
+                let id = &self.session_ids[rand::rng().random_range(0..self.session_ids.len())];
+                self.session.get(id.clone(), true).await.map(|found| found.is_some())
+            }
+            BenchOp::Publish => self.events.publish(events::CHANNEL, self.value.clone()).await.map(|_| true),
+            BenchOp::Append => {
+                let fields = std::collections::HashMap::from([("v".to_owned(), self.value.clone())]);
+                let options = AppendOptions { max_len: APPEND_MAX_LEN, ..AppendOptions::default() };
+                self.events.append(&*self.stream, fields, &options).await.map(|_| true)
+            }
+            BenchOp::Consume | BenchOp::Fanout | BenchOp::IdleSubscribers => {
+                unreachable!("run separately")
+            }
+        };
+        matches!(ok, Ok(true))
+    }
 }
 
 /// One acquire + release; `Ok(false)` if the lock was not granted.
@@ -407,6 +475,7 @@ pub async fn redis_benchmark(
             parse_redis_benchmark_csv(&csv, None)
         }
         BenchOp::Publish => events::publish_reference(&url, config, requests).await,
+        BenchOp::Append => events::append_reference(&url, config, requests).await,
         BenchOp::Consume => events::consume_reference(redis_url, config).await,
         BenchOp::Fanout => events::fanout_reference(redis_url, config, requests).await,
         BenchOp::LockContended => Err("there is no redis-benchmark reference for the contended lock".into()),

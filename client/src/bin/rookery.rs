@@ -378,6 +378,15 @@ struct BenchArgs {
     /// alternate rounds between it and `--url` and print the throughput ratio of `--url` to it.
     #[arg(long, conflicts_with = "compare_redis")]
     compare_url: Option<String>,
+    /// A peer to run the same scenario against, alternating rounds with `--url`, and print
+    /// Rookery/peer ratios (NATS: fanout, append, consume; etcd: get, lock, lock-contended).
+    #[cfg(feature = "peers")]
+    #[arg(long, value_enum, conflicts_with_all = ["compare_redis", "compare_url"], requires = "peer_url")]
+    compare_peer: Option<bench::peers::Peer>,
+    /// With --compare-peer: the peer's address (`nats://127.0.0.1:4222`, `http://127.0.0.1:2379`).
+    #[cfg(feature = "peers")]
+    #[arg(long)]
+    peer_url: Option<String>,
     /// The server's admin HTTP address, for `--op idle-subscribers`.
     #[arg(long, default_value = "http://127.0.0.1:9090")]
     admin_url: String,
@@ -855,6 +864,7 @@ async fn bench_command(
         BenchOp::SessionGet => "EVALSHA session get (touch)",
         BenchOp::RateLimit => "EVALSHA rate limit check (GCRA)",
         BenchOp::Publish => "PUBLISH",
+        BenchOp::Append => "XADD MAXLEN ~ 100000",
         BenchOp::Consume => "XREADGROUP COUNT 100 + XACK loop",
         BenchOp::Fanout => "PUBLISH to 10 subscribers, delivered",
         BenchOp::IdleSubscribers => {
@@ -884,6 +894,33 @@ async fn bench_command(
         );
         if report.missed > 0 {
             println!("subscribers were told they missed {} messages", report.missed);
+        }
+        #[cfg(feature = "peers")]
+        if let (Some(peer), Some(peer_url)) = (args.compare_peer, &args.peer_url) {
+            let scenario = peer
+                .scenario(config.op)
+                .ok_or_else(|| format!("{} has no counterpart of {name}", peer.name()))?;
+            let other = bench::peers::run(peer, peer_url, &config).await?;
+            errors += other.errors;
+            println!(
+                "{} {scenario} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
+                peer.name(),
+                config.concurrency,
+                config.value_size,
+                other.ops_per_sec,
+                ms(other.p50),
+                ms(other.p99),
+                ms(other.p999),
+                other.errors
+            );
+            if other.missed > 0 {
+                println!("{} dropped {} messages for slow subscribers", peer.name(), other.missed);
+            }
+            let (ratio, extra, line) = bench::peers::ratio_line(peer, &report, &other);
+            println!("{line}");
+            ratios.push(ratio);
+            added.push(extra);
+            continue;
         }
         if let Some(other_url) = &args.compare_url {
             let other = bench::run(&BenchConfig { url: other_url.clone(), ..config.clone() }).await?;
@@ -929,7 +966,11 @@ async fn bench_command(
         added.push(extra);
     }
     if ratios.len() > 1 {
-        let reference = args.compare_url.as_deref().unwrap_or("redis-benchmark");
+        #[cfg(feature = "peers")]
+        let peer = args.compare_peer.map(|peer| peer.name());
+        #[cfg(not(feature = "peers"))]
+        let peer = None;
+        let reference = peer.or(args.compare_url.as_deref()).unwrap_or("redis-benchmark");
         println!(
             "median of {} rounds: {:.1}% of {reference}'s throughput; p50 {:+.0}µs over it",
             ratios.len(),
