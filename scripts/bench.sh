@@ -71,7 +71,7 @@ etcd --name bench --data-dir "$peer_dir/etcd" --log-outputs "$peer_dir/etcd.log"
   --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
   --initial-cluster "bench=http://127.0.0.1:$etcd_peer_port" &
 etcd_pid=$!
-trap 'kill -TERM "$server_pid" "$unshared_pid" "$secure_pid" "$nats_pid" "$etcd_pid" 2>/dev/null; wait "$server_pid" "$unshared_pid" "$secure_pid" "$nats_pid" "$etcd_pid" 2>/dev/null; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}" "$main_config" "$unshared_config" "$credentials" "$peer_dir"' EXIT
+trap 'kill -TERM "$server_pid" "$unshared_pid" "$secure_pid" "$nats_pid" "$etcd_pid" 2>/dev/null; wait "$server_pid" "$unshared_pid" "$secure_pid" "$nats_pid" "$etcd_pid" 2>/dev/null || true; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}" "$main_config" "$unshared_config" "$credentials" "$peer_dir"' EXIT
 for port in 50151 50153 50155 "$nats_port" "$etcd_port"; do
   for _ in $(seq 200); do
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
