@@ -32,6 +32,8 @@ const SESSION_GET_SCRIPT: &str = include_str!("../../../server/src/session/get.l
 const SESSION_ATTRIBUTES: usize = 8;
 /// About how many entries the append scenario's stream keeps (its peers' streams the same).
 pub const APPEND_MAX_LEN: u64 = 100_000;
+/// Entries per call of the `AppendMany` scenario.
+pub const APPEND_BATCH: usize = 100;
 
 /// A script with its shared helpers, as the server composes it: the body's flags line
 /// (`#!lua …`) first, since Redis reads flags only from a script's first line, then the
@@ -66,6 +68,9 @@ pub enum BenchOp {
     /// `Events.Append` of one 1-field entry to a durable stream kept to about 100,000 entries
     /// (compared with redis-benchmark XADD MAXLEN ~).
     Append,
+    /// `Events.AppendMany` of [`APPEND_BATCH`] 1-field entries in one call to the same stream
+    /// (compared with a pipeline of as many XADD MAXLEN ~); one operation is one call.
+    AppendMany,
     /// Stream entries (`--keys` of them) delivered to one consumer of a group that acks each
     /// batch (compared with a raw XREADGROUP COUNT 100 + XACK loop).
     Consume,
@@ -89,6 +94,7 @@ impl BenchOp {
             Self::RateLimit => "RateLimiter.Check (GCRA)",
             Self::Publish => "Events.Publish",
             Self::Append => "Events.Append",
+            Self::AppendMany => "Events.AppendMany (100 entries per call)",
             Self::Consume => "Events.Consume entries (one consumer, acked per batch)",
             Self::Fanout => "Events.Subscribe messages (10 subscribers)",
             Self::IdleSubscribers => "Events.Subscribe idle subscription",
@@ -314,6 +320,15 @@ impl Step for RookeryWorker {
                 let options = AppendOptions { max_len: APPEND_MAX_LEN, ..AppendOptions::default() };
                 self.events.append(&*self.stream, fields, &options).await.map(|_| true)
             }
+            BenchOp::AppendMany => {
+                let entry = || crate::NewEntry {
+                    fields: std::collections::HashMap::from([("v".to_owned(), self.value.clone())]),
+                    idempotency_key: None,
+                };
+                let options = AppendOptions { max_len: APPEND_MAX_LEN, ..AppendOptions::default() };
+                let entries = (0..APPEND_BATCH).map(|_| entry());
+                self.events.append_many(&*self.stream, entries, &options).await.map(|_| true)
+            }
             BenchOp::Consume | BenchOp::Fanout | BenchOp::IdleSubscribers => {
                 unreachable!("run separately")
             }
@@ -479,6 +494,9 @@ pub async fn redis_benchmark(
         BenchOp::Consume => events::consume_reference(redis_url, config).await,
         BenchOp::Fanout => events::fanout_reference(redis_url, config, requests).await,
         BenchOp::LockContended => Err("there is no redis-benchmark reference for the contended lock".into()),
+        BenchOp::AppendMany => {
+            Err("there is no redis-benchmark reference per call of many entries (see Append's XADD)".into())
+        }
         BenchOp::IdleSubscribers => Err("there is no redis-benchmark reference for memory".into()),
     }
 }

@@ -865,6 +865,7 @@ async fn bench_command(
         BenchOp::RateLimit => "EVALSHA rate limit check (GCRA)",
         BenchOp::Publish => "PUBLISH",
         BenchOp::Append => "XADD MAXLEN ~ 100000",
+        BenchOp::AppendMany => "none (compare entries/s with Append's XADD)",
         BenchOp::Consume => "XREADGROUP COUNT 100 + XACK loop",
         BenchOp::Fanout => "PUBLISH to 10 subscribers, delivered",
         BenchOp::IdleSubscribers => {
