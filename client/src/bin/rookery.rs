@@ -839,6 +839,20 @@ fn ms(d: Duration) -> String {
     format!("{:.3}ms", d.as_secs_f64() * 1000.0)
 }
 
+/// One line of a measured round: who ran what, at which concurrency and size, and its figures.
+fn print_report(who: &str, config: &BenchConfig, report: &bench::BenchReport) {
+    println!(
+        "{who} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
+        config.concurrency,
+        config.value_size,
+        report.ops_per_sec,
+        ms(report.p50),
+        ms(report.p99),
+        ms(report.p999),
+        report.errors
+    );
+}
+
 async fn bench_command(
     url: String,
     namespace: String,
@@ -883,16 +897,7 @@ async fn bench_command(
     for _ in 0..args.rounds.max(1) {
         let report = bench::run(&config).await?;
         errors += report.errors;
-        println!(
-            "rookery {name} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
-            config.concurrency,
-            config.value_size,
-            report.ops_per_sec,
-            ms(report.p50),
-            ms(report.p99),
-            ms(report.p999),
-            report.errors
-        );
+        print_report(&format!("rookery {name}"), &config, &report);
         if report.missed > 0 {
             println!("subscribers were told they missed {} messages", report.missed);
         }
@@ -903,17 +908,7 @@ async fn bench_command(
                 .ok_or_else(|| format!("{} has no counterpart of {name}", peer.name()))?;
             let other = bench::peers::run(peer, peer_url, &config).await?;
             errors += other.errors;
-            println!(
-                "{} {scenario} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
-                peer.name(),
-                config.concurrency,
-                config.value_size,
-                other.ops_per_sec,
-                ms(other.p50),
-                ms(other.p99),
-                ms(other.p999),
-                other.errors
-            );
+            print_report(&format!("{} {scenario}", peer.name()), &config, &other);
             if other.missed > 0 {
                 println!("{} dropped {} messages for slow subscribers", peer.name(), other.missed);
             }
@@ -926,16 +921,7 @@ async fn bench_command(
         if let Some(other_url) = &args.compare_url {
             let other = bench::run(&BenchConfig { url: other_url.clone(), ..config.clone() }).await?;
             errors += other.errors;
-            println!(
-                "{other_url} {name} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
-                config.concurrency,
-                config.value_size,
-                other.ops_per_sec,
-                ms(other.p50),
-                ms(other.p99),
-                ms(other.p999),
-                other.errors
-            );
+            print_report(&format!("{other_url} {name}"), &config, &other);
             let ratio = 100.0 * report.ops_per_sec / other.ops_per_sec;
             let extra = (report.p50.as_secs_f64() - other.p50.as_secs_f64()) * 1e6;
             println!("ratio: {ratio:.1}% of {other_url}'s throughput; p50 {extra:+.0}µs over it");

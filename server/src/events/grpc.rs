@@ -54,13 +54,15 @@ impl EventsApi {
 /// `ack`s of one `ConsumeWithAcks` call answered but not yet sent before its reader waits.
 const ACKS_IN_FLIGHT: usize = 16;
 
+fn message_out(channel: String, pattern: Option<String>, payload: Vec<u8>) -> pb::EventsMessage {
+    pb::EventsMessage { channel, pattern: pattern.unwrap_or_default(), payload }
+}
+
 fn event_out(event: Event) -> pb::EventsSubscribeResponse {
     use pb::events_subscribe_response::Event as Out;
     let event = match event {
         Event::Subscribed => Out::Subscribed(pb::EventsSubscribed {}),
-        Event::Message { channel, pattern, payload } => {
-            Out::Message(pb::EventsMessage { channel, pattern: pattern.unwrap_or_default(), payload })
-        }
+        Event::Message { channel, pattern, payload } => Out::Message(message_out(channel, pattern, payload)),
         Event::SlowSubscriberGap(missed) => {
             Out::Gap(pb::EventsGap { reason: pb::EventsGapReason::SlowSubscriber.into(), missed })
         }
@@ -100,7 +102,7 @@ fn batched(ready: Vec<crate::error::Result<Event>>) -> Vec<Result<pb::EventsSubs
                     bytes = 0;
                 }
                 bytes += payload.len();
-                batch.push(pb::EventsMessage { channel, pattern: pattern.unwrap_or_default(), payload });
+                batch.push(message_out(channel, pattern, payload));
             }
             other => {
                 flush(&mut batch, &mut out);

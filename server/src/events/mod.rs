@@ -331,7 +331,7 @@ impl Events {
             (keys::event_stream_mark(&key), keys::event_dead_letters(&key), keys::event_groups(&key));
         let markers: Vec<Option<String>> = entries
             .iter()
-            .map(|entry| keys::event_stream(ns.as_str(), stream, entry.idempotency_key.as_deref()).1)
+            .map(|entry| entry.idempotency_key.as_deref().map(|k| keys::event_idempotency_marker(&key, k)))
             .collect();
         let mut keys: Vec<&str> = vec![&key, &mark, &dead, &groups];
         keys.extend(markers.iter().map(|marker| marker.as_deref().unwrap_or(&key)));

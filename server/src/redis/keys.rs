@@ -247,12 +247,16 @@ const KIND_STREAM: &str = "st";
 pub fn event_stream(namespace: &str, name: &str, idempotency_key: Option<&str>) -> (String, Option<String>) {
     let mut stream = object_head(namespace, KIND_STREAM, name);
     stream.push('}');
-    let marker = idempotency_key.map(|key| {
-        let mut marker = format!("{stream}:idem:");
-        escape_into(&mut marker, key);
-        marker
-    });
+    let marker = idempotency_key.map(|key| event_idempotency_marker(&stream, key));
     (stream, marker)
+}
+
+/// The marker of the append that idempotency key `key` made to the stream whose key is
+/// `stream` (same hash tag): `<stream>:idem:<key>`.
+pub fn event_idempotency_marker(stream: &str, key: &str) -> String {
+    let mut marker = format!("{stream}:idem:");
+    escape_into(&mut marker, key);
+    marker
 }
 
 /// The dead-letter stream of the stream whose key is `stream` (same hash tag): entries that
