@@ -45,6 +45,58 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Starts `program` with `args` under a watchdog shell that kills it when this test process
+/// exits, even if it never runs destructors (statics, panics, kill), and waits until a line of
+/// its log (stdout) contains `ready`. A reader thread keeps draining the log so the program
+/// never blocks on a full pipe, and appends its lines to `log` if given. `None` if the program
+/// exited first (most likely: its port was taken).
+fn spawn_watched(
+    program: &str,
+    args: &[String],
+    ready: &'static str,
+    log: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+) -> Option<Child> {
+    let script = format!(
+        "{program} \"$@\" & r=$!; trap 'kill -9 $r 2>/dev/null; wait $r 2>/dev/null' EXIT TERM; \
+         while kill -0 {} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done",
+        std::process::id()
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(format!("{program}-watchdog"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut ready_tx = Some(ready_tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(ready)
+                && let Some(tx) = ready_tx.take()
+            {
+                let _ = tx.send(());
+            }
+            if let Some(log) = &log {
+                log.lock().unwrap().push(line);
+            }
+        }
+    });
+    match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(()) => Some(child),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let _ = child.wait();
+            None
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{program} did not start: {args:?}"),
+    }
+}
+
 fn unique() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -86,8 +138,6 @@ impl RedisProcess {
 
     /// Starts redis-server and waits until it is ready; false if it exited instead.
     fn try_spawn(&mut self) -> bool {
-        // A watchdog shell kills redis-server when this test process exits, even if it never
-        // runs destructors (statics, panics, kill).
         let mut args = vec![
             "--port".to_owned(),
             self.port.to_string(),
@@ -110,56 +160,21 @@ impl RedisProcess {
             self.dir.display().to_string(),
         ];
         args.extend(self.extra.iter().cloned());
-        let script = format!(
-            "redis-server \"$@\" & r=$!; trap 'kill -9 $r 2>/dev/null; wait $r 2>/dev/null' EXIT TERM; \
-             while kill -0 {} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done",
-            std::process::id()
-        );
         if Command::new("redis-server").arg("--version").output().is_err() {
             panic!(
                 "redis-server is not installed; the tests need a real Redis. Install it with \
                  `sudo apt-get install redis-server` (or run `make test`, which does)"
             );
         }
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("redis-watchdog")
-            .args(args)
-            .args(["--logfile", ""])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        // Wait for Redis's own signal, its "Ready to accept connections" log line; the log
-        // ends without it when redis-server exits (most likely: the port was taken). The
-        // reader keeps draining the log afterwards so Redis never blocks on a full pipe.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut ready_tx = Some(ready_tx);
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("Ready to accept connections")
-                    && let Some(tx) = ready_tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(()) => {
+        args.extend(["--logfile".to_owned(), String::new()]);
+        // Redis's own signal is its "Ready to accept connections" log line; the log ends
+        // without it when redis-server exits (most likely: the port was taken).
+        match spawn_watched("redis-server", &args, "Ready to accept connections", None) {
+            Some(child) => {
                 self.child = Some(child);
                 true
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = child.wait();
-                false
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                panic!("redis-server did not start on port {}", self.port)
-            }
+            None => false,
         }
     }
 
@@ -673,48 +688,11 @@ impl SentinelProcess {
     /// Starts `redis-sentinel <config>` on `port` and waits for it to monitor its master;
     /// None if it exited first (most likely: its port was taken).
     fn spawn(config: &std::path::Path, port: u16) -> Option<Self> {
-        let script = format!(
-            "redis-sentinel \"$@\" & r=$!; trap 'kill -9 $r 2>/dev/null; wait $r 2>/dev/null' EXIT TERM; \
-             while kill -0 {} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done",
-            std::process::id()
-        );
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sentinel-watchdog")
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-sentinel");
-        let stdout = child.stdout.take().expect("piped stdout");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut ready_tx = Some(ready_tx);
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // Logged once the sentinel listens and watches its master.
-                if line.contains("+monitor master")
-                    && let Some(tx) = ready_tx.take()
-                {
-                    let _ = tx.send(());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(()) => Some(Self { child, port, log }),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = child.wait();
-                None
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                panic!("redis-sentinel did not start on port {port}")
-            }
-        }
+        // Logged once the sentinel listens and watches its master.
+        let args = [config.display().to_string()];
+        let child = spawn_watched("redis-sentinel", &args, "+monitor master", Some(log.clone()))?;
+        Some(Self { child, port, log })
     }
 
     async fn conn(&self) -> redis::aio::MultiplexedConnection {
