@@ -168,12 +168,29 @@ struct AckPath {
     /// The call's request side. Held while an ack is queued for its answer and sent, so that
     /// answers are matched to acks in the order the acks were sent.
     sending: tokio::sync::Mutex<mpsc::Sender<pb::EventsConsumeWithAcksRequest>>,
-    /// The answers awaited, oldest first.
-    awaited: AwaitedAcks,
+    /// The answers awaited, shared with the task that reads the call.
+    awaited: Arc<std::sync::Mutex<AwaitedAcks>>,
 }
 
-/// Acks sent and not answered yet, oldest first.
-type AwaitedAcks = Arc<std::sync::Mutex<std::collections::VecDeque<oneshot::Sender<u64>>>>;
+/// Acks sent and not answered yet, oldest first, each learning its count or the status its
+/// call ended with; and that status once it has ended.
+#[derive(Default)]
+struct AwaitedAcks {
+    queue: std::collections::VecDeque<oneshot::Sender<Result<u64, Status>>>,
+    /// Checked under the same lock as the queue: an ack made after the call ended fails at
+    /// once instead of waiting for an answer that will never come.
+    ended: Option<Status>,
+}
+
+impl AwaitedAcks {
+    /// The call ended with `status`: every ack awaiting an answer, and every later one, gets it.
+    fn end(&mut self, status: Status) {
+        for answer in self.queue.drain(..) {
+            let _ = answer.send(Err(status.clone()));
+        }
+        self.ended = Some(status);
+    }
+}
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -193,13 +210,21 @@ impl Consumer {
     }
 
     /// Acknowledges entries; returns how many were pending. Acks travel on the consumer's own
-    /// call (no call of their own), and are answered in order.
+    /// call (no call of their own), and are answered in order. A failed ack ends the call, and
+    /// once it has ended every ack fails with the status it ended with: the entries stay
+    /// pending, and come back first to this consumer name when it consumes again.
     pub async fn ack<I: Into<String>>(&self, ids: impl IntoIterator<Item = I>) -> Result<u64, Status> {
         let ids: Vec<String> = ids.into_iter().map(Into::into).collect();
         let (answer, answered) = oneshot::channel();
         {
             let requests = self.acks.sending.lock().await;
-            self.acks.awaited.lock().expect("ack queue").push_back(answer);
+            {
+                let mut awaited = self.acks.awaited.lock().expect("ack queue");
+                if let Some(ended) = &awaited.ended {
+                    return Err(ended.clone());
+                }
+                awaited.queue.push_back(answer);
+            }
             let ack = pb::events_consume_with_acks_request::Message::Ack(pb::EventsAckIds { ids });
             let request = pb::EventsConsumeWithAcksRequest { message: Some(ack) };
             if requests.send(request).await.is_err() {
@@ -208,9 +233,8 @@ impl Consumer {
                 ));
             }
         }
-        answered.await.map_err(|_| {
-            Status::unavailable("the consumer's call ended before the ack was answered; unacknowledged entries come back after the ack timeout")
-        })
+        // The task that reads the call answers every ack it queued, or ends them all.
+        answered.await.unwrap_or_else(|_| Err(Status::unavailable("the consumer's call ended")))
     }
 
     /// Gives entries back for delivery after `delay` (at most the ack timeout); returns how
@@ -466,15 +490,15 @@ impl EventsClient {
         // One task reads the call: answers go to the acks awaiting them, deliveries to the
         // stream. Deliveries queue without bound here so that an ack awaited before the next
         // batch is read still gets its answer; the server's in-flight bound caps them.
-        let awaited = AwaitedAcks::default();
+        let awaited = Arc::new(std::sync::Mutex::new(AwaitedAcks::default()));
         let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
         let answers = awaited.clone();
         tokio::spawn(async move {
-            loop {
+            let ended = loop {
                 // A consumer dropped ends the call at once (its task holds the call open).
                 let message = tokio::select! {
                     message = inner.message() => message,
-                    () = deliveries_tx.closed() => break,
+                    () = deliveries_tx.closed() => break Status::cancelled("the consumer was dropped"),
                 };
                 let delivered = match message {
                     Ok(Some(pb::EventsConsumeResponse { event: Some(In::Deliveries(batch)) })) => {
@@ -488,22 +512,28 @@ impl EventsClient {
                         })
                     }
                     Ok(Some(pb::EventsConsumeResponse { event: Some(In::Acked(acked)) })) => {
-                        if let Some(answer) = answers.lock().expect("ack queue").pop_front() {
-                            let _ = answer.send(acked.acked);
+                        if let Some(answer) = answers.lock().expect("ack queue").queue.pop_front() {
+                            let _ = answer.send(Ok(acked.acked));
                         }
                         continue;
                     }
                     Ok(Some(_)) => continue,
-                    Ok(None) => break,
-                    Err(status) => Err(status),
+                    Ok(None) => {
+                        break Status::unavailable(
+                            "the consumer's call has ended; unacknowledged entries come back after the ack timeout",
+                        );
+                    }
+                    // A failed ack ends the call too: the acks awaiting an answer get its status.
+                    Err(status) => {
+                        let _ = deliveries_tx.send(Err(status.clone()));
+                        break status;
+                    }
                 };
-                let failed = delivered.is_err();
-                if deliveries_tx.send(delivered).is_err() || failed {
-                    break;
+                if deliveries_tx.send(delivered).is_err() {
+                    break Status::cancelled("the consumer was dropped");
                 }
-            }
-            // Acks still awaited learn that the call ended (their senders are dropped).
-            answers.lock().expect("ack queue").clear();
+            };
+            answers.lock().expect("ack queue").end(ended);
         });
         let acks = Arc::new(AckPath { sending: tokio::sync::Mutex::new(requests), awaited });
         let inner = Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(deliveries));

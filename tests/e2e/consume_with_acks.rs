@@ -1,18 +1,20 @@
 //! Events.ConsumeWithAcks end to end, spoken raw: acks on the consumer's own call answered in
 //! order among the deliveries, the in-flight bound opened by them, a bad first message, and
-//! the server-streaming `Consume` with unary `Ack` still served for clients that need it.
+//! the server-streaming `Consume` with unary `Ack` still served for clients that need it, and
+//! a failed ack ending the call so that its entries come back at once.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use rookery_client::pb::events_consume_response::Event as Out;
 use rookery_client::pb::events_consume_with_acks_request::Message;
-use rookery_client::{AppendOptions, EventsClient, pb};
+use rookery_client::{AppendOptions, ConsumeOptions, EventsClient, GroupSettings, pb};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use crate::harness::{TestServer, namespace, shared_redis, test_config};
+use crate::harness::{RedisProcess, TestServer, namespace, shared_redis, test_config};
 
 fn start(max_in_flight: u32) -> pb::EventsConsumeRequest {
     pb::EventsConsumeRequest {
@@ -88,7 +90,7 @@ async fn acks_on_the_consumers_own_call_are_answered_in_order_and_open_its_windo
             described = Some(info);
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(described.is_some(), "every entry acked on the call is settled in Redis");
 }
@@ -132,4 +134,69 @@ async fn the_server_streaming_consume_with_unary_acks_still_serves() {
         }
     }
     assert_eq!(events.ack("jobs", "workers", ids).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_failed_ack_ends_the_call_and_its_entries_come_back_first_to_the_same_consumer() {
+    // A Redis of its own, whose ACL can refuse XACK while every other command goes on.
+    let redis = RedisProcess::start(&[]);
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let events = server.client(&namespace("consume-acks-failed")).await.events();
+    append(&events, 3).await;
+    // An hour's ack timeout: entries seen again within the test come from the consumer's own
+    // pending list, not from another consumer's claim after the timeout.
+    let options = ConsumeOptions {
+        create_group: true,
+        settings: GroupSettings { ack_timeout: Some(Duration::from_secs(3600)), max_deliveries: None },
+        ..ConsumeOptions::default()
+    };
+    let mut consumer = events.consume("jobs", "workers", "c1", &options).await.unwrap();
+    let first = consumer.next().await.unwrap().unwrap();
+    let ids: Vec<String> = first.entries.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(ids.len(), 3);
+
+    let acl = async |rule: &str| {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(rule)
+            .query_async::<()>(&mut redis.conn().await)
+            .await
+            .unwrap();
+    };
+    acl("-xack").await;
+    let failed = consumer.ack(ids.clone()).await.expect_err("Redis refused the ack");
+    // The call ends with the ack's status: no `acked` of 0 while the entries stay pending.
+    let ended = consumer.next().await.expect("the call ends with a status").expect_err("an error");
+    assert_eq!(ended.code(), failed.code(), "{ended:?} / {failed:?}");
+    assert_ne!(failed.code(), Code::Ok);
+    assert!(consumer.next().await.is_none(), "nothing after the status");
+    acl("+xack").await;
+
+    // Consuming again under the same name delivers them at once, as second deliveries.
+    let mut again = events.consume("jobs", "workers", "c1", &options).await.unwrap();
+    let redelivered = again.next().await.unwrap().unwrap();
+    let back: Vec<(String, u64)> = redelivered.entries.iter().map(|d| (d.id.clone(), d.deliveries)).collect();
+    assert_eq!(back, ids.iter().map(|id| (id.clone(), 2)).collect::<Vec<_>>());
+    assert_eq!(again.ack(ids).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn an_ack_after_the_call_ended_fails_with_the_status_it_ended_with() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("consume-acks-ended")).await.events();
+    append(&events, 2).await;
+    let options = ConsumeOptions { create_group: true, ..ConsumeOptions::default() };
+    let mut consumer = events.consume("jobs", "workers", "c1", &options).await.unwrap();
+    let ids: Vec<String> =
+        consumer.next().await.unwrap().unwrap().entries.into_iter().map(|d| d.id).collect();
+    // A newer Consume takes the name over: the older call ends with ABORTED.
+    let _newer = events.consume("jobs", "workers", "c1", &options).await.unwrap();
+    let ended = consumer.next().await.unwrap().expect_err("the older call ends");
+    assert_eq!(ended.code(), Code::Aborted, "{ended:?}");
+    // An ack made afterwards learns that status at once rather than waiting for an answer.
+    let late = tokio::time::timeout(Duration::from_secs(30), consumer.ack(ids))
+        .await
+        .expect("an ack on an ended call is answered");
+    assert_eq!(late.expect_err("the call has ended").code(), Code::Aborted);
 }

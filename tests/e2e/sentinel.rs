@@ -93,7 +93,7 @@ async fn the_server_follows_a_sentinel_failover_under_load() {
             }
         }
     });
-    let consumer = tokio::spawn({
+    let mut consumer = tokio::spawn({
         let (events, seen) = (events.clone(), seen.clone());
         async move {
             let options = ConsumeOptions { create_group: true, ..ConsumeOptions::default() };
@@ -309,7 +309,26 @@ async fn the_server_follows_a_sentinel_failover_under_load() {
     })
     .await;
     let unprocessed: Vec<u64> = appended_after.difference(&seen.processed.lock().unwrap()).copied().collect();
-    assert!(resumed, "the consumer did not get entries appended after the failover: {unprocessed:?}");
+    if !resumed {
+        let consumer_ended = if consumer.is_finished() { Some((&mut consumer).await) } else { None };
+        let (stream, _) = keys::event_stream(&ns, "jobs", None);
+        let mut conn = redis.node_on(new).conn().await;
+        let groups: redis::Value =
+            redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut conn).await.unwrap();
+        let consumers: redis::Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&stream)
+            .arg("workers")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        panic!(
+            "the consumer did not get entries appended after the failover: {unprocessed:?}; it ended with \
+             {consumer_ended:?}; errors {:?}; the group on the new master: {groups:?}, its consumers: \
+             {consumers:?}",
+            seen.errors.lock().unwrap()
+        );
+    }
     consumer.abort();
 
     // The subscriber heard of the gap, then received every message published after the server

@@ -15,7 +15,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::groups::{ConsumeEvent, ConsumeRequest, Delivery, EffectiveSettings, GroupSettings, StreamInfo};
 use super::{Append, Event, Events, NewEntry, StreamEntry};
 use crate::convert::{duration_in, duration_out};
-use crate::error::Error;
 use crate::namespace;
 
 /// `rookery.v1.Events` over the domain [`Events`].
@@ -328,17 +327,15 @@ impl events_server::Events for EventsApi {
                     let _ = acked_tx.send(Err(refused)).await;
                     return;
                 };
+                // A failed ack ends the call, as a failed Ack call fails: answering it with 0
+                // and going on would leave its entries pending, filling the consumer's in-flight
+                // bound until the ack timeout, while a consumer that starts again gets its own
+                // pending entries back at once.
                 let acked = match events.ack(&ns, &stream, &group, &ids).await {
                     Ok(acked) => acked,
-                    // Unacknowledged entries come back after the ack timeout, as they do when a
-                    // consumer never acks; the call goes on.
-                    Err(Error::InvalidArgument(message)) => {
-                        let _ = acked_tx.send(Err(Status::invalid_argument(message))).await;
-                        return;
-                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "an ack on a ConsumeWithAcks call failed; its entries come back after the ack timeout");
-                        0
+                        let _ = acked_tx.send(Err(Status::from(e))).await;
+                        return;
                     }
                 };
                 let answer = pb::EventsConsumeResponse {
@@ -351,8 +348,8 @@ impl events_server::Events for EventsApi {
         });
         let deliveries = deliveries.map(Some).chain(tokio_stream::once(None));
         let merged = deliveries.merge(ReceiverStream::new(acked).map(Some));
-        // An invalid ack ends the call with its status (tonic sends no more after an error), as
-        // the deliveries' own errors do.
+        // A failed or invalid ack ends the call with its status (tonic sends no more after an
+        // error), as the deliveries' own errors do.
         Ok(Response::new(Box::pin(merged.map_while(|item| item))))
     }
 
