@@ -1,29 +1,16 @@
 #!/usr/bin/env bash
 # Runs the Python and Node example clients (examples/) against a real server and Redis: the
-# protos work outside Rust. Python packages go to a virtualenv under target/, Node packages to
-# examples/node/node_modules; nothing is installed globally.
+# protos work outside Rust. Each language's runner (scripts/example-python.sh,
+# scripts/example-node.sh) installs its packages locally; nothing is installed globally.
 # The server runs with TLS and auth on, as in production: a throwaway CA and server certificate
 # (scripts/dev-credentials.sh) and a random bearer token, in a temporary directory that is
 # removed on exit. The examples get the CA and the token as ROOKERY_CA_FILE and ROOKERY_TOKEN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=target/examples-venv
-stamp="$venv/.requirements"
-if ! cmp -s examples/python/requirements.txt "$stamp" 2>/dev/null; then
-  echo "installing the Python example's packages into $venv..." >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r examples/python/requirements.txt
-  cp examples/python/requirements.txt "$stamp"
-fi
-generated=target/examples-py
-rm -rf "$generated" && mkdir -p "$generated"
-"$venv/bin/python" -m grpc_tools.protoc -I proto --python_out="$generated" --grpc_python_out="$generated" \
-  proto/rookery/v1/*.proto
-if [ ! -d examples/node/node_modules ] || [ examples/node/package.json -nt examples/node/node_modules ]; then
-  echo "installing the Node example's packages into examples/node/node_modules..." >&2
-  (cd examples/node && npm install --no-audit --no-fund --silent)
-fi
+# Each language's packages, before the server starts.
+scripts/example-python.sh --install
+scripts/example-node.sh --install
 
 cargo build --quiet -p rookery-server
 # shellcheck source=local-redis.sh
@@ -75,5 +62,5 @@ fi
 # The examples dial the server by the name in its certificate: given an IP address, grpc-js would
 # send it as the TLS server name (SNI), which RFC 6066 forbids and both ends warn about.
 export ROOKERY_ADDRESS=localhost:50161 ROOKERY_CA_FILE="$tls_dir/ca.crt" ROOKERY_TOKEN="$token"
-PYTHONPATH="$generated" "$venv/bin/python" examples/python/rookery_example.py
-node examples/node/example.js
+scripts/example-python.sh
+scripts/example-node.sh
