@@ -1,6 +1,7 @@
 //! Events.AppendMany end to end: entries added in order with increasing IDs in one call, each
 //! entry's idempotency key honoured (within the call and across retries), all or nothing on bad
-//! input, and the stream's cap per namespace.
+//! input, and the stream's cap per namespace; and concurrent single appends sharing script
+//! calls (group commit), each still answered its own ID or error.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,7 @@ use rookery_client::{AppendOptions, EventsClient, NewEntry, StreamEntry};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::harness::{TestServer, namespace, shared_redis, test_config};
+use crate::harness::{RedisProcess, TestServer, namespace, shared_redis, test_config};
 
 fn entry(n: u32, key: Option<&str>) -> NewEntry {
     NewEntry {
@@ -128,4 +129,94 @@ async fn a_new_stream_past_the_namespace_cap_is_refused_whole() {
     // The counted stream still takes batches.
     events.append_many("first", [entry(3, None)], &options).await.unwrap();
     assert_eq!(numbers(&entries_of(&events, "first").await), ["1", "2", "3"]);
+}
+
+/// Script calls Redis has run so far (EVALSHA and EVAL).
+async fn script_calls(redis: &RedisProcess) -> u64 {
+    let stats: String =
+        redis::cmd("INFO").arg("commandstats").query_async(&mut redis.conn().await).await.unwrap();
+    stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| line.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn concurrent_appends_to_one_stream_share_script_calls_and_each_gets_its_own_id() {
+    // A Redis of its own, whose script calls are this test's alone.
+    let redis = RedisProcess::start(&[]);
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let events = server.client(&namespace("append-coalesced")).await.events();
+    let options = AppendOptions::default();
+    events.append("s", entry(0, None).fields, &options).await.unwrap();
+    let before = script_calls(&redis).await;
+
+    // 200 appends at once, every fifth with an idempotency key that one other append repeats.
+    let key = |n: u32| (n % 5 == 0).then(|| format!("k{}", n % 100));
+    let calls = (1..=200u32).map(|n| {
+        let events = events.clone();
+        let options = AppendOptions { idempotency_key: key(n), ..AppendOptions::default() };
+        async move { (n, events.append("s", entry(n, None).fields, &options).await.unwrap()) }
+    });
+    let answered: Vec<(u32, (String, bool))> = futures::future::join_all(calls).await;
+    let calls_made = script_calls(&redis).await - before;
+    assert!(calls_made < 200, "200 concurrent appends ran {calls_made} scripts: none shared a call");
+
+    // Every append not answered as a retry is stored once, under the ID it was answered.
+    let stored: HashMap<String, String> = entries_of(&events, "s")
+        .await
+        .into_iter()
+        .map(|e| (e.id, String::from_utf8(e.fields["n"].clone()).unwrap()))
+        .collect();
+    let fresh: Vec<&(u32, (String, bool))> =
+        answered.iter().filter(|(_, (_, duplicate))| !duplicate).collect();
+    for (n, (id, _)) in &fresh {
+        assert_eq!(stored.get(id), Some(&n.to_string()), "append {n} answered {id}");
+    }
+    assert_eq!(stored.len(), 1 + fresh.len(), "nothing else stored");
+    // A key's second append is its first's retry, answered with the first's ID.
+    let by_key: HashMap<String, Vec<&(u32, (String, bool))>> =
+        answered.iter().filter(|(n, _)| key(*n).is_some()).fold(HashMap::new(), |mut by_key, answer| {
+            by_key.entry(key(answer.0).unwrap()).or_default().push(answer);
+            by_key
+        });
+    assert_eq!(by_key.len(), 20);
+    for (key, answers) in by_key {
+        let duplicates = answers.iter().filter(|(_, (_, duplicate))| *duplicate).count();
+        assert_eq!(duplicates, 1, "key {key}: {answers:?}");
+        assert_eq!(answers[0].1.0, answers[1].1.0, "key {key}: one ID");
+    }
+    eprintln!("200 concurrent appends to one stream ran {calls_made} script calls");
+}
+
+#[tokio::test]
+async fn appends_queued_behind_a_write_to_a_redis_that_died_are_each_answered() {
+    let mut redis = RedisProcess::start(&[]);
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let events = server.client(&namespace("append-coalesced-down")).await.events();
+    let options = AppendOptions::default();
+    events.append("s", entry(0, None).fields, &options).await.unwrap();
+    // Redis hangs: the first append waits for its answer and the rest queue behind it; then
+    // Redis dies and every one of them must learn it, as an error.
+    let paused = redis.pause().await;
+    let calls: Vec<_> = (1..=50u32)
+        .map(|n| {
+            let events = events.clone();
+            tokio::spawn(
+                async move { events.append("s", entry(n, None).fields, &AppendOptions::default()).await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    redis.kill();
+    drop(paused);
+    for call in calls {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(60), call)
+            .await
+            .expect("every queued append is answered")
+            .unwrap();
+        let status = answer.expect_err("Redis is gone");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
 }

@@ -11,6 +11,7 @@
 //! glob that cannot leave its namespace. Every subscription is a task that forwards its mailbox
 //! to the gRPC stream, telling the subscriber about every loss before the next message.
 
+mod coalesce;
 pub mod groups;
 mod grpc;
 mod retention;
@@ -82,6 +83,15 @@ pub struct NewEntry {
     pub fields: HashMap<String, Vec<u8>>,
     /// Makes a retried append of this entry safe.
     pub idempotency_key: Option<String>,
+}
+
+/// How an append trims its stream, checked and with the server's bound filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Trim {
+    /// Keep about this many entries.
+    max_len: u64,
+    /// Drop entries older than this.
+    max_age: Option<Duration>,
 }
 
 /// Where a read starts.
@@ -170,6 +180,7 @@ pub struct Events {
     shares: Arc<FairShare>,
     drain: Drain,
     acks: groups::AckSignals,
+    appends: coalesce::AppendQueues,
 }
 
 fn check_name(what: &str, name: &str, pattern: bool) -> Result<()> {
@@ -196,7 +207,15 @@ impl Events {
         if !redis.hub().wait_connected(startup_wait).await {
             tracing::warn!("events pub/sub connection not live yet; Subscribe waits for it");
         }
-        Self { redis, limits, config, shares, drain, acks: groups::AckSignals::default() }
+        Self {
+            redis,
+            limits,
+            config,
+            shares,
+            drain,
+            acks: groups::AckSignals::default(),
+            appends: coalesce::AppendQueues::default(),
+        }
     }
 
     /// The Redis this service uses.
@@ -253,14 +272,6 @@ impl Events {
         Ok(receivers)
     }
 
-    /// Appends an entry; returns its ID and whether it was a retry of an earlier append.
-    pub async fn append(&self, ns: &Namespace, stream: &str, append: Append) -> Result<(String, bool)> {
-        let Append { fields, max_len, max_age, idempotency_key } = append;
-        let entry = NewEntry { fields, idempotency_key };
-        let mut appended = self.append_many(ns, stream, vec![entry], max_len, max_age).await?;
-        appended.pop().ok_or_else(|| Error::Internal("an append of one entry answered none".into()))
-    }
-
     /// Checks one entry to append; `what` names it in messages ("the entry", "entry 3").
     fn check_entry(&self, what: &str, entry: &NewEntry) -> Result<()> {
         if entry.fields.is_empty() {
@@ -304,7 +315,6 @@ impl Events {
         max_len: u64,
         max_age: Option<Duration>,
     ) -> Result<Vec<(String, bool)>> {
-        check_name("stream", stream, false)?;
         if entries.is_empty() || entries.len() > self.limits.max_batch_keys {
             return Err(Error::InvalidArgument(format!(
                 "an append takes 1 to {} entries (limits.max_batch_keys), got {}",
@@ -316,7 +326,13 @@ impl Events {
             let what = if entries.len() == 1 { "the entry".to_owned() } else { format!("entry {i}") };
             self.check_entry(&what, entry)?;
         }
-        let max_age = max_age.filter(|age| !age.is_zero());
+        let trim = self.check_trim(stream, max_len, max_age)?;
+        self.write_entries(ns, stream, &entries, trim).await
+    }
+
+    /// Checks an append's stream name and trimming; returns the trimming to apply.
+    fn check_trim(&self, stream: &str, max_len: u64, max_age: Option<Duration>) -> Result<Trim> {
+        check_name("stream", stream, false)?;
         // No stream grows past `events.stream_max_len`, by accident or on purpose: that bound is
         // what the worst-case memory of a namespace's streams is computed from.
         if max_len > self.config.stream_max_len {
@@ -325,7 +341,20 @@ impl Events {
                 self.config.stream_max_len
             )));
         }
-        let max_len = if max_len == 0 { self.config.stream_max_len } else { max_len };
+        Ok(Trim {
+            max_len: if max_len == 0 { self.config.stream_max_len } else { max_len },
+            max_age: max_age.filter(|age| !age.is_zero()),
+        })
+    }
+
+    /// Writes checked entries in order in one script call (see [`Self::append_many`]).
+    async fn write_entries(
+        &self,
+        ns: &Namespace,
+        stream: &str,
+        entries: &[NewEntry],
+        Trim { max_len, max_age }: Trim,
+    ) -> Result<Vec<(String, bool)>> {
         let (key, _) = keys::event_stream(ns.as_str(), stream, None);
         let (mark, dead, groups) =
             (keys::event_stream_mark(&key), keys::event_dead_letters(&key), keys::event_groups(&key));
