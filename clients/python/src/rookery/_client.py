@@ -91,6 +91,11 @@ class Client:
             # The server bounds every answer; the client takes whatever it sends.
             ("grpc.max_receive_message_length", -1),
             ("grpc.max_send_message_length", -1),
+            # Reconnect soon after a server restart (grpc's default backoff grows to 120 s,
+            # failing every call meanwhile).
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
             *([("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []),
             *channel_options,
         ]

@@ -1,0 +1,97 @@
+"""The connection: TLS with a CA file and a bearer token (refused without it), namespaces as
+tenants, statuses mapped to exceptions, retries of idempotent calls across a server restart,
+and the lazily opened channel that `async with` closes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+
+import rookery
+from harness import RedisProcess, ServerProcess
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+
+
+async def test_tls_and_a_bearer_token(redis: RedisProcess, tmp_path: Path, namespace: str) -> None:
+    subprocess.run([str(REPOSITORY / "scripts" / "dev-credentials.sh"), str(tmp_path)], check=True)
+    token = secrets.token_hex(32)
+    config = tmp_path / "rookery.toml"
+    config.write_text(
+        f"""
+[tls]
+cert_file = "{tmp_path / 'server.crt'}"
+key_file = "{tmp_path / 'server.key'}"
+
+[auth]
+enabled = true
+
+[[auth.tokens]]
+identity = "tests"
+sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"
+
+[[auth.grants]]
+identities = ["tests"]
+namespaces = ["*"]
+access = "admin"
+"""
+    )
+    server = ServerProcess(redis, env={"ROOKERY_CONFIG": str(config)})
+    address = f"localhost:{server.port}"  # the name in the server's certificate
+    try:
+        async with rookery.Client(address, namespace=namespace, ca_file=tmp_path / "ca.crt", token=token) as client:
+            assert await client.cache.set("k", b"v", 60)
+            entry = await client.cache.get("k")
+            assert entry is not None and entry.value == b"v"
+        async with rookery.Client(address, namespace=namespace, ca_file=tmp_path / "ca.crt") as anonymous:
+            with pytest.raises(rookery.Unauthenticated) as refused:
+                await anonymous.cache.get("k")
+            assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+            assert isinstance(refused.value.rpc_error, grpc.aio.AioRpcError)
+    finally:
+        server.kill()
+
+
+async def test_namespaces_are_separate(server: ServerProcess) -> None:
+    async with rookery.Client(server.address, namespace="team-a") as a, rookery.Client(server.address, namespace="team-b") as b:
+        await a.cache.set("shared-name", b"a", 60)
+        assert await b.cache.get("shared-name") is None
+        assert a.metadata == (("x-rookery-namespace", "team-a"),)
+
+
+async def test_idempotent_calls_are_retried_across_a_server_restart(server: ServerProcess, namespace: str) -> None:
+    async with rookery.Client(server.address, namespace=namespace, retries=30, retry_backoff=0.2, deadline=120) as client:
+        await client.cache.set("k", b"v", 300)
+        server.kill()
+        # Not idempotent: fails at once.
+        with pytest.raises(rookery.Unavailable):
+            await client.events.publish("ch", b"x")
+        # Idempotent: retried with backoff until the server is back.
+        reading = asyncio.ensure_future(client.cache.get("k"))
+        await asyncio.sleep(0.5)
+        assert not reading.done()
+        server.start()
+        entry = await reading
+        assert entry is not None and entry.value == b"v"
+
+
+async def test_the_channel_opens_lazily_and_reopens_after_close(server: ServerProcess) -> None:
+    client = rookery.Client(server.address)  # outside any call: nothing is opened yet
+    assert client._channel is None
+    async with client:
+        assert await client.cache.get("nothing") is None
+    assert client._channel is None
+    assert await client.cache.get("nothing") is None  # a new channel
+    await client.close()
+
+
+def test_an_unknown_status_keeps_its_code() -> None:
+    error = rookery.RookeryError("odd", code=grpc.StatusCode.DATA_LOSS)
+    assert error.code == grpc.StatusCode.DATA_LOSS and "DATA_LOSS" in str(error)
+    assert rookery.Unavailable("x").code == grpc.StatusCode.UNAVAILABLE
