@@ -5,7 +5,7 @@ acking, retrying, dead-lettering and consuming on across a Redis restart."""
 from __future__ import annotations
 
 import asyncio
-from typing import Dict, List, Set
+from typing import Dict, Set
 
 import pytest
 

@@ -15,7 +15,7 @@ import asyncio
 import random
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Type, TypeVar, Union, cast
 
 import grpc
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the service modules import this one
 NAMESPACE_HEADER = "x-rookery-namespace"
 
 _Stub = TypeVar("_Stub")
+_Service = TypeVar("_Service")
 
 
 class _Default:
@@ -150,10 +151,11 @@ class Client:
 
         return self._service("events", EventsClient)
 
-    def _service(self, name: str, cls: Type[Any]) -> Any:
+    def _service(self, name: str, cls: Callable[["Client"], _Service]) -> _Service:
+        """The one client of a service, made at first use."""
         if name not in self._services:
             self._services[name] = cls(self)
-        return self._services[name]
+        return cast(_Service, self._services[name])
 
     # --- the connection -----------------------------------------------------------------
 
@@ -179,7 +181,7 @@ class Client:
         channel, self._channel = self._channel, None
         self._stubs.clear()
         if channel is not None:
-            await channel.close()
+            await channel.close(grace=None)
 
     async def __aenter__(self) -> "Client":
         return self
@@ -199,7 +201,7 @@ class Client:
         stub = self._stubs.get(stub_class)
         if stub is None:
             stub = self._stubs[stub_class] = stub_class(self.channel())  # type: ignore[call-arg]
-        return stub  # type: ignore[no-any-return]
+        return cast(_Stub, stub)
 
     async def unary(
         self,

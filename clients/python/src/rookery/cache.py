@@ -14,7 +14,7 @@ import asyncio
 import enum
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ._convert import Seconds, from_duration, optional_duration, seconds, to_duration
 from .errors import FailedPrecondition, Internal, RookeryError, WaitExpired
@@ -69,8 +69,8 @@ class Fetched:
     lease_ttl: timedelta = field(default=timedelta(0))
 
 
-def _entry(found: bool, value: bytes, ttl: object) -> Optional[Entry]:
-    return Entry(value, from_duration(ttl)) if found else None  # type: ignore[arg-type]
+def _entry(found: bool, value: bytes, ttl: Any) -> Optional[Entry]:
+    return Entry(value, from_duration(ttl)) if found else None
 
 
 class CacheClient:
@@ -81,18 +81,18 @@ class CacheClient:
         # Lease releases of cancelled callers, kept referenced until they finish.
         self._releases: Set["asyncio.Task[object]"] = set()
 
-    async def _call(self, method: str, request: object, *, idempotent: bool = False, extra: float = 0.0) -> object:
+    async def _call(self, method: str, request: object, *, idempotent: bool = False, extra: float = 0.0) -> Any:
         return await self._client.unary(CacheStub, method, request, idempotent=idempotent, extra_time=extra)
 
     async def get(self, key: str) -> Optional[Entry]:
         """Reads a key; None on a miss."""
         r = await self._call("Get", pb.CacheGetRequest(key=key), idempotent=True)
-        return _entry(r.found, r.value, r.ttl)  # type: ignore[attr-defined]
+        return _entry(r.found, r.value, r.ttl)
 
     async def get_many(self, keys: Iterable[str]) -> List[Optional[Entry]]:
         """Reads many keys in one call; results in the order of `keys` (None for misses)."""
         r = await self._call("GetMany", pb.CacheGetManyRequest(keys=list(keys)), idempotent=True)
-        return [_entry(x.found, x.value, x.ttl) for x in r.results]  # type: ignore[attr-defined]
+        return [_entry(x.found, x.value, x.ttl) for x in r.results]
 
     async def set(
         self,
@@ -111,13 +111,13 @@ class CacheClient:
             value=value,
             ttl=optional_duration(ttl),
             ttl_jitter=optional_duration(ttl_jitter),
-            condition=int(condition),
+            condition=pb.CacheSetCondition.Name(condition),
             tags=list(tags),
         )
         # An unconditional write is safe to repeat; a conditional one could answer "not
         # stored" for its own first attempt.
         r = await self._call("Set", request, idempotent=condition == SetCondition.ALWAYS)
-        return bool(r.stored)  # type: ignore[attr-defined]
+        return bool(r.stored)
 
     async def set_many(
         self,
@@ -134,28 +134,28 @@ class CacheClient:
             entries=[pb.CacheEntry(key=k, value=v) for k, v in entries],
             ttl=optional_duration(ttl),
             ttl_jitter=optional_duration(ttl_jitter),
-            condition=int(condition),
+            condition=pb.CacheSetCondition.Name(condition),
             tags=list(tags),
         )
         r = await self._call("SetMany", request, idempotent=condition == SetCondition.ALWAYS)
-        return list(r.stored)  # type: ignore[attr-defined]
+        return list(r.stored)
 
     async def delete(self, keys: Iterable[str]) -> int:
         """Deletes keys (cancelling their fill leases); returns how many existed."""
         r = await self._call("Delete", pb.CacheDeleteRequest(keys=list(keys)), idempotent=True)
-        return int(r.deleted)  # type: ignore[attr-defined]
+        return int(r.deleted)
 
     async def invalidate_tags(self, tags: Iterable[str]) -> int:
         """Removes every key written with any of `tags`; returns how many were removed."""
         request = pb.CacheInvalidateRequest(tags=pb.CacheTags(tags=list(tags)))
         r = await self._call("Invalidate", request, idempotent=True)
-        return int(r.removed)  # type: ignore[attr-defined]
+        return int(r.removed)
 
     async def invalidate_prefix(self, prefix: str) -> int:
         """Removes every key whose name starts with `prefix` (matched literally: `*` is a
         plain character); returns how many were removed."""
         r = await self._call("Invalidate", pb.CacheInvalidateRequest(prefix=prefix), idempotent=True)
-        return int(r.removed)  # type: ignore[attr-defined]
+        return int(r.removed)
 
     async def fetch(
         self,
@@ -175,15 +175,15 @@ class CacheClient:
         )
         # The server waits up to `wait` on purpose: the deadline comes on top of it.
         r = await self._call("Fetch", request, extra=seconds(wait) if wait is not None else 10.0)
-        entry = Entry(r.value, from_duration(r.ttl))  # type: ignore[attr-defined]
-        lease = dict(lease_token=r.lease_token, lease_ttl=from_duration(r.lease_ttl))  # type: ignore[attr-defined]
-        outcome = r.outcome  # type: ignore[attr-defined]
+        entry = Entry(r.value, from_duration(r.ttl))
+        token, lease_ttl = r.lease_token, from_duration(r.lease_ttl)
+        outcome = r.outcome
         if outcome == pb.CACHE_FETCH_OUTCOME_HIT:
             return Fetched(FetchOutcome.HIT, entry)
         if outcome == pb.CACHE_FETCH_OUTCOME_REFRESH:
-            return Fetched(FetchOutcome.REFRESH, entry, **lease)  # type: ignore[arg-type]
+            return Fetched(FetchOutcome.REFRESH, entry, token, lease_ttl)
         if outcome == pb.CACHE_FETCH_OUTCOME_FILL:
-            return Fetched(FetchOutcome.FILL, None, **lease)  # type: ignore[arg-type]
+            return Fetched(FetchOutcome.FILL, None, token, lease_ttl)
         if outcome == pb.CACHE_FETCH_OUTCOME_WAIT_EXPIRED:
             return Fetched(FetchOutcome.WAIT_EXPIRED)
         raise Internal(f"unknown fetch outcome {outcome}")
@@ -215,7 +215,7 @@ class CacheClient:
         was no longer current."""
         request = pb.CacheReleaseLeaseRequest(key=key, lease_token=lease_token)
         r = await self._call("ReleaseLease", request, idempotent=True)
-        return bool(r.released)  # type: ignore[attr-defined]
+        return bool(r.released)
 
     async def get_or_load(
         self,

@@ -113,7 +113,7 @@ def _check_pb(key: str, limit: Limit, cost: int) -> Any:
     if isinstance(limit, str):
         return pb.RateLimiterCheckRequest(key=key, policy=limit, cost=cost)
     spec = pb.RateLimitSpec(
-        algorithm=int(limit.algorithm), limit=limit.limit, period=to_duration(limit.period), burst=limit.burst
+        algorithm=pb.RateLimitAlgorithm.Name(limit.algorithm), limit=limit.limit, period=to_duration(limit.period), burst=limit.burst
     )
     return pb.RateLimiterCheckRequest(key=key, spec=spec, cost=cost)
 
