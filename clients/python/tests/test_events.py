@@ -50,9 +50,9 @@ async def test_streams_append_read_and_follow(client: rookery.Client) -> None:
     assert again == first and duplicate
     appended = await events.append_many("log", [NewEntry({"n": b"2"}), NewEntry({"n": b"3"}, "k3")])
     assert len(appended) == 2 and not any(d for _, d in appended)
-    entries = [e async for e in await events.read("log")]
+    entries = [e async for e in events.read("log")]
     assert [e.fields["n"] for e in entries] == [b"1", b"2", b"3"]
-    async with await events.read("log", after=entries[-1].id, follow=True) as follow:
+    async with events.read("log", after=entries[-1].id, follow=True) as follow:
         await events.append("log", {"n": b"4"})
         entry = await asyncio.wait_for(follow.__anext__(), PATIENCE)
     assert entry.fields == {"n": b"4"}
@@ -143,7 +143,7 @@ async def run_process_scenario(client: rookery.Client, redis: RedisProcess) -> N
         assert done == {"a", "flaky", "b"} and deliveries["flaky"] == 2
         # The poison entry was delivered max_deliveries times, then dead-lettered.
         assert deliveries["poison"] == 3
-        dead = [e async for e in await events.read("orders", dead_letters=True)]
+        dead = [e async for e in events.read("orders", dead_letters=True)]
         assert [e.fields["name"] for e in dead] == [b"poison"]
         assert dead[0].fields["rookery.group"] == b"g" and dead[0].fields["rookery.deliveries"] == b"3"
 

@@ -88,15 +88,15 @@ async def test_a_silent_server_makes_the_holder_stop_trusting_the_lease(server: 
 
 async def test_campaign_and_observe(client: rookery.Client) -> None:
     lock = client.lock
-    observer = await lock.observe("leader")
+    observer = lock.observe("leader")
     async with observer:
         assert await asyncio.wait_for(observer.__anext__(), PATIENCE) is None  # no leader yet
-        first = await lock.campaign("leader", "a", ttl=5)
+        first = lock.campaign("leader", "a", ttl=5)
         event = await asyncio.wait_for(first.__anext__(), PATIENCE)
         assert isinstance(event, Elected) and event.lease.fence > 0
         leader = await asyncio.wait_for(observer.__anext__(), PATIENCE)
         assert leader is not None and leader.candidate == "a"
-        second = await lock.campaign("leader", "b", ttl=5)
+        second = lock.campaign("leader", "b", ttl=5)
         waiting = asyncio.ensure_future(second.__anext__())
         await asyncio.sleep(0.2)
         assert not waiting.done()  # "a" leads until it resigns

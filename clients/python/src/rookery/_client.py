@@ -34,6 +34,7 @@ NAMESPACE_HEADER = "x-rookery-namespace"
 
 _Stub = TypeVar("_Stub")
 _Service = TypeVar("_Service")
+_Self = TypeVar("_Self", bound="ServerStream")
 
 
 class _Default:
@@ -245,6 +246,27 @@ class Client:
         if request is None:  # a bidirectional call: the caller writes the requests
             return call(metadata=self._metadata)
         return call(request, metadata=self._metadata)
+
+
+class ServerStream:
+    """The base of the async iterators over server streams (`Campaign`, `Subscription`, ...):
+    `aclose()`, or leaving `async with`, cancels the call; subclasses define `__anext__`."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __aiter__(self: _Self) -> _Self:
+        return self
+
+    async def aclose(self) -> None:
+        """Ends the stream (cancels the call)."""
+        self._call.cancel()
+
+    async def __aenter__(self: _Self) -> _Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 async def read(call: Any) -> Any:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, List, Optional, Sequence, Set, Tuple
 
-from ._convert import Seconds, from_duration, optional_duration, seconds, to_duration
+from ._convert import Seconds, from_duration, optional_duration, seconds
 from .errors import FailedPrecondition, Internal, RookeryError, WaitExpired
 from .v1 import cache_pb2 as pb
 from .v1.cache_pb2_grpc import CacheStub

@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import grpc
 
-from ._client import read
+from ._client import ServerStream, read
 from ._convert import Seconds, from_duration, optional_duration, seconds, to_duration
-from .errors import Cancelled, Internal, InvalidArgument, RookeryError, Unavailable
-from .lock import _Stream
+from .errors import Cancelled, Internal, RookeryError, Unavailable
 from .v1 import events_pb2 as pb
 from .v1.events_pb2_grpc import EventsStub
 
@@ -127,7 +126,7 @@ def _message(m: Any) -> Message:
     return Message(m.channel, m.payload, m.pattern or None)
 
 
-class Subscription(_Stream):
+class Subscription(ServerStream):
     """A live subscription: `Message`s and `Gap`s in order. It raises if the subscriber is
     cut (RESOURCE_EXHAUSTED) or the server shuts down (UNAVAILABLE). Closing it
     (`aclose()`, `async with`) unsubscribes."""
@@ -156,7 +155,7 @@ class Subscription(_Stream):
         return self._ready.popleft()
 
 
-class EntryStream(_Stream):
+class EntryStream(ServerStream):
     """Entries of a durable stream, in order (`read`); with `follow`, never ends by itself."""
 
     def __init__(self, call: Any) -> None:
@@ -342,8 +341,8 @@ class EventsClient:
         r = await self._call("AppendMany", request, idempotent=all(e.idempotency_key for e in news))
         return [(a.id, a.duplicate) for a in r.appended]
 
-    async def read(self, stream: str, after: str = "", *, follow: bool = False, dead_letters: bool = False) -> EntryStream:
-        """Reads a stream: from the start (`after` empty), after an entry ID, or (`$`) only new
+    def read(self, stream: str, after: str = "", *, follow: bool = False, dead_letters: bool = False) -> EntryStream:
+        """Reads a stream (the call starts now; iterate the entries): from the start (`after` empty), after an entry ID, or (`$`) only new
         entries; with `follow`, keeps delivering new ones; `dead_letters` reads the stream's
         dead letters (with `rookery.id`, `rookery.group`, `rookery.deliveries`,
         `rookery.reason`)."""
@@ -418,12 +417,10 @@ class EventsClient:
                 await self._process_once(
                     stream, group, consumer, handler, create_group, settings, max_in_flight, retry_delay, started
                 )
-            except (Unavailable, Cancelled) as error:
-                # Cancelled here is the server's doing (a caller's cancel raises
-                # asyncio.CancelledError): consume again, like after UNAVAILABLE.
-                del error
             except RookeryError as error:
-                if error.code not in (None, grpc.StatusCode.UNKNOWN):
+                # UNAVAILABLE: the server or Redis is restarting (or the call just ended); an
+                # UNKNOWN status is a broken connection. Anything else is for the caller.
+                if error.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
                     raise
             if started:
                 backoff = RETRY_MIN

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Tuple, Union
 
-from ._client import read
+from ._client import ServerStream, read
 from ._convert import Seconds, from_duration, from_timestamp, optional_duration, seconds, to_duration
 from .errors import Aborted, Internal, LockNotAcquired, RookeryError
 from .v1 import lock_pb2 as pb
@@ -206,28 +206,7 @@ class HeldLock:
             self._call.cancel()
 
 
-class _Stream:
-    """An async iterator over a server stream that cancels the call when closed (by
-    `aclose()`, by leaving `async with`, or by the end of iteration)."""
-
-    def __init__(self, call: Any) -> None:
-        self._call = call
-
-    def __aiter__(self) -> "_Stream":
-        return self
-
-    async def aclose(self) -> None:
-        """Ends the stream (cancels the call)."""
-        self._call.cancel()
-
-    async def __aenter__(self) -> Any:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-class Campaign(_Stream):
+class Campaign(ServerStream):
     """The events of a `campaign`: `Elected` when this candidate leads, then `Lost` if it
     stops leading (the iteration ends after it). Closing it resigns."""
 
@@ -243,7 +222,7 @@ class Campaign(_Stream):
                 return Lost(_lost_reason(message.lost), message.lost.message)
 
 
-class LeaderStream(_Stream):
+class LeaderStream(ServerStream):
     """The leaders of an election from `observe`: the current one first (None while it has
     none), then every new leader in order."""
 
@@ -359,15 +338,22 @@ class LockClient:
             call.cancel()
             raise
 
-    async def campaign(self, election: str, candidate: str, ttl: Seconds) -> Campaign:
-        """Campaigns for leadership of `election` as `candidate`: iterate for `Elected` and
-        `Lost` events; closing the iterator (`aclose()`, `async with`) resigns."""
+    def campaign(self, election: str, candidate: str, ttl: Seconds) -> Campaign:
+        """Campaigns for leadership of `election` as `candidate` (the call starts now):
+        iterate for `Elected` and `Lost` events; closing the iterator (`aclose()`, leaving
+        `async with`) resigns.
+
+        ```python
+        async with client.lock.campaign("scheduler", hostname, ttl=10) as campaign:
+            async for event in campaign:
+                ...
+        ```"""
         request = pb.LockCampaignRequest(election=election, candidate=candidate, ttl=to_duration(ttl))
         return Campaign(self._client.stream(LockStub, "Campaign", request))
 
-    async def observe(self, election: str) -> LeaderStream:
-        """Streams the leaders of `election`: the current state first, then every new leader;
-        None when the election is found without one."""
+    def observe(self, election: str) -> LeaderStream:
+        """Streams the leaders of `election` (the call starts now): the current state first,
+        then every new leader; None when the election is found without one."""
         return LeaderStream(self._client.stream(LockStub, "Observe", pb.LockObserveRequest(election=election)))
 
     async def resign(self, election: str, token: str) -> bool:
