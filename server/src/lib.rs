@@ -73,6 +73,10 @@ pub const RATE_LIMITER_SERVICE_NAME: &str = "rookery.v1.RateLimiter";
 pub const EVENTS_SERVICE_NAME: &str = "rookery.v1.Events";
 /// The gRPC name of Envoy's rate limit service, as used by grpc.health.v1.
 pub const ENVOY_RATE_LIMIT_SERVICE_NAME: &str = "envoy.service.ratelimit.v3.RateLimitService";
+
+/// The encoded descriptors of Envoy's rate limit service and its imports (`server/build.rs`).
+const ENVOY_RATE_LIMIT_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_rls_descriptor.bin"));
 /// A grpc.health.v1 name that is SERVING for as long as the process serves gRPC, whatever
 /// Redis does: for liveness probes (a Redis outage is no reason to restart the server).
 pub const LIVENESS_SERVICE_NAME: &str = "liveness";
@@ -228,11 +232,17 @@ pub async fn serve(
         serving_tx.clone(),
     ));
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(rookery::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| std::io::Error::other(format!("reflection: {e}")))?;
+    // Both versions of reflection: grpcurl and grpc-java speak v1, grpcio-reflection, older
+    // grpcurl builds and several GUI tools only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(rookery::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(ENVOY_RATE_LIMIT_FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e| std::io::Error::other(format!("reflection: {e}"));
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
     let message_limit = config.limits.max_message_bytes;
     let cache_service = CacheServer::new(CacheApi::new(cache.clone()))
@@ -305,7 +315,8 @@ pub async fn serve(
         .layer(FairShareLayer::new(shares))
         .layer(CutLayer::new(drain.clone()))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(cache_service)
         .add_service(lock_service)
         .add_service(session_service)

@@ -221,6 +221,76 @@ async fn health_reflection_and_metrics_are_served() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"rookery.v1.Cache".to_owned()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    assert!(names.contains(&rookery_server::ENVOY_RATE_LIMIT_SERVICE_NAME.to_owned()), "{names:?}");
+
+    // The older v1alpha, which grpcio-reflection and older grpcurl builds speak, lists the same
+    // services and describes Envoy's with every file it imports.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let channel = rookery_client::Client::connect(server.url()).await.unwrap().channel();
+        let requests = [
+            MessageRequest::ListServices(String::new()),
+            MessageRequest::FileContainingSymbol(rookery_server::ENVOY_RATE_LIMIT_SERVICE_NAME.to_owned()),
+        ]
+        .map(|message| ServerReflectionRequest { host: String::new(), message_request: Some(message) });
+        let mut responses = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            responses.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("unexpected v1alpha reflection response")
+        };
+        // Each version lists itself as the reflection service.
+        let without_reflection = |names: Vec<String>| -> Vec<String> {
+            names.into_iter().filter(|name| !name.starts_with("grpc.reflection.")).collect()
+        };
+        let alpha_names = list.service.into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            without_reflection(alpha_names),
+            without_reflection(names.clone()),
+            "v1alpha lists what v1 does"
+        );
+        let Some(MessageResponse::FileDescriptorResponse(files)) =
+            responses.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("no file describes Envoy's rate limit service")
+        };
+        let files: Vec<prost_types::FileDescriptorProto> = files
+            .file_descriptor_proto
+            .iter()
+            .map(|bytes| prost::Message::decode(bytes.as_slice()).unwrap())
+            .collect();
+        let rls =
+            files.iter().find(|f| f.name() == "envoy/service/ratelimit/v3/rls.proto").expect("rls.proto");
+        assert_eq!(rls.service[0].name(), "RateLimitService");
+        // Tools fetch the imports by name, one by one.
+        let imports: Vec<String> =
+            rls.dependency.iter().filter(|f| !f.starts_with("google/protobuf/")).cloned().collect();
+        assert!(!imports.is_empty());
+        let channel = rookery_client::Client::connect(server.url()).await.unwrap().channel();
+        let requests = imports.iter().map(|file| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileByFilename(file.clone())),
+        });
+        let mut responses = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter(requests.collect::<Vec<_>>()))
+            .await
+            .unwrap()
+            .into_inner();
+        for import in &imports {
+            let response = responses.message().await.unwrap().unwrap().message_response;
+            assert!(
+                matches!(response, Some(MessageResponse::FileDescriptorResponse(_))),
+                "rls.proto's import {import} is not served: {response:?}"
+            );
+        }
+    }
 
     let ns = namespace("metrics");
     let cache = server.client(&ns).await.cache();
