@@ -701,7 +701,7 @@ fn the_client_pod_in_the_readme_can_call_the_production_overlay() {
     assert!(grants.allows(&identity, calls_in, Service::Lock, Access::Write), "{identity} in {calls_in}");
 
     // The client reads the variables the README uses.
-    let cli = read(&repo("client/src/bin/rookery.rs"));
+    let cli = read(&repo("client/src/bin/rookery/main.rs"));
     for variable in ["ROOKERY_URL", "ROOKERY_CA_FILE", "ROOKERY_TOKEN_FILE", "ROOKERY_NAMESPACE"] {
         assert!(cli.contains(&format!("env = \"{variable}\"")), "the rookery CLI reads no {variable}");
     }

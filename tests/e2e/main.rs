@@ -4,6 +4,7 @@
 mod append_many;
 mod auth;
 mod cache;
+mod cli;
 mod cluster;
 mod consume_with_acks;
 mod consumer_groups;

@@ -1,14 +1,19 @@
-//! `rookery`: command-line access to a Rookery server, and `rookery bench`.
+//! `rookery`: command-line access to a Rookery server, and `rookery bench`. The flags every
+//! command shares, connecting, and the Cache, Lock and Session commands live here; Events,
+//! the RateLimiter and the benchmark each have a module of their own.
+
+mod bench;
+mod events;
+mod rate_limit;
 
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use rookery_client::bench::{self, BenchConfig, BenchOp};
 use rookery_client::{
-    AppendOptions, CampaignEvent, Client, ConnectOptions, ConsumeOptions, Event, EventsClient, GroupSettings,
-    LockClient, LockOptions, SessionClient, SessionOptions, SetCondition, SetOptions,
+    CampaignEvent, Client, ConnectOptions, LockClient, LockOptions, SessionClient, SessionOptions,
+    SetCondition, SetOptions,
 };
 use tokio_stream::StreamExt;
 
@@ -64,123 +69,12 @@ enum Command {
     Session(SessionCommand),
     /// Events: pub/sub and streams.
     #[command(subcommand)]
-    Events(EventsCommand),
+    Events(events::EventsCommand),
+    /// RateLimiter calls: check a key, reset it.
+    #[command(subcommand, name = "ratelimit")]
+    RateLimit(rate_limit::RateLimitCommand),
     /// Load-test an operation and compare with redis-benchmark.
-    Bench(BenchArgs),
-}
-
-#[derive(Debug, Subcommand)]
-enum EventsCommand {
-    /// Publish a message (UTF-8 text) to a channel; prints how many replicas received it.
-    Publish {
-        /// The channel.
-        channel: String,
-        /// The message.
-        message: String,
-    },
-    /// Print messages from channels and patterns until Ctrl-C (gaps are reported on stderr).
-    Subscribe {
-        /// Channels.
-        channels: Vec<String>,
-        /// A pattern (`*`, `?`; repeatable).
-        #[arg(long = "pattern")]
-        patterns: Vec<String>,
-    },
-    /// Append an entry to a stream; prints its ID.
-    Append {
-        /// The stream.
-        stream: String,
-        /// A field as name=value (repeatable, at least one).
-        #[arg(long = "field", required = true, value_parser = parse_attribute)]
-        fields: Vec<(String, String)>,
-        /// Keep about this many entries.
-        #[arg(long, default_value_t = 0)]
-        max_len: u64,
-        /// Makes a retried append safe.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
-    /// Print a stream's entries (from the start, or after an ID; `$` for only new ones).
-    Read {
-        /// The stream.
-        stream: String,
-        /// Start after this entry ID (or `$`).
-        #[arg(long, default_value = "")]
-        after: String,
-        /// Keep printing new entries until Ctrl-C.
-        #[arg(long)]
-        follow: bool,
-        /// Read the stream's dead letters instead.
-        #[arg(long)]
-        dead_letters: bool,
-    },
-    /// Create a consumer group (at the first entry; `--start '$'` for new entries only).
-    CreateGroup {
-        /// The stream.
-        stream: String,
-        /// The group.
-        group: String,
-        /// Where the group starts: empty (the first entry), `$`, or after an entry ID.
-        #[arg(long, default_value = "")]
-        start: String,
-        #[command(flatten)]
-        settings: GroupSettingsArgs,
-    },
-    /// Delete a consumer group.
-    DeleteGroup {
-        /// The stream.
-        stream: String,
-        /// The group.
-        group: String,
-    },
-    /// Consume as one consumer of a group: print each entry, then acknowledge it.
-    Consume {
-        /// The stream.
-        stream: String,
-        /// The group.
-        group: String,
-        /// This consumer's name (keep it across restarts to get pending entries back).
-        consumer: String,
-        /// Create the group if it does not exist.
-        #[arg(long)]
-        create: bool,
-        #[command(flatten)]
-        settings: GroupSettingsArgs,
-        /// Stop after this many entries (default: run until Ctrl-C).
-        #[arg(long)]
-        count: Option<u64>,
-    },
-    /// Describe a stream: length, dead letters, and each group's pending entries, lag and consumers.
-    Describe {
-        /// The stream.
-        stream: String,
-    },
-}
-
-/// Settings of a group the command creates.
-#[derive(Debug, clap::Args)]
-struct GroupSettingsArgs {
-    /// How long a delivered entry may stay unacknowledged (default: the server's).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    ack_timeout: Option<Duration>,
-    /// Deliveries after which an entry moves to the dead letters (0: never; default: the server's).
-    #[arg(long)]
-    max_deliveries: Option<u32>,
-}
-
-impl GroupSettingsArgs {
-    fn settings(&self) -> GroupSettings {
-        GroupSettings { ack_timeout: self.ack_timeout, max_deliveries: self.max_deliveries }
-    }
-}
-
-/// One entry as a line: its ID, then its fields as sorted `name=value` pairs.
-fn entry_line(id: &str, fields: &std::collections::HashMap<String, Vec<u8>>) -> String {
-    let mut fields: Vec<_> = fields.iter().collect();
-    fields.sort();
-    let fields: Vec<String> =
-        fields.into_iter().map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v))).collect();
-    format!("{id} {}", fields.join(" "))
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -344,64 +238,17 @@ enum CacheCommand {
     },
 }
 
-#[derive(Debug, clap::Args)]
-struct BenchArgs {
-    /// Operation to drive.
-    #[arg(long, value_enum, default_value = "get")]
-    op: BenchOp,
-    /// Requests in flight.
-    #[arg(short, long, default_value_t = 64)]
-    concurrency: usize,
-    /// Measurement time, e.g. `10s`.
-    #[arg(short, long, value_parser = humantime::parse_duration, default_value = "10s")]
-    duration: Duration,
-    /// Distinct keys.
-    #[arg(long, default_value_t = 10_000)]
-    keys: usize,
-    /// Value size in bytes.
-    #[arg(long, default_value_t = 100)]
-    value_size: usize,
-    /// HTTP/2 connections to spread requests over.
-    #[arg(long, default_value_t = 1)]
-    connections: usize,
-    /// Runtime threads of the load generator.
-    #[arg(long, default_value_t = 1)]
-    client_threads: usize,
-    /// Also run redis-benchmark (same command, concurrency, value size) and print the ratio.
-    #[arg(long)]
-    compare_redis: bool,
-    /// With --compare-redis: alternate the two this many times and report the median ratio
-    /// (single runs on a small shared machine vary by 10-20%).
-    #[arg(long, default_value_t = 1)]
-    rounds: usize,
-    /// Another Rookery server (the same build with another config, e.g. fair shares off):
-    /// alternate rounds between it and `--url` and print the throughput ratio of `--url` to it.
-    #[arg(long, conflicts_with = "compare_redis")]
-    compare_url: Option<String>,
-    /// A peer to run the same scenario against, alternating rounds with `--url`, and print
-    /// Rookery/peer ratios (NATS: fanout, append, consume; etcd: get, lock, lock-contended).
-    #[cfg(feature = "peers")]
-    #[arg(long, value_enum, conflicts_with_all = ["compare_redis", "compare_url"], requires = "peer_url")]
-    compare_peer: Option<bench::peers::Peer>,
-    /// With --compare-peer: the peer's address (`nats://127.0.0.1:4222`, `http://127.0.0.1:2379`).
-    #[cfg(feature = "peers")]
-    #[arg(long)]
-    peer_url: Option<String>,
-    /// The server's admin HTTP address, for `--op idle-subscribers`.
-    #[arg(long, default_value = "http://127.0.0.1:9090")]
-    admin_url: String,
-    /// Redis for --compare-redis (the one the server uses).
-    #[arg(long, env = "ROOKERY_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One runtime thread by default: on a small machine shared with the server and Redis, the
     // load generator should take as little CPU as it can (see BENCHMARKS.md).
     let threads = match &cli.command {
         Command::Bench(args) => args.client_threads.max(1),
-        Command::Cache(_) | Command::Lock(_) | Command::Session(_) | Command::Events(_) => 1,
+        Command::Cache(_)
+        | Command::Lock(_)
+        | Command::Session(_)
+        | Command::Events(_)
+        | Command::RateLimit(_) => 1,
     };
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
@@ -470,138 +317,17 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sy
         }
         Command::Events(command) => {
             let events = connect(cli.url).await?.events();
-            events_command(&events, command).await
+            events::events_command(&events, command).await
+        }
+        Command::RateLimit(command) => {
+            let limiter = connect(cli.url).await?.rate_limiter();
+            rate_limit::rate_limit_command(&limiter, command).await
         }
         Command::Bench(args) => {
-            bench_command(cli.url, cli.namespace.unwrap_or_else(|| "bench".into()), options, args).await
+            bench::bench_command(cli.url, cli.namespace.unwrap_or_else(|| "bench".into()), options, args)
+                .await
         }
     }
-}
-
-async fn events_command(
-    events: &EventsClient,
-    command: EventsCommand,
-) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
-    match command {
-        EventsCommand::Publish { channel, message } => {
-            println!("receivers {}", events.publish(channel, message.into_bytes()).await?);
-        }
-        EventsCommand::Subscribe { channels, patterns } => {
-            let mut stream = events.subscribe(channels, patterns).await?;
-            eprintln!("subscribed");
-            loop {
-                tokio::select! {
-                    event = stream.next() => match event {
-                        Some(Ok(Event::Message { channel, payload, .. })) => {
-                            println!("{channel} {}", String::from_utf8_lossy(&payload));
-                        }
-                        Some(Ok(Event::Gap { reason, missed })) => eprintln!("gap: {reason:?}, {missed} missed"),
-                        Some(Err(status)) => return Err(status.into()),
-                        None => break,
-                    },
-                    _ = tokio::signal::ctrl_c() => break,
-                }
-            }
-        }
-        EventsCommand::Append { stream, fields, max_len, idempotency_key } => {
-            let fields = fields.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-            let options = AppendOptions { max_len, max_age: None, idempotency_key };
-            let (id, duplicate) = events.append(stream, fields, &options).await?;
-            println!("{id}{}", if duplicate { " (duplicate)" } else { "" });
-        }
-        EventsCommand::Read { stream, after, follow, dead_letters } => {
-            let mut entries = if dead_letters {
-                events.read_dead_letters(stream, after, follow).await?
-            } else {
-                events.read(stream, after, follow).await?
-            };
-            loop {
-                tokio::select! {
-                    batch = entries.next() => match batch {
-                        Some(Ok(batch)) => {
-                            for entry in batch {
-                                println!("{}", entry_line(&entry.id, &entry.fields));
-                            }
-                        }
-                        Some(Err(status)) => return Err(status.into()),
-                        None => break,
-                    },
-                    _ = tokio::signal::ctrl_c() => break,
-                }
-            }
-        }
-        EventsCommand::CreateGroup { stream, group, start, settings } => {
-            events.create_group(stream, group, start, settings.settings()).await?;
-            println!("created");
-        }
-        EventsCommand::DeleteGroup { stream, group } => {
-            let deleted = events.delete_group(stream, group).await?;
-            println!("{}", if deleted { "deleted" } else { "no such group" });
-        }
-        EventsCommand::Consume { stream, group, consumer, create, settings, count } => {
-            // Take no more than will be printed: the rest stays with the group for others.
-            let max_in_flight = count.map_or(0, |count| count.min(100) as u32);
-            let options = ConsumeOptions {
-                create_group: create,
-                settings: settings.settings(),
-                max_in_flight,
-                ..Default::default()
-            };
-            let mut consumer = events.consume(stream, group, consumer, &options).await?;
-            let mut left = count.unwrap_or(u64::MAX);
-            while left > 0 {
-                tokio::select! {
-                    batch = consumer.next() => match batch {
-                        Some(Ok(batch)) => {
-                            if batch.trimmed > 0 {
-                                eprintln!("{} pending entries were trimmed from the stream", batch.trimmed);
-                            }
-                            let take = batch.entries.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                            for delivery in &batch.entries[..take] {
-                                println!("{} (delivery {})", entry_line(&delivery.id, &delivery.fields), delivery.deliveries);
-                            }
-                            if take > 0 {
-                                consumer.ack(batch.entries[..take].iter().map(|d| d.id.clone())).await?;
-                            }
-                            left -= take as u64;
-                        }
-                        Some(Err(status)) => return Err(status.into()),
-                        None => break,
-                    },
-                    _ = tokio::signal::ctrl_c() => break,
-                }
-            }
-        }
-        EventsCommand::Describe { stream } => {
-            let info = events.describe(&stream).await?;
-            println!(
-                "stream {stream}: {} entries ({} .. {}), {} dead letters",
-                info.length, info.first_id, info.last_id, info.dead_letters
-            );
-            for group in info.groups {
-                let age = group.oldest_pending_age.and_then(|d| Duration::try_from(d).ok());
-                println!(
-                    "group {}: pending {} (delayed {}), lag {}, last delivered {}, oldest pending {}",
-                    group.name,
-                    group.pending,
-                    group.delayed,
-                    group.lag.map_or_else(|| "unknown".to_owned(), |lag| lag.to_string()),
-                    group.last_delivered_id,
-                    age.map_or_else(|| "-".to_owned(), |age| humantime::format_duration(age).to_string()),
-                );
-                for consumer in group.consumers {
-                    let idle = consumer.idle.and_then(|d| Duration::try_from(d).ok()).unwrap_or_default();
-                    println!(
-                        "  consumer {}: pending {}, idle {}",
-                        consumer.name,
-                        consumer.pending,
-                        humantime::format_duration(idle)
-                    );
-                }
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn session_command(
@@ -827,143 +553,4 @@ async fn cache_command(
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len().is_multiple_of(2) { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}ms", d.as_secs_f64() * 1000.0)
-}
-
-/// One line of a measured round: who ran what, at which concurrency and size, and its figures.
-fn print_report(who: &str, config: &BenchConfig, report: &bench::BenchReport) {
-    println!(
-        "{who} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}  p999 {}  errors {}",
-        config.concurrency,
-        config.value_size,
-        report.ops_per_sec,
-        ms(report.p50),
-        ms(report.p99),
-        ms(report.p999),
-        report.errors
-    );
-}
-
-async fn bench_command(
-    url: String,
-    namespace: String,
-    options: ConnectOptions,
-    args: BenchArgs,
-) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
-    let config = BenchConfig {
-        url,
-        namespace,
-        options,
-        op: args.op,
-        concurrency: args.concurrency,
-        duration: args.duration,
-        keys: args.keys,
-        value_size: args.value_size,
-        connections: args.connections,
-    };
-    let name = args.op.label();
-    let test = match args.op {
-        BenchOp::Get => "GET",
-        BenchOp::Set => "SET",
-        BenchOp::Lock | BenchOp::LockContended => "EVALSHA acquire, release",
-        BenchOp::SessionGet => "EVALSHA session get (touch)",
-        BenchOp::RateLimit => "EVALSHA rate limit check (GCRA)",
-        BenchOp::Publish => "PUBLISH",
-        BenchOp::Append => "XADD MAXLEN ~ 100000",
-        BenchOp::AppendMany => "none (compare entries/s with Append's XADD)",
-        BenchOp::Consume => "XREADGROUP COUNT 100 + XACK loop",
-        BenchOp::Fanout => "PUBLISH to 10 subscribers, delivered",
-        BenchOp::IdleSubscribers => {
-            let bytes = bench::events::idle_subscriber_bytes(&config, &args.admin_url).await?;
-            println!(
-                "rookery {name}: {bytes:.0} bytes of server memory each ({} subscriptions over {} connections)",
-                config.keys, config.connections
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
-    let mut ratios = Vec::new();
-    let mut added = Vec::new();
-    let mut errors = 0;
-    for _ in 0..args.rounds.max(1) {
-        let report = bench::run(&config).await?;
-        errors += report.errors;
-        print_report(&format!("rookery {name}"), &config, &report);
-        if report.missed > 0 {
-            println!("subscribers were told they missed {} messages", report.missed);
-        }
-        #[cfg(feature = "peers")]
-        if let (Some(peer), Some(peer_url)) = (args.compare_peer, &args.peer_url) {
-            let scenario = peer
-                .scenario(config.op)
-                .ok_or_else(|| format!("{} has no counterpart of {name}", peer.name()))?;
-            let other = bench::peers::run(peer, peer_url, &config).await?;
-            errors += other.errors;
-            print_report(&format!("{} {scenario}", peer.name()), &config, &other);
-            if other.missed > 0 {
-                println!("{} dropped {} messages for slow subscribers", peer.name(), other.missed);
-            }
-            let (ratio, extra, line) = bench::peers::ratio_line(peer, &report, &other);
-            println!("{line}");
-            ratios.push(ratio);
-            added.push(extra);
-            continue;
-        }
-        if let Some(other_url) = &args.compare_url {
-            let other = bench::run(&BenchConfig { url: other_url.clone(), ..config.clone() }).await?;
-            errors += other.errors;
-            print_report(&format!("{other_url} {name}"), &config, &other);
-            let ratio = 100.0 * report.ops_per_sec / other.ops_per_sec;
-            let extra = (report.p50.as_secs_f64() - other.p50.as_secs_f64()) * 1e6;
-            println!("ratio: {ratio:.1}% of {other_url}'s throughput; p50 {extra:+.0}µs over it");
-            ratios.push(ratio);
-            added.push(extra);
-            continue;
-        }
-        if !args.compare_redis {
-            continue;
-        }
-        if args.op == BenchOp::LockContended {
-            println!("(no redis-benchmark reference: it cannot wait for a lock)");
-            continue;
-        }
-        let requests = (report.ops_per_sec * config.duration.as_secs_f64()) as u64;
-        let redis = bench::redis_benchmark(&args.redis_url, &config, requests).await?;
-        println!(
-            "redis-benchmark {test} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}",
-            config.concurrency,
-            config.value_size,
-            redis.rps,
-            ms(redis.p50),
-            ms(redis.p99)
-        );
-        let ratio = 100.0 * report.ops_per_sec / redis.rps;
-        let extra = (report.p50.as_secs_f64() - redis.p50.as_secs_f64()) * 1e6;
-        println!("ratio: {ratio:.1}% of redis-benchmark throughput; p50 {extra:+.0}µs over Redis");
-        ratios.push(ratio);
-        added.push(extra);
-    }
-    if ratios.len() > 1 {
-        #[cfg(feature = "peers")]
-        let peer = args.compare_peer.map(|peer| peer.name());
-        #[cfg(not(feature = "peers"))]
-        let peer = None;
-        let reference = peer.or(args.compare_url.as_deref()).unwrap_or("redis-benchmark");
-        println!(
-            "median of {} rounds: {:.1}% of {reference}'s throughput; p50 {:+.0}µs over it",
-            ratios.len(),
-            median(&mut ratios),
-            median(&mut added)
-        );
-    }
-    Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
