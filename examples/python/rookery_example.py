@@ -43,7 +43,9 @@ async def main() -> None:
             await asyncio.sleep(0.1)
             return b'{"name": "Ada"}'
 
-        profiles = await asyncio.gather(*(client.cache.get_or_load("user:42", 300, load_profile) for _ in range(10)))
+        profiles = await asyncio.gather(
+            *(client.cache.get_or_load("user:42", 300, load_profile) for _ in range(10))
+        )
         assert set(profiles) == {b'{"name": "Ada"}'} and loads == 1, (profiles, loads)
         print(f"python example: 10 callers of get_or_load, {loads} load")
 
@@ -77,7 +79,9 @@ async def main() -> None:
         async def handle(delivery: rookery.Delivery) -> None:
             handled.append(delivery.fields["n"])
 
-        worker = asyncio.ensure_future(client.events.process("orders", "billing", "worker-1", handle, create_group=True))
+        worker = asyncio.ensure_future(
+            client.events.process("orders", "billing", "worker-1", handle, create_group=True)
+        )
         while len(handled) < 3 or (await client.events.describe("orders")).groups[0].pending:
             await asyncio.sleep(0.05)
         worker.cancel()

@@ -7,9 +7,9 @@ import uuid
 from typing import AsyncIterator, Iterator
 
 import pytest
+from harness import RedisProcess, ServerProcess
 
 import rookery
-from harness import RedisProcess, ServerProcess
 
 
 @pytest.fixture

@@ -63,8 +63,20 @@ class RedisProcess:
 
     def start(self) -> None:
         """Starts (again) on the same port."""
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-                "--save", "", "--appendonly", "no", *self.extra_args]
+        args = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.dir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *self.extra_args,
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.process, "redis-server")
         # Loading an AOF answers LOADING for a moment: wait for a real answer.
@@ -87,7 +99,9 @@ class RedisProcess:
 
     def cli(self, *args: str) -> str:
         """Runs one command with redis-cli; its output, stripped."""
-        done = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, timeout=30
+        )
         return done.stdout.strip()
 
     def keys(self, pattern: str) -> List[str]:
@@ -134,7 +148,9 @@ class ServerProcess:
             "ROOKERY_LOG_LEVEL": "error",
             **self.extra_env,
         }
-        self.process = subprocess.Popen([server_binary()], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [server_binary()], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_for_port(self.port, self.process, "rookery-server")
 
     def kill(self) -> None:
@@ -160,7 +176,9 @@ class ServerProcess:
         self.process.send_signal(signal.SIGCONT)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = PATIENCE, every: float = 0.05) -> bool:
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = PATIENCE, every: float = 0.05
+) -> bool:
     """Polls `check` until it is true or `timeout` passes; whether it became true."""
     loop = asyncio.get_running_loop()
     ends = loop.time() + timeout

@@ -30,7 +30,10 @@ async def main(address: str, namespace: str, key: str, callers: int) -> None:
         values = await asyncio.gather(
             *(client.cache.get_or_load(key, 300, loader, max_wait=100) for _ in range(callers))
         )
-    print(json.dumps({"loads": loads, "values": sorted({v.decode() for v in values}), "count": len(values)}), flush=True)
+    print(
+        json.dumps({"loads": loads, "values": sorted({v.decode() for v in values}), "count": len(values)}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -12,11 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from harness import PATIENCE, RedisProcess, ServerProcess
 
 import rookery
 from rookery import FetchOutcome, SetCondition
-
-from harness import PATIENCE, RedisProcess, ServerProcess
 
 WORKER = Path(__file__).with_name("load_worker.py")
 
@@ -30,7 +29,11 @@ async def test_typed_calls(client: rookery.Client) -> None:
     assert await cache.get("missing") is None
     assert not await cache.set("greeting", b"other", timedelta(minutes=1), condition=SetCondition.IF_ABSENT)
     assert await cache.set_many([("a:1", b"1"), ("a:2", b"2")], 60) == [True, True]
-    assert [e.value if e else None for e in await cache.get_many(["a:1", "nope", "a:2"])] == [b"1", None, b"2"]
+    assert [e.value if e else None for e in await cache.get_many(["a:1", "nope", "a:2"])] == [
+        b"1",
+        None,
+        b"2",
+    ]
     assert await cache.invalidate_prefix("a:") == 2
     assert await cache.invalidate_tags(["demo"]) == 1
     assert await cache.delete(["greeting", "a:1"]) == 0
@@ -56,14 +59,18 @@ async def test_invalid_input_raises_invalid_argument(client: rookery.Client) -> 
         await client.cache.set("", b"x", 60)
 
 
-async def test_200_callers_in_two_processes_on_two_replicas_load_once(redis: RedisProcess, namespace: str) -> None:
+async def test_200_callers_in_two_processes_on_two_replicas_load_once(
+    redis: RedisProcess, namespace: str
+) -> None:
     # Two server replicas on one Redis; this process calls through one, a second process
     # through the other, 100 concurrent callers each.
     first, second = ServerProcess(redis), ServerProcess(redis)
     try:
         worker = subprocess.Popen(
             [sys.executable, str(WORKER), second.address, namespace, "cold-key", "100"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert worker.stdout is not None and worker.stdin is not None
         assert worker.stdout.readline().strip() == "ready"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from harness import RedisProcess, ServerProcess
 
 import rookery
-from harness import RedisProcess, ServerProcess
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 
@@ -26,8 +26,8 @@ async def test_tls_and_a_bearer_token(redis: RedisProcess, tmp_path: Path, names
     config.write_text(
         f"""
 [tls]
-cert_file = "{tmp_path / 'server.crt'}"
-key_file = "{tmp_path / 'server.key'}"
+cert_file = "{tmp_path / "server.crt"}"
+key_file = "{tmp_path / "server.key"}"
 
 [auth]
 enabled = true
@@ -45,10 +45,22 @@ access = "admin"
     server = ServerProcess(redis, env={"ROOKERY_CONFIG": str(config)})
     address = f"localhost:{server.port}"  # the name in the server's certificate
     try:
-        async with rookery.Client(address, namespace=namespace, ca_file=tmp_path / "ca.crt", token=token) as client:
+        async with rookery.Client(
+            address, namespace=namespace, ca_file=tmp_path / "ca.crt", token=token
+        ) as client:
             assert await client.cache.set("k", b"v", 60)
             entry = await client.cache.get("k")
             assert entry is not None and entry.value == b"v"
+        # The token from a file, read again when the file changes and its refresh is due.
+        token_file = tmp_path / "token"
+        token_file.write_text("wrong\n")
+        async with rookery.Client(
+            address, namespace=namespace, ca_file=tmp_path / "ca.crt", token_file=token_file, token_refresh=0
+        ) as from_file:
+            with pytest.raises(rookery.Unauthenticated):
+                await from_file.cache.get("k")
+            token_file.write_text(token + "\n")
+            assert await from_file.cache.get("k") is not None
         async with rookery.Client(address, namespace=namespace, ca_file=tmp_path / "ca.crt") as anonymous:
             with pytest.raises(rookery.Unauthenticated) as refused:
                 await anonymous.cache.get("k")
@@ -59,14 +71,21 @@ access = "admin"
 
 
 async def test_namespaces_are_separate(server: ServerProcess) -> None:
-    async with rookery.Client(server.address, namespace="team-a") as a, rookery.Client(server.address, namespace="team-b") as b:
+    async with (
+        rookery.Client(server.address, namespace="team-a") as a,
+        rookery.Client(server.address, namespace="team-b") as b,
+    ):
         await a.cache.set("shared-name", b"a", 60)
         assert await b.cache.get("shared-name") is None
         assert a.metadata == (("x-rookery-namespace", "team-a"),)
 
 
-async def test_idempotent_calls_are_retried_across_a_server_restart(server: ServerProcess, namespace: str) -> None:
-    async with rookery.Client(server.address, namespace=namespace, retries=30, retry_backoff=0.2, deadline=120) as client:
+async def test_idempotent_calls_are_retried_across_a_server_restart(
+    server: ServerProcess, namespace: str
+) -> None:
+    async with rookery.Client(
+        server.address, namespace=namespace, retries=30, retry_backoff=0.2, deadline=120
+    ) as client:
         await client.cache.set("k", b"v", 300)
         server.kill()
         # Not idempotent: fails at once.

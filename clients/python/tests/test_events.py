@@ -8,9 +8,9 @@ import asyncio
 from typing import Dict, Set
 
 import pytest
+from harness import PATIENCE, RedisProcess, ServerProcess, eventually
 
 import rookery
-from harness import PATIENCE, RedisProcess, ServerProcess, eventually
 from rookery import Gap, GapReason, GroupSettings, Message, NewEntry
 
 
@@ -98,7 +98,9 @@ async def test_process_acks_retries_dead_letters_and_survives_a_redis_restart(na
     redis = RedisProcess(["--appendonly", "yes", "--appendfsync", "always"])
     server = ServerProcess(redis)
     try:
-        async with rookery.Client(server.address, namespace=namespace, retries=20, retry_backoff=0.2) as client:
+        async with rookery.Client(
+            server.address, namespace=namespace, retries=20, retry_backoff=0.2
+        ) as client:
             await run_process_scenario(client, redis)
     finally:
         server.kill()
@@ -135,6 +137,7 @@ async def run_process_scenario(client: rookery.Client, redis: RedisProcess) -> N
         events.process("orders", "g", "w", handler, create_group=True, settings=settings, retry_delay=0.1)
     )
     try:
+
         async def settled() -> bool:
             info = await events.describe("orders")
             return bool(info.groups) and info.groups[0].pending == 0 and info.dead_letters == 1

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from harness import PATIENCE, RedisProcess, ServerProcess
 
 import rookery
-from harness import PATIENCE, RedisProcess, ServerProcess
 from rookery import Elected, LostReason
 
 
@@ -58,7 +58,9 @@ async def test_a_hold_whose_key_is_deleted_in_redis_signals_lost(
 
 
 @pytest.mark.parametrize("how", ["kill", "terminate"])
-async def test_a_hold_across_a_server_restart_signals_lost(server: ServerProcess, namespace: str, how: str) -> None:
+async def test_a_hold_across_a_server_restart_signals_lost(
+    server: ServerProcess, namespace: str, how: str
+) -> None:
     async with rookery.Client(server.address, namespace=namespace) as client:
         held = await client.lock.hold_lock("across", ttl=3)
         getattr(server, how)()
@@ -74,7 +76,9 @@ async def test_a_hold_across_a_server_restart_signals_lost(server: ServerProcess
         await held.release()
 
 
-async def test_a_silent_server_makes_the_holder_stop_trusting_the_lease(server: ServerProcess, namespace: str) -> None:
+async def test_a_silent_server_makes_the_holder_stop_trusting_the_lease(
+    server: ServerProcess, namespace: str
+) -> None:
     async with rookery.Client(server.address, namespace=namespace) as client:
         held = await client.lock.hold_lock("frozen", ttl=2)
         server.pause()  # the connection stays open; no renewal and no `lost` can arrive

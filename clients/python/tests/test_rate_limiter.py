@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from harness import ServerProcess, eventually
 
 import rookery
-from harness import ServerProcess, eventually
 from rookery import Algorithm, Decision, RateLimit, WhenUnavailable
 
 
@@ -27,17 +27,25 @@ async def test_checks_deny_over_the_limit_and_consume_nothing_then(client: rooke
 
 async def test_check_many_consumes_from_none_when_one_denies(client: rookery.Client) -> None:
     limiter = client.rate_limiter
-    allowed, decisions = await limiter.check_many([("ip", RateLimit(10, 60), 1), ("user", RateLimit(1, 60), 1)])
+    allowed, decisions = await limiter.check_many(
+        [("ip", RateLimit(10, 60), 1), ("user", RateLimit(1, 60), 1)]
+    )
     assert allowed and len(decisions) == 2
-    allowed, decisions = await limiter.check_many([("ip", RateLimit(10, 60), 1), ("user", RateLimit(1, 60), 1)])
+    allowed, decisions = await limiter.check_many(
+        [("ip", RateLimit(10, 60), 1), ("user", RateLimit(1, 60), 1)]
+    )
     assert not allowed and not decisions[1].allowed
     assert (await limiter.check("ip", RateLimit(10, 60), cost=0)).remaining == 9
 
 
 def test_headers_follow_the_ietf_draft_and_round_up() -> None:
     decision = Decision(
-        allowed=False, limit=100, period=timedelta(seconds=60), remaining=0,
-        reset_after=timedelta(milliseconds=59_001), retry_after=timedelta(milliseconds=600),
+        allowed=False,
+        limit=100,
+        period=timedelta(seconds=60),
+        remaining=0,
+        reset_after=timedelta(milliseconds=59_001),
+        retry_after=timedelta(milliseconds=600),
     )
     assert decision.headers("api") == [
         ("RateLimit-Policy", '"api";q=100;w=60'),
@@ -66,7 +74,9 @@ async def test_fail_open_or_closed_while_the_server_is_down(server: ServerProces
         decisions = []
 
         async def answered() -> bool:
-            decisions.append(await limiter.check("k", RateLimit(1, 60), when_unavailable=WhenUnavailable.ALLOW))
+            decisions.append(
+                await limiter.check("k", RateLimit(1, 60), when_unavailable=WhenUnavailable.ALLOW)
+            )
             return not decisions[-1].unavailable
 
         assert await eventually(answered)

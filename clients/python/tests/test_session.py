@@ -11,12 +11,16 @@ from rookery import SessionUpdate, json_attributes, session_hint
 
 async def test_sessions_with_json_attributes(client: rookery.Client) -> None:
     sessions = client.session
-    created = await sessions.create("ada", json_attributes({"cart": ["book"], "admin": False}), idle_timeout=600)
+    created = await sessions.create(
+        "ada", json_attributes({"cart": ["book"], "admin": False}), idle_timeout=600
+    )
     session = await sessions.get(created.id, touch=True)
     assert session is not None and session.subject == "ada" and session.version == 1
     assert session.json("cart") == ["book"] and session.json("admin") is False
     assert session.json("missing", "none") == "none"
-    version = await sessions.update(created.id, SessionUpdate(expected_version=1).set_json("cart", []), remove=["admin"])
+    version = await sessions.update(
+        created.id, SessionUpdate(expected_version=1).set_json("cart", []), remove=["admin"]
+    )
     assert version == 2
     # A stale version is refused instead of overwriting a concurrent change.
     with pytest.raises(rookery.Aborted):

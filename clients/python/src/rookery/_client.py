@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Type, TypeVar, Union, cast
@@ -56,6 +57,10 @@ class Client:
         target: `host:port` of the server (or any grpcio target, e.g. `dns:///host:port`).
         namespace: the namespace (tenant) of every call; the server's default when None.
         token: a bearer token, sent as `authorization: Bearer <token>` with every call.
+        token_file: a file holding the token instead, read again when it is older than
+            `token_refresh` seconds (Kubernetes rotates projected ServiceAccount tokens in
+            place; a client holding the first one would be refused once it expires).
+        token_refresh: how often `token_file` is read again (default 60 s).
         ca_file: a PEM file of CA certificates to trust; turns TLS on.
         root_certificates: the same as PEM bytes; turns TLS on.
         tls: TLS with the system's roots when True (implied by `ca_file`/`root_certificates`).
@@ -75,6 +80,8 @@ class Client:
         *,
         namespace: Optional[str] = None,
         token: Optional[str] = None,
+        token_file: Union[str, Path, None] = None,
+        token_refresh: Seconds = 60.0,
         ca_file: Union[str, Path, None] = None,
         root_certificates: Optional[bytes] = None,
         tls: Optional[bool] = None,
@@ -101,12 +108,20 @@ class Client:
             *([("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []),
             *channel_options,
         ]
-        metadata = []
-        if namespace is not None:
-            metadata.append((NAMESPACE_HEADER, namespace))
+        if token is not None and token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        self._namespace_metadata: Tuple[Tuple[str, str], ...] = (
+            ((NAMESPACE_HEADER, namespace),) if namespace else ()
+        )
+        self._token_file = Path(token_file) if token_file is not None else None
+        self._token_refresh = seconds(token_refresh)
+        self._token_read_at = 0.0
+        self._metadata: Tuple[Tuple[str, str], ...] = self._namespace_metadata
         if token is not None:
-            metadata.append(("authorization", f"Bearer {token.strip()}"))
-        self._metadata: Tuple[Tuple[str, str], ...] = tuple(metadata)
+            self._set_token(token)
+        elif self._token_file is not None:
+            self._read_token_file()  # an unreadable file is an error now, not at the first call
+        #: The namespace of every call (None: the server's default).
         self.namespace = namespace
         self._deadline = None if deadline is None else seconds(deadline)
         self._retries = retries
@@ -174,7 +189,20 @@ class Client:
     @property
     def metadata(self) -> Tuple[Tuple[str, str], ...]:
         """The metadata every call carries: the namespace and the bearer token."""
+        if self._token_file is not None and time.monotonic() - self._token_read_at >= self._token_refresh:
+            try:
+                self._read_token_file()
+            except OSError:
+                pass  # keep the last token: the server says when it no longer works
         return self._metadata
+
+    def _set_token(self, token: str) -> None:
+        self._metadata = (*self._namespace_metadata, ("authorization", f"Bearer {token.strip()}"))
+
+    def _read_token_file(self) -> None:
+        assert self._token_file is not None
+        self._set_token(self._token_file.read_text())
+        self._token_read_at = time.monotonic()
 
     async def close(self) -> None:
         """Closes the channel, cancelling calls and streams still open. The client may be
@@ -225,7 +253,7 @@ class Client:
             call = getattr(self.stub(stub_class), method)
             remaining = None if ends is None else max(ends - loop.time(), 0.0)
             try:
-                return await call(request, metadata=self._metadata, timeout=remaining)
+                return await call(request, metadata=self.metadata, timeout=remaining)
             except grpc.aio.AioRpcError as error:
                 pause = backoff * random.uniform(0.5, 1.0)
                 retry = (
@@ -244,8 +272,8 @@ class Client:
         """Starts a streaming call without a deadline; the caller reads it with `read`."""
         call = getattr(self.stub(stub_class), method)
         if request is None:  # a bidirectional call: the caller writes the requests
-            return call(metadata=self._metadata)
-        return call(request, metadata=self._metadata)
+            return call(metadata=self.metadata)
+        return call(request, metadata=self.metadata)
 
 
 class ServerStream:
@@ -281,4 +309,3 @@ async def read(call: Any) -> Any:
     if message is grpc.aio.EOF:
         return None
     return message
-

@@ -81,7 +81,9 @@ class CacheClient:
         # Lease releases of cancelled callers, kept referenced until they finish.
         self._releases: Set["asyncio.Task[object]"] = set()
 
-    async def _call(self, method: str, request: object, *, idempotent: bool = False, extra: float = 0.0) -> Any:
+    async def _call(
+        self, method: str, request: object, *, idempotent: bool = False, extra: float = 0.0
+    ) -> Any:
         return await self._client.unary(CacheStub, method, request, idempotent=idempotent, extra_time=extra)
 
     async def get(self, key: str) -> Optional[Entry]:

@@ -17,7 +17,20 @@ import collections
 import enum
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Deque,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Union,
+)
 
 import grpc
 
@@ -183,7 +196,15 @@ class Consumer:
     it had not acknowledged go to other consumers after the ack timeout, or back to this
     consumer name at once when it consumes again."""
 
-    def __init__(self, events: "EventsClient", stream: str, group: str, name: str, call: Any, settings: ConsumerSettings) -> None:
+    def __init__(
+        self,
+        events: "EventsClient",
+        stream: str,
+        group: str,
+        name: str,
+        call: Any,
+        settings: ConsumerSettings,
+    ) -> None:
         self._events = events
         self._call = call
         #: The stream, group and consumer name.
@@ -207,7 +228,10 @@ class Consumer:
             while True:
                 response = await read(self._call)
                 if response is None:
-                    ended = Unavailable("the consumer's call has ended; unacknowledged entries come back after the ack timeout")
+                    ended = Unavailable(
+                        "the consumer's call has ended; "
+                        "unacknowledged entries come back after the ack timeout"
+                    )
                     self._deliveries.put_nowait(None)
                     return
                 event = response.WhichOneof("event")
@@ -260,7 +284,9 @@ class Consumer:
                     self._awaited.remove(answer)
                 if self._ended is not None:
                     raise _again(self._ended) from error
-                raise Unavailable("the consumer's call has ended; its entries come back after the ack timeout") from error
+                raise Unavailable(
+                    "the consumer's call has ended; its entries come back after the ack timeout"
+                ) from error
         return await answer
 
     async def nack(self, ids: Iterable[str], delay: Seconds = 0) -> Tuple[int, int]:
@@ -325,7 +351,10 @@ class EventsClient:
         """Appends an entry; returns its ID and whether it was a retry of an earlier append
         with the same `idempotency_key` (with one, the call is retried on UNAVAILABLE)."""
         request = pb.EventsAppendRequest(
-            stream=stream, fields=dict(fields), max_len=max_len, max_age=optional_duration(max_age),
+            stream=stream,
+            fields=dict(fields),
+            max_len=max_len,
+            max_age=optional_duration(max_age),
             idempotency_key=idempotency_key,
         )
         r = await self._call("Append", request, idempotent=bool(idempotency_key))
@@ -337,27 +366,37 @@ class EventsClient:
         """Appends entries to one stream in one call, in order, all or none; returns each
         entry's ID and whether it was a retry, in order."""
         news = [pb.EventsNewEntry(fields=dict(e.fields), idempotency_key=e.idempotency_key) for e in entries]
-        request = pb.EventsAppendManyRequest(stream=stream, entries=news, max_len=max_len, max_age=optional_duration(max_age))
+        request = pb.EventsAppendManyRequest(
+            stream=stream, entries=news, max_len=max_len, max_age=optional_duration(max_age)
+        )
         r = await self._call("AppendMany", request, idempotent=all(e.idempotency_key for e in news))
         return [(a.id, a.duplicate) for a in r.appended]
 
-    def read(self, stream: str, after: str = "", *, follow: bool = False, dead_letters: bool = False) -> EntryStream:
-        """Reads a stream (the call starts now; iterate the entries): from the start (`after` empty), after an entry ID, or (`$`) only new
-        entries; with `follow`, keeps delivering new ones; `dead_letters` reads the stream's
-        dead letters (with `rookery.id`, `rookery.group`, `rookery.deliveries`,
-        `rookery.reason`)."""
+    def read(
+        self, stream: str, after: str = "", *, follow: bool = False, dead_letters: bool = False
+    ) -> EntryStream:
+        """Reads a stream (the call starts now; iterate the entries): from the start (`after`
+        empty), after an entry ID, or (`$`) only new entries; with `follow`, keeps delivering
+        new ones; `dead_letters` reads the stream's dead letters (with `rookery.id`,
+        `rookery.group`, `rookery.deliveries`, `rookery.reason`)."""
         request = pb.EventsReadRequest(stream=stream, after=after, follow=follow, dead_letters=dead_letters)
         return EntryStream(self._client.stream(EventsStub, "Read", request))
 
-    async def create_group(self, stream: str, group: str, start: str = "", settings: GroupSettings = GroupSettings()) -> None:
+    async def create_group(
+        self, stream: str, group: str, start: str = "", settings: Optional[GroupSettings] = None
+    ) -> None:
         """Creates a consumer group at the first entry (`start` empty), at new entries (`$`) or
         after an entry ID; raises `AlreadyExists` if it exists."""
-        request = pb.EventsCreateGroupRequest(stream=stream, group=group, start=start, settings=settings._to_pb())
+        request = pb.EventsCreateGroupRequest(
+            stream=stream, group=group, start=start, settings=(settings or GroupSettings())._to_pb()
+        )
         await self._call("CreateGroup", request)
 
     async def delete_group(self, stream: str, group: str) -> bool:
         """Deletes a consumer group with its pending entries; False when there was none."""
-        r = await self._call("DeleteGroup", pb.EventsDeleteGroupRequest(stream=stream, group=group), idempotent=True)
+        r = await self._call(
+            "DeleteGroup", pb.EventsDeleteGroupRequest(stream=stream, group=group), idempotent=True
+        )
         return bool(r.deleted)
 
     async def consume(
@@ -367,14 +406,18 @@ class EventsClient:
         consumer: str,
         *,
         create_group: bool = False,
-        settings: GroupSettings = GroupSettings(),
+        settings: Optional[GroupSettings] = None,
         max_in_flight: int = 0,
     ) -> Consumer:
         """Starts consuming as `consumer` of `group`, and returns once the server confirmed
         it. With `create_group`, a missing group is created at the first entry."""
         start = pb.EventsConsumeRequest(
-            stream=stream, group=group, consumer=consumer, create_group=create_group,
-            settings=settings._to_pb(), max_in_flight=max_in_flight,
+            stream=stream,
+            group=group,
+            consumer=consumer,
+            create_group=create_group,
+            settings=(settings or GroupSettings())._to_pb(),
+            max_in_flight=max_in_flight,
         )
         call = self._client.stream(EventsStub, "ConsumeWithAcks")
         try:
@@ -397,7 +440,7 @@ class EventsClient:
         handler: Handler,
         *,
         create_group: bool = False,
-        settings: GroupSettings = GroupSettings(),
+        settings: Optional[GroupSettings] = None,
         max_in_flight: int = 0,
         retry_delay: Seconds = 0,
     ) -> None:
@@ -415,7 +458,15 @@ class EventsClient:
             started: List[bool] = []
             try:
                 await self._process_once(
-                    stream, group, consumer, handler, create_group, settings, max_in_flight, retry_delay, started
+                    stream,
+                    group,
+                    consumer,
+                    handler,
+                    create_group,
+                    settings,
+                    max_in_flight,
+                    retry_delay,
+                    started,
                 )
             except RookeryError as error:
                 # UNAVAILABLE: the server or Redis is restarting (or the call just ended); an
@@ -434,7 +485,7 @@ class EventsClient:
         name: str,
         handler: Handler,
         create_group: bool,
-        settings: GroupSettings,
+        settings: Optional[GroupSettings],
         max_in_flight: int,
         retry_delay: Seconds,
         started: List[bool],
@@ -471,17 +522,27 @@ class EventsClient:
     async def ack(self, stream: str, group: str, ids: Iterable[str]) -> int:
         """Acknowledges entries of a group with a call of its own; returns how many were
         pending."""
-        r = await self._call("Ack", pb.EventsAckRequest(stream=stream, group=group, ids=list(ids)), idempotent=True)
+        r = await self._call(
+            "Ack", pb.EventsAckRequest(stream=stream, group=group, ids=list(ids)), idempotent=True
+        )
         return int(r.acked)
 
-    async def nack(self, stream: str, group: str, consumer: str, ids: Iterable[str], delay: Seconds = 0) -> Tuple[int, int]:
+    async def nack(
+        self, stream: str, group: str, consumer: str, ids: Iterable[str], delay: Seconds = 0
+    ) -> Tuple[int, int]:
         """Gives entries pending for `consumer` back for delivery after `delay`; returns
         (requeued, moved to the dead letters)."""
-        request = pb.EventsNackRequest(stream=stream, group=group, consumer=consumer, ids=list(ids), delay=to_duration(delay))
+        request = pb.EventsNackRequest(
+            stream=stream, group=group, consumer=consumer, ids=list(ids), delay=to_duration(delay)
+        )
         r = await self._call("Nack", request)
         return int(r.requeued), int(r.dead_lettered)
 
     async def describe(self, stream: str) -> pb.EventsDescribeStreamResponse:
         """Describes a stream: length, dead letters, and each group's pending entries, lag and
         consumers."""
-        return await self._call("DescribeStream", pb.EventsDescribeStreamRequest(stream=stream), idempotent=True)  # type: ignore[no-any-return]
+        request = pb.EventsDescribeStreamRequest(stream=stream)
+        response: pb.EventsDescribeStreamResponse = await self._call(
+            "DescribeStream", request, idempotent=True
+        )
+        return response

@@ -277,9 +277,11 @@ class LockClient:
 
     async def inspect(self, name: str) -> pb.LockInspectResponse:
         """A lock's holders (never their tokens), permits and last fencing token."""
-        return await self._client.unary(  # type: ignore[no-any-return]
-            LockStub, "Inspect", pb.LockInspectRequest(name=name), idempotent=True
+        request = pb.LockInspectRequest(name=name)
+        response: pb.LockInspectResponse = await self._client.unary(
+            LockStub, "Inspect", request, idempotent=True
         )
+        return response
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -354,7 +356,9 @@ class LockClient:
     def observe(self, election: str) -> LeaderStream:
         """Streams the leaders of `election` (the call starts now): the current state first,
         then every new leader; None when the election is found without one."""
-        return LeaderStream(self._client.stream(LockStub, "Observe", pb.LockObserveRequest(election=election)))
+        return LeaderStream(
+            self._client.stream(LockStub, "Observe", pb.LockObserveRequest(election=election))
+        )
 
     async def resign(self, election: str, token: str) -> bool:
         """Gives up leadership; False if the token did not lead."""

@@ -113,7 +113,10 @@ def _check_pb(key: str, limit: Limit, cost: int) -> Any:
     if isinstance(limit, str):
         return pb.RateLimiterCheckRequest(key=key, policy=limit, cost=cost)
     spec = pb.RateLimitSpec(
-        algorithm=pb.RateLimitAlgorithm.Name(limit.algorithm), limit=limit.limit, period=to_duration(limit.period), burst=limit.burst
+        algorithm=pb.RateLimitAlgorithm.Name(limit.algorithm),
+        limit=limit.limit,
+        period=to_duration(limit.period),
+        burst=limit.burst,
     )
     return pb.RateLimiterCheckRequest(key=key, spec=spec, cost=cost)
 
@@ -150,5 +153,7 @@ class RateLimiterClient:
 
     async def reset(self, key: str) -> int:
         """Forgets `key`'s state under every algorithm; returns how many states existed."""
-        r = await self._client.unary(RateLimiterStub, "Reset", pb.RateLimiterResetRequest(key=key), idempotent=True)
+        r = await self._client.unary(
+            RateLimiterStub, "Reset", pb.RateLimiterResetRequest(key=key), idempotent=True
+        )
         return int(r.removed)

@@ -167,7 +167,9 @@ class SessionClient:
 
     async def list_by_subject(self, subject: str) -> List[SessionSummary]:
         """A subject's live sessions, most recently active first (hints, never IDs)."""
-        r = await self._call("ListBySubject", pb.SessionListBySubjectRequest(subject=subject), idempotent=True)
+        r = await self._call(
+            "ListBySubject", pb.SessionListBySubjectRequest(subject=subject), idempotent=True
+        )
         return [
             SessionSummary(
                 s.hint,
@@ -180,5 +182,7 @@ class SessionClient:
 
     async def delete_by_subject(self, subject: str) -> int:
         """Ends every session of a subject ("log out everywhere"); returns how many."""
-        r = await self._call("DeleteBySubject", pb.SessionDeleteBySubjectRequest(subject=subject), idempotent=True)
+        r = await self._call(
+            "DeleteBySubject", pb.SessionDeleteBySubjectRequest(subject=subject), idempotent=True
+        )
         return int(r.deleted)
