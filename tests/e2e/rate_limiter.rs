@@ -105,9 +105,11 @@ async fn gcra_admits_at_most_one_per_emission_interval() {
     // 10 per 200 ms with a burst of 1: one admission per 20 ms emission interval, exactly.
     let admitted = hammer("acc-gcra", spec(Algorithm::Gcra, 10, 1), RUN).await;
     let interval = PERIOD.as_micros() as i64 / 10;
-    assert_eq!(
-        most_certainly_within(&admitted, interval - 1),
-        1,
+    // At most one: an admission counts only when its whole round trip fits in the window, so on
+    // a slow machine (round trips past 20 ms) none may, and that proves nothing either way;
+    // `assert_not_starved` is what shows the limiter admitting.
+    assert!(
+        most_certainly_within(&admitted, interval - 1) <= 1,
         "two admissions within one emission interval"
     );
     assert!(admitted.len() as i64 <= RUN.as_micros() as i64 / interval + 2, "{} admitted", admitted.len());
@@ -118,7 +120,8 @@ async fn gcra_admits_at_most_one_per_emission_interval() {
 async fn token_bucket_admits_at_most_one_per_refill_interval() {
     let admitted = hammer("acc-bucket", spec(Algorithm::TokenBucket, 10, 1), RUN).await;
     let interval = PERIOD.as_micros() as i64 / 10;
-    assert_eq!(most_certainly_within(&admitted, interval - 1), 1);
+    // At most one (see the GCRA test for why not exactly one).
+    assert!(most_certainly_within(&admitted, interval - 1) <= 1, "two admissions within one refill interval");
     assert!(admitted.len() as i64 <= RUN.as_micros() as i64 / interval + 2, "{} admitted", admitted.len());
     assert_not_starved(&admitted, 10);
 }
