@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Checks deploy/ offline (no Docker, no cluster): yamllint on every YAML file; the base and each
-# overlay rendered (scripts/kustomize_lite.py) and validated against the Kubernetes schemas
-# (kubernetes-validate --strict); checkov on the rendered manifests and the Dockerfile, where
-# every skipped check carries its reason in the manifest. The tools live in a virtualenv under
-# target/, installed on first use from deploy/requirements.txt.
+# Checks deploy/ offline (no Docker, no cluster), as `make test` runs it:
+#   - yamllint on every YAML file;
+#   - the base and each overlay rendered by real kustomize (`kubectl kustomize`, what
+#     `kubectl apply -k` applies), validated against the Kubernetes schemas
+#     (kubernetes-validate --strict), then checkov on the rendered manifests and the Dockerfile,
+#     where every skipped check carries its reason in the manifest;
+#   - the Prometheus rules in deploy/observability/: `promtool check rules`, and `promtool test
+#     rules` on their unit tests, which fire and clear every alert;
+#   - scripts/check_dashboard_metrics.py: every metric the Grafana dashboard and the rules query
+#     is one the server exports (read from server/src).
+# The Python tools live in a virtualenv under Cargo's target directory, installed on first use
+# from deploy/requirements.txt; promtool and kubectl come from scripts/ensure-tools.sh --deploy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=target/deploy-venv
+scripts/ensure-tools.sh --deploy
+# shellcheck source=scripts/target-dir.sh
+. scripts/target-dir.sh
+
+venv="$target_dir/deploy-venv"
 stamp="$venv/.requirements"
 if ! cmp -s deploy/requirements.txt "$stamp" 2>/dev/null; then
   echo "installing the deployment checkers into $venv..." >&2
@@ -14,7 +25,9 @@ if ! cmp -s deploy/requirements.txt "$stamp" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/requirements.txt
   cp deploy/requirements.txt "$stamp"
 fi
-out=target/deploy-rendered
+# Emptied first: the render of an overlay since removed must not be validated again.
+out="$target_dir/deploy-rendered"
+rm -rf "$out"
 mkdir -p "$out"
 
 "$venv/bin/yamllint" --strict -c deploy/.yamllint deploy
@@ -22,7 +35,7 @@ mkdir -p "$out"
 rendered=()
 for dir in deploy/k8s/base deploy/k8s/overlays/*/; do
   name=$(basename "$dir")
-  "$venv/bin/python" scripts/kustomize_lite.py "$dir" >"$out/$name.yaml"
+  kubectl kustomize "$dir" >"$out/$name.yaml"
   "$venv/bin/kubernetes-validate" --strict --quiet "$out/$name.yaml"
   rendered+=("$out/$name.yaml")
 done
@@ -31,6 +44,15 @@ done
 checkov() {
   "$venv/bin/checkov" --quiet --compact --skip-download "$@"
 }
-checkov --framework kubernetes $(printf -- '-f %s ' "${rendered[@]}")
+files=()
+for file in "${rendered[@]}"; do files+=(-f "$file"); done
+checkov --framework kubernetes "${files[@]}"
 checkov --framework dockerfile -f deploy/Dockerfile
-echo "deploy/: yamllint, Kubernetes schemas and checkov all pass (${rendered[*]})"
+
+promtool check rules deploy/observability/rookery-alerts.yaml
+# The test file names its rule file relative to itself.
+promtool test rules deploy/observability/rookery-alerts.test.yaml
+"$venv/bin/python" scripts/check_dashboard_metrics.py
+
+echo "deploy/: yamllint, kustomize, Kubernetes schemas, checkov, promtool (rules and their tests) and the" \
+  "dashboard's metrics all pass (${rendered[*]})"
