@@ -8,14 +8,18 @@
 # and locks against etcd, each started here on free ports, in alternating rounds with Rookery.
 # `scripts/bench.sh peers` runs only the peer comparisons (and their Rookery sides).
 # BENCH_DURATION (default 5s), BENCH_ROUNDS (default 5) and ROOKERY_WORKER_THREADS (default 1)
-# can be set.
+# can be set. Binaries are taken from wherever cargo builds (scripts/target-dir.sh:
+# CARGO_TARGET_DIR is honoured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 only="${1:-all}"
 case "$only" in all | peers) ;; *) echo "usage: $0 [peers]" >&2; exit 2 ;; esac
 scripts/ensure-tools.sh --peers
 cargo build --release -p rookery-server -p rookery-client --features rookery-client/peers
-# shellcheck source=local-redis.sh
+# shellcheck source=scripts/target-dir.sh
+. scripts/target-dir.sh
+bin="$target_dir/release"
+# shellcheck source=scripts/local-redis.sh
 . scripts/local-redis.sh
 export ROOKERY_LISTEN=127.0.0.1:50151 ROOKERY_ADMIN_LISTEN=127.0.0.1:50152
 export ROOKERY_WORKER_THREADS="${ROOKERY_WORKER_THREADS:-1}" ROOKERY_LOG_LEVEL=warn
@@ -23,13 +27,13 @@ export ROOKERY_WORKER_THREADS="${ROOKERY_WORKER_THREADS:-1}" ROOKERY_LOG_LEVEL=w
 # opens 10,000 while the fan-out scenario's streams may still be closing.
 main_config="$(mktemp --suffix=.toml)"
 printf '[fair_share.namespaces.bench]\nmax_open_streams = 20000\n' >"$main_config"
-ROOKERY_CONFIG="$main_config" target/release/rookery-server &
+ROOKERY_CONFIG="$main_config" "$bin"/rookery-server &
 server_pid=$!
 # A second server on the same Redis with fair shares off, for the cost of the fair-share layer.
 unshared_config="$(mktemp --suffix=.toml)"
 printf '[fair_share]\nenabled = false\n' >"$unshared_config"
 ROOKERY_CONFIG="$unshared_config" ROOKERY_LISTEN=127.0.0.1:50153 ROOKERY_ADMIN_LISTEN=127.0.0.1:50154 \
-  target/release/rookery-server &
+  "$bin"/rookery-server &
 unshared_pid=$!
 # A third with TLS and JWT auth, for the cost of both.
 credentials="$(mktemp -d)"
@@ -49,7 +53,7 @@ namespaces = ["bench"]
 access = "admin"
 TOML
 ROOKERY_CONFIG="$credentials/secure.toml" ROOKERY_LISTEN=127.0.0.1:50155 ROOKERY_ADMIN_LISTEN=127.0.0.1:50156 \
-  target/release/rookery-server &
+  "$bin"/rookery-server &
 secure_pid=$!
 # The peers, on free ports: NATS with JetStream (its streams here are on memory storage), and
 # etcd with its data in memory (/dev/shm where there is one) as the bench's Redis keeps its own.
@@ -74,20 +78,20 @@ etcd_pid=$!
 trap 'kill -TERM "$server_pid" "$unshared_pid" "$secure_pid" "$nats_pid" "$etcd_pid" 2>/dev/null; wait "$server_pid" "$unshared_pid" "$secure_pid" "$nats_pid" "$etcd_pid" 2>/dev/null || true; kill "${redis_pid:-}" 2>/dev/null; rm -rf "${redis_dir:-/nonexistent}" "$main_config" "$unshared_config" "$credentials" "$peer_dir"' EXIT
 for port in 50151 50153 50155 "$nats_port" "$etcd_port"; do
   for _ in $(seq 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.05
   done
 done
 duration="${BENCH_DURATION:-5s}"
 rounds="${BENCH_ROUNDS:-5}"
 bench() {
-  target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" \
+  "$bin"/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" \
     --rounds "$rounds" --compare-redis --redis-url "$ROOKERY_REDIS_URL" "$@"
 }
 echo "# server worker threads: $ROOKERY_WORKER_THREADS; $rounds rounds of $duration per scenario"
 # Rookery against its peers, alternating rounds: Rookery/peer ratios.
 peer() {
-  target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" \
+  "$bin"/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" \
     --rounds "$rounds" "$@"
 }
 peers() {
@@ -122,15 +126,15 @@ bench --op consume --concurrency 64 --keys 200000
 bench --op fanout --concurrency 16
 # Fair shares on (50151) vs off (50153), alternating rounds.
 shares() {
-  target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" \
+  "$bin"/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" \
     --rounds "$rounds" --compare-url http://127.0.0.1:50153 "$@"
 }
 shares --op get --concurrency 64
 shares --op rate-limit --concurrency 64
 # TLS with a JWT on every call (50155) vs plaintext without auth (50151), alternating rounds.
-target/release/rookery --url https://127.0.0.1:50155 --tls-domain localhost --ca-file "$credentials/ca.crt" \
+"$bin"/rookery --url https://127.0.0.1:50155 --tls-domain localhost --ca-file "$credentials/ca.crt" \
   --token-file "$credentials/token" --namespace bench bench --duration "$duration" --rounds "$rounds" \
   --compare-url http://127.0.0.1:50151 --op get --concurrency 64
-target/release/rookery --url http://127.0.0.1:50151 --namespace bench bench --op idle-subscribers \
+"$bin"/rookery --url http://127.0.0.1:50151 --namespace bench bench --op idle-subscribers \
   --keys 10000 --connections 4 --admin-url http://127.0.0.1:50152
 peers

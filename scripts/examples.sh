@@ -2,7 +2,8 @@
 # Runs the Python and Node example clients (examples/) against a real server and Redis: the
 # protos work outside Rust. Each language's runner (scripts/example-python.sh,
 # scripts/example-node.sh) installs its packages locally; nothing is installed globally.
-# The server runs with TLS and auth on, as in production: a throwaway CA and server certificate
+# The server binary is taken from wherever cargo builds (scripts/target-dir.sh: CARGO_TARGET_DIR
+# is honoured). The server runs with TLS and auth on, as in production: a throwaway CA and server certificate
 # (scripts/dev-credentials.sh) and a random bearer token, in a temporary directory that is
 # removed on exit. The examples get the CA and the token as ROOKERY_CA_FILE and ROOKERY_TOKEN.
 set -euo pipefail
@@ -13,7 +14,9 @@ scripts/example-python.sh --install
 scripts/example-node.sh --install
 
 cargo build --quiet -p rookery-server
-# shellcheck source=local-redis.sh
+# shellcheck source=scripts/target-dir.sh
+. scripts/target-dir.sh
+# shellcheck source=scripts/local-redis.sh
 . scripts/local-redis.sh
 server_pid=
 tls_dir=$(mktemp -d -t rookery-examples.XXXXXX)
@@ -45,7 +48,7 @@ access = "admin"
 EOF
 
 export ROOKERY_LISTEN=127.0.0.1:50161 ROOKERY_ADMIN_LISTEN=127.0.0.1:50162 ROOKERY_LOG_LEVEL=warn
-ROOKERY_CONFIG="$tls_dir/rookery.toml" target/debug/rookery-server &
+ROOKERY_CONFIG="$tls_dir/rookery.toml" "$target_dir/debug/rookery-server" &
 server_pid=$!
 # Ready when the port accepts TCP connections (the TLS handshake comes with the first call).
 ready=

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sourced by run.sh and bench.sh: starts a throwaway Redis (noeviction, lazy freeing, no
+# Sourced by run.sh, bench.sh and examples.sh: starts a throwaway Redis (noeviction, lazy freeing, no
 # persistence, in a temporary directory, on a free port from 6380 up) unless ROOKERY_REDIS_URL
 # is set, and stops it when the calling script exits. Exports ROOKERY_REDIS_URL either way.
 
