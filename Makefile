@@ -12,6 +12,7 @@ test:
 	cargo test --workspace --all-features
 	scripts/validate-deploy.sh
 	scripts/examples.sh
+	scripts/test-python.sh
 
 bench:
 	scripts/bench.sh
