@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The Python example: `--install` pip-installs the `rookery` package (clients/python) into a
-# virtualenv under target/; without it, runs the example against the server scripts/examples.sh
+# virtualenv under Cargo's target directory; without it, runs the example against the server scripts/examples.sh
 # started (ROOKERY_ADDRESS, ROOKERY_CA_FILE, ROOKERY_TOKEN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=target/examples-venv
+# shellcheck source=scripts/target-dir.sh
+. scripts/target-dir.sh
+venv="$target_dir/examples-venv"
 if [ "${1:-}" = --install ]; then
   stamp="$venv/.constraints"
   if ! cmp -s clients/python/constraints.txt "$stamp" 2>/dev/null; then
