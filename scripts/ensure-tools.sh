@@ -18,8 +18,8 @@ need_apt=()
 if [ "${1:-}" = "--deploy" ]; then
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
   # `kubectl version --client` names its kustomize ("Kustomize Version: v5.5.0"); a kubectl too
-  # old to print one has a kustomize too old for these manifests.
-  kustomize_major=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')
+  # old to print one has a kustomize too old for these manifests, and no kubectl prints nothing.
+  kustomize_major=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p') || true
   if [ "${kustomize_major:-0}" -lt 5 ]; then
     {
       echo "scripts/validate-deploy.sh renders deploy/k8s with 'kubectl kustomize', which needs kubectl 1.27"
@@ -56,10 +56,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian starts a system-wide Redis (and Sentinel, NATS, etcd) on install; Rookery never uses
-  # them unless told to, and the bench starts its own peers on free ports.
-  # Its Prometheus server, though, listens on *:9090, the port `make run` serves /metrics on;
-  # only promtool is wanted here, so the service it just started is stopped and not started at
-  # boot.
+  # them unless told to, and the bench starts its own peers on free ports. Its Prometheus
+  # server, though, would take *:9090, the port `make run` serves /metrics on, and only
+  # promtool is wanted: the service just installed is stopped and kept from starting at boot.
   if [[ " ${need_apt[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
