@@ -22,8 +22,12 @@ It also checks what makes the dashboard importable anywhere: a `datasource` temp
 variable of type prometheus that every panel and query uses, unique panel ids; and that every
 alert carries a severity and summary, description and runbook annotations.
 
+With --write-rules FILE it also writes every dashboard query, Grafana's variables replaced, as
+a recording rule, so that `promtool check rules FILE` parses each with Prometheus's own parser
+as well (promql-parser is a reimplementation; the two could disagree).
+
 Run with the deploy virtualenv's python (scripts/validate-deploy.sh does):
-    check_dashboard_metrics.py [--dashboard FILE] [--rules FILE ...] [--source DIR]
+    check_dashboard_metrics.py [--dashboard FILE] [--rules FILE ...] [--source DIR] [--write-rules FILE]
 """
 
 import argparse
@@ -148,10 +152,16 @@ def selectors(node):
         yield from selectors(child)
 
 
+def without_variables(query):
+    """`query` as Prometheus would receive it: Grafana's interval variables (`[$__rate_interval]`)
+    replaced by a duration. Others (`"$job"`) sit inside label matchers' strings, where they
+    parse as they are."""
+    return re.sub(r"\[\s*\$\{?\w+\}?\s*\]", "[5m]", query)
+
+
 def metrics_in(query, where):
-    """Parses `query` (Grafana's interval variables replaced by a duration) and returns the
-    metric names it selects."""
-    query = re.sub(r"\[\s*\$\{?\w+\}?\s*\]", "[5m]", query)
+    """Parses `query` and returns the metric names it selects."""
+    query = without_variables(query)
     try:
         return set(selectors(promql_parser.parse(query)))
     except Failure as e:
@@ -232,10 +242,21 @@ def main():
     parser.add_argument("--dashboard", type=Path, default=ROOT / "deploy/observability/rookery-dashboard.json")
     parser.add_argument("--rules", type=Path, nargs="+", default=[ROOT / "deploy/observability/rookery-alerts.yaml"])
     parser.add_argument("--source", type=Path, default=ROOT / "server/src")
+    parser.add_argument("--write-rules", type=Path, help="write the dashboard's queries as recording rules here")
     args = parser.parse_args()
     try:
         exported = exported_metrics(args.source.resolve())
         queries = dashboard_queries(args.dashboard)
+        if args.write_rules:
+            rules = [
+                {"record": f"dashboard:query_{i}", "expr": without_variables(query)}
+                for i, (_, query) in enumerate(queries)
+            ]
+            args.write_rules.write_text(
+                "# Written by scripts/check_dashboard_metrics.py: the dashboard's queries, for promtool.\n"
+                + yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, sort_keys=False),
+                encoding="utf-8",
+            )
         recorded = set()
         for rules in args.rules:
             more, names = rule_queries(rules)

@@ -8,7 +8,8 @@
 #   - the Prometheus rules in deploy/observability/: `promtool check rules`, and `promtool test
 #     rules` on their unit tests, which fire and clear every alert;
 #   - scripts/check_dashboard_metrics.py: every metric the Grafana dashboard and the rules query
-#     is one the server exports (read from server/src).
+#     is one the server exports (read from server/src); and promtool parses the dashboard's
+#     queries as well.
 # The Python tools live in a virtualenv under Cargo's target directory, installed on first use
 # from deploy/requirements.txt; promtool and kubectl come from scripts/ensure-tools.sh --deploy.
 set -euo pipefail
@@ -52,7 +53,9 @@ checkov --framework dockerfile -f deploy/Dockerfile
 promtool check rules deploy/observability/rookery-alerts.yaml
 # The test file names its rule file relative to itself.
 promtool test rules deploy/observability/rookery-alerts.test.yaml
-"$venv/bin/python" scripts/check_dashboard_metrics.py
+"$venv/bin/python" scripts/check_dashboard_metrics.py --write-rules "$out/dashboard-queries.yaml"
+# The dashboard's queries, parsed by Prometheus itself too.
+promtool check rules "$out/dashboard-queries.yaml" >/dev/null
 
 echo "deploy/: yamllint, kustomize, Kubernetes schemas, checkov, promtool (rules and their tests) and the" \
   "dashboard's metrics all pass (${rendered[*]})"
