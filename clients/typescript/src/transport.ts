@@ -23,7 +23,10 @@ export const NAMESPACE_HEADER = "x-rookery-namespace";
 export interface CallOptions {
   /** Aborting it cancels the call; the call then rejects with `signal.reason`. */
   signal?: AbortSignal;
-  /** This call's deadline in milliseconds, instead of the client's `deadlineMs`. */
+  /**
+   * This call's whole deadline in ms, instead of the client's `deadlineMs` (which calls that
+   * wait on the server, `fetch` and `acquire`, extend by their wait).
+   */
   deadlineMs?: number;
 }
 
@@ -107,7 +110,8 @@ export class Transport {
    * deadline), rejected with a RookeryError.
    */
   async unary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, options: UnaryOptions = {}): Promise<Res> {
-    const deadlineMs = (options.deadlineMs ?? this.#settings.deadlineMs) + (options.serverWaitMs ?? 0);
+    // A call's own deadline is its whole deadline; the client's default also allows the wait.
+    const deadlineMs = options.deadlineMs ?? this.#settings.deadlineMs + (options.serverWaitMs ?? 0);
     const end = Date.now() + deadlineMs;
     const { retries, initialBackoffMs, maxBackoffMs } = this.#settings.retry;
     let backoff = initialBackoffMs;
