@@ -1,6 +1,9 @@
 // Generates the protobuf messages and @grpc/grpc-js service clients under src/gen/ from the
 // repository's protos (proto/rookery/v1/*.proto), with buf (its compiler ships inside the npm
-// package, so no protoc download) and ts-proto as a local plugin.
+// package, so no protoc download) and ts-proto as a local plugin. The dev dependency is buf's
+// Linux x64 package itself rather than @bufbuild/buf, whose per-platform optional packages a
+// registry mirror may lack (npm ci then refuses the lock file); only the generator and the
+// drift test need it, never the package's users.
 //
 //   node scripts/generate.js [OUT_DIR]     (default: src/gen)
 //
@@ -45,7 +48,7 @@ const template = {
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 execFileSync(
-  join(packageDir, "node_modules", ".bin", "buf"),
+  join(packageDir, "node_modules", "@bufbuild", "buf-linux-x64", "bin", "buf"),
   ["generate", protoDir, "--template", JSON.stringify(template)],
   { stdio: "inherit", cwd: packageDir },
 );
