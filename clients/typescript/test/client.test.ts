@@ -2,10 +2,15 @@
 // deadline reaching the server, errors carrying their gRPC code, and retries of idempotent
 // calls while the server restarts.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { Client, RookeryError, Status } from "../src/index.js";
-import { client, Redis, Server } from "./fixtures.js";
+import { client, paths, Redis, Server } from "./fixtures.js";
 
 let redis: Redis;
 let server: Server;
@@ -69,6 +74,53 @@ describe("client", () => {
       assert.equal((await reading)?.value.toString(), "value");
     } finally {
       c.close();
+    }
+  });
+
+  test("TLS with a given CA and a bearer token: refused without it, answered with it", async () => {
+    // Throwaway credentials (scripts/dev-credentials.sh) and a token whose SHA-256 the server knows.
+    const dir = mkdtempSync(join(tmpdir(), "rookery-tls-"));
+    let secure: Server | undefined;
+    try {
+      execFileSync(join(paths.repoDir, "scripts", "dev-credentials.sh"), [dir], { stdio: "ignore" });
+      const token = randomBytes(32).toString("hex");
+      const sha256 = createHash("sha256").update(token).digest("hex");
+      writeFileSync(
+        join(dir, "rookery.toml"),
+        [
+          "[tls]",
+          `cert_file = "${join(dir, "server.crt")}"`,
+          `key_file = "${join(dir, "server.key")}"`,
+          "[auth]",
+          "enabled = true",
+          "[[auth.tokens]]",
+          'identity = "ts"',
+          `sha256 = "${sha256}"`,
+          "[[auth.grants]]",
+          'identities = ["ts"]',
+          'namespaces = ["*"]',
+          'access = "admin"',
+        ].join("\n"),
+      );
+      secure = await Server.start(redis, { ROOKERY_CONFIG: join(dir, "rookery.toml") });
+      // The certificate names localhost, so the client dials that name.
+      const address = `localhost:${secure.port}`;
+      const tls = { caFile: join(dir, "ca.crt") };
+      const anonymous = client(address, { tls });
+      let asked = 0;
+      const authenticated = client(address, { tls, token: () => (asked++, token) });
+      try {
+        await assert.rejects(anonymous.cache.get("k"), (e) => RookeryError.hasCode(e, Status.UNAUTHENTICATED));
+        assert.equal(await authenticated.cache.set("k", "v", 10_000), true);
+        assert.equal((await authenticated.cache.get("k"))?.value.toString(), "v");
+        assert.equal(asked, 2, "the token function is asked before each call");
+      } finally {
+        anonymous.close();
+        authenticated.close();
+      }
+    } finally {
+      await secure?.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -107,17 +107,19 @@ export class Redis {
 export class Server {
   readonly port: number;
   readonly redis: Redis;
+  readonly #env: Record<string, string>;
   #child: ChildProcess | null = null;
 
-  private constructor(port: number, redis: Redis) {
+  private constructor(port: number, redis: Redis, env: Record<string, string>) {
     this.port = port;
     this.redis = redis;
+    this.#env = env;
   }
 
-  /** Starts one over `redis`. */
-  static async start(redis: Redis): Promise<Server> {
+  /** Starts one over `redis`, with extra environment (e.g. ROOKERY_CONFIG). */
+  static async start(redis: Redis, env: Record<string, string> = {}): Promise<Server> {
     if (!existsSync(serverBin)) throw new Error(`no server binary at ${serverBin}: set ROOKERY_SERVER_BIN or run cargo build -p rookery-server`);
-    const server = new Server(await freePort(), redis);
+    const server = new Server(await freePort(), redis, env);
     await server.#spawn();
     return server;
   }
@@ -138,6 +140,7 @@ export class Server {
         ROOKERY_LOG_LEVEL: "error",
         ROOKERY_PRE_DRAIN_DELAY: "0s",
         ROOKERY_DRAIN_TIMEOUT: "2s",
+        ...this.#env,
       },
     });
     this.#child = child;
