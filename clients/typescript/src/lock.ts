@@ -146,9 +146,10 @@ export class HeldLock implements AsyncDisposable {
   readonly #controller = new AbortController();
   readonly #margin: number;
   #timer: NodeJS.Timeout | undefined;
+  /** Until when the lease is trusted, on the monotonic clock (performance.now()), which wall-clock steps cannot move. */
   #validUntil = 0;
 
-  /** @internal Built by `LockClient.hold` once the grant arrived. */
+  /** @internal Built by `LockClient.hold` once the grant arrived (`receivedAt` from performance.now()). */
   constructor(lock: LockClient, name: string, call: ClientReadableStream<LockHoldResponse>, token: string, fence: bigint, ttlMs: number, receivedAt: number) {
     this.#lock = lock;
     this.name = name;
@@ -163,7 +164,7 @@ export class HeldLock implements AsyncDisposable {
     this.#trustUntil(receivedAt + ttlMs - this.#margin);
     call.on("data", (message: LockHoldResponse) => {
       const event = message.event;
-      if (event?.$case === "renewed") this.#trustUntil(Date.now() + fromDuration(event.renewed.ttl) - this.#margin);
+      if (event?.$case === "renewed") this.#trustUntil(performance.now() + fromDuration(event.renewed.ttl) - this.#margin);
       else if (event?.$case === "lost") this.#lose(lostError(event.lost));
     });
     call.on("error", (error) => this.#lose(new LockLostError("stream-ended", RookeryError.from(error).message)));
@@ -177,7 +178,7 @@ export class HeldLock implements AsyncDisposable {
 
   /** Until when (ms since the epoch, local clock) this client trusts the lease without a new renewal. */
   get validUntil(): number {
-    return this.#validUntil;
+    return Date.now() + (this.#validUntil - performance.now());
   }
 
   /** Each message moves the local deadline; silence past it counts as lost. */
@@ -187,7 +188,7 @@ export class HeldLock implements AsyncDisposable {
     clearTimeout(this.#timer);
     this.#timer = setTimeout(
       () => this.#lose(new LockLostError("silent", "no renewal arrived within the lease's time left")),
-      Math.max(until - Date.now(), 0),
+      Math.max(until - performance.now(), 0),
     );
   }
 
@@ -301,9 +302,10 @@ export class LockClient {
       limit: options.limit ?? 0,
       owner: options.owner ?? "",
     });
-    const call = this.#t.serverStream(this.raw.hold.bind(this.raw), request, { deadlineMs: options.deadlineMs });
+    // No deadline: the stream lives as long as the lock is held (a deadline would end the hold).
+    const call = this.#t.serverStream(this.raw.hold.bind(this.raw), request);
     const first = await firstMessage(call, options.signal);
-    const receivedAt = Date.now();
+    const receivedAt = performance.now();
     const event = first?.event;
     if (event?.$case === "acquired") {
       const { token, fence, ttl } = event.acquired;

@@ -60,7 +60,7 @@ describe("events", () => {
     }
   });
 
-  test("process acks, retries, dead-letters and keeps consuming across a Redis restart", async () => {
+  test("process acks, retries, dead-letters and keeps consuming across Redis and server restarts", async () => {
     const c = client(server);
     const controller = new AbortController();
     try {
@@ -106,6 +106,13 @@ describe("events", () => {
       await eventually("an append after the restart is processed", async () => {
         await c.events.append("jobs", { name: "after-restart" }, { idempotencyKey: "after-restart" }).catch(() => undefined);
         return done.has("after-restart") ? true : undefined;
+      });
+      // The server restarts too: process() consumes again once it is back.
+      await server.stop();
+      await server.start();
+      await eventually("an append after the server restart is processed", async () => {
+        await c.events.append("jobs", { name: "after-server-restart" }, { idempotencyKey: "after-server-restart" }).catch(() => undefined);
+        return done.has("after-server-restart") ? true : undefined;
       });
       controller.abort();
       await processing;
