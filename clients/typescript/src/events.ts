@@ -276,7 +276,13 @@ export class EventsClient {
     const settings: ConsumerSettings = startedSettings(first);
     const nack = (ids: string[], delayMs: number) => this.nack(stream, group, consumer, ids, delayMs);
     const live = new Consumer(call, settings, nack);
-    options.signal?.addEventListener("abort", () => live.close(), { once: true });
+    // The signal stops the consumer quietly (iteration ends), and is let go with the call.
+    const { signal } = options;
+    if (signal) {
+      const onAbort = () => live.close();
+      signal.addEventListener("abort", onAbort, { once: true });
+      call.once("close", () => signal.removeEventListener("abort", onAbort));
+    }
     call.resume();
     return live;
   }
