@@ -17,6 +17,21 @@ const repoDir = resolve(packageDir, "..", "..");
 /** The server binary the tests run. */
 export const serverBin = process.env.ROOKERY_SERVER_BIN ?? resolve(repoDir, "target", "debug", "rookery-server");
 
+/** Every process the fixtures started, killed when this test process exits however it exits. */
+const children = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGKILL");
+});
+// node:test stops a file that timed out with a signal: exit (and so kill the children) then too.
+for (const signal of ["SIGTERM", "SIGINT"] as const) process.once(signal, () => process.exit(1));
+
+/** Spawns a process that the fixtures own. */
+function own(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
 /** A port nobody listens on right now. */
 export async function freePort(): Promise<number> {
   return await new Promise((ok, fail) => {
@@ -76,9 +91,9 @@ export class Redis {
   }
 
   async #spawn(): Promise<void> {
-    const child = spawn("redis-server", ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    const child = own(spawn("redis-server", ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
       stdio: "ignore",
-    });
+    }));
     child.once("error", (e) => {
       throw new Error(`cannot run redis-server (install it: apt-get install redis-server): ${e.message}`);
     });
@@ -130,7 +145,7 @@ export class Server {
   }
 
   async #spawn(): Promise<void> {
-    const child = spawn(serverBin, [], {
+    const child = own(spawn(serverBin, [], {
       stdio: ["ignore", "ignore", "inherit"],
       env: {
         ...process.env,
@@ -142,7 +157,7 @@ export class Server {
         ROOKERY_DRAIN_TIMEOUT: "2s",
         ...this.#env,
       },
-    });
+    }));
     this.#child = child;
     await waitForPort(this.port, child, "rookery-server");
   }
