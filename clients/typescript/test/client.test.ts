@@ -65,7 +65,7 @@ describe("client", () => {
   });
 
   test("idempotent calls are retried while the server restarts", async () => {
-    const c = client(server, { retry: { retries: 100, initialBackoffMs: 50, maxBackoffMs: 200 }, deadlineMs: 60_000 });
+    const c = client(server, { retry: { retries: 1_000, initialBackoffMs: 50, maxBackoffMs: 200 }, deadlineMs: 60_000 });
     try {
       await c.cache.set("kept", "value", 60_000);
       await server.stop();

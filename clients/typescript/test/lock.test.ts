@@ -107,7 +107,9 @@ describe("lock", () => {
   test("a silent server makes the holder stop trusting the lease before it ends in Redis", async () => {
     const c = client(server);
     try {
-      const lease = (await c.lock.hold("silent", { ttlMs: 2_000 })) as HeldLock;
+      // A 10 s lease has a 500 ms safety margin: room for a slow machine's timers and for
+      // reading Redis after the loss, without which the check below could not be trusted.
+      const lease = (await c.lock.hold("silent", { ttlMs: 10_000 })) as HeldLock;
       assert.ok(lease);
       server.signal("SIGSTOP");
       let pttlAtLoss: number;
