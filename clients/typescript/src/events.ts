@@ -214,8 +214,15 @@ export class EventsClient {
     }
   }
 
-  /** Creates a consumer group at the first entry (`start` ""), at new entries (`"$"`) or after an ID; ALREADY_EXISTS if it exists. */
-  async createGroup(stream: string, group: string, options: CallOptions & { start?: string; settings?: GroupSettings } = {}): Promise<void> {
+  /**
+   * Creates a consumer group at the first entry (`start` unset), at new entries (`"$"`) or
+   * after an entry ID; ALREADY_EXISTS if it exists.
+   */
+  async createGroup(
+    stream: string,
+    group: string,
+    options: CallOptions & { start?: string; settings?: GroupSettings } = {},
+  ): Promise<void> {
     const request = EventsCreateGroupRequest.fromPartial({
       stream,
       group,

@@ -150,7 +150,15 @@ export class HeldLock implements AsyncDisposable {
   #validUntil = 0;
 
   /** @internal Built by `LockClient.hold` once the grant arrived (`receivedAt` from performance.now()). */
-  constructor(lock: LockClient, name: string, call: ClientReadableStream<LockHoldResponse>, token: string, fence: bigint, ttlMs: number, receivedAt: number) {
+  constructor(
+    lock: LockClient,
+    name: string,
+    call: ClientReadableStream<LockHoldResponse>,
+    token: string,
+    fence: bigint,
+    ttlMs: number,
+    receivedAt: number,
+  ) {
     this.#lock = lock;
     this.name = name;
     this.#call = call;
@@ -346,14 +354,19 @@ export class LockClient {
    * candidate leads and `lost` if it stops leading (then ends). Leaving the loop (or aborting
    * `options.signal`) ends the campaign, which resigns.
    */
-  async *campaign(election: string, candidate: string, options: { ttlMs?: number; signal?: AbortSignal } = {}): AsyncGenerator<CampaignEvent, void, undefined> {
+  async *campaign(
+    election: string,
+    candidate: string,
+    options: { ttlMs?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<CampaignEvent, void, undefined> {
     const request = LockCampaignRequest.fromPartial({ election, candidate, ttl: optionalDuration(options.ttlMs) });
     const call = this.#t.serverStream(this.raw.campaign.bind(this.raw), request, { signal: options.signal });
     for await (const message of messages(call, options.signal)) {
       const event = message.event;
       if (event?.$case === "elected") {
         const e = event.elected;
-        yield { type: "elected", lease: { token: e.token, fence: e.fence, expiresAt: e.expiresAt ?? EPOCH, ttlMs: fromDuration(e.ttl) } };
+        const lease = { token: e.token, fence: e.fence, expiresAt: e.expiresAt ?? EPOCH, ttlMs: fromDuration(e.ttl) };
+        yield { type: "elected", lease };
       } else if (event?.$case === "lost") {
         yield { type: "lost", lost: lostError(event.lost) };
       }

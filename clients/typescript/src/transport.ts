@@ -164,7 +164,10 @@ export class Transport {
 }
 
 /** Cancels `call` when `signal` aborts (and forgets the signal once the call is over). */
-export function cancelOnAbort(call: { cancel(): void; once(event: "close", listener: () => void): unknown }, signal?: AbortSignal): void {
+export function cancelOnAbort(
+  call: { cancel(): void; once(event: "close", listener: () => void): unknown },
+  signal?: AbortSignal,
+): void {
   if (!signal) return;
   const onAbort = () => call.cancel();
   signal.addEventListener("abort", onAbort, { once: true });
@@ -207,7 +210,10 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * The first message of a stream (null if it ended without one), leaving the stream paused so
  * that no later message is emitted before its reader is attached.
  */
-export function firstMessage<T>(call: ClientReadableStream<T> | ClientDuplexStream<never, T>, signal?: AbortSignal): Promise<T | null> {
+export function firstMessage<T>(
+  call: ClientReadableStream<T> | ClientDuplexStream<never, T>,
+  signal?: AbortSignal,
+): Promise<T | null> {
   // An error emitted before the HeldLock listens must not go unhandled (an EventEmitter throws).
   call.on("error", () => {});
   return new Promise<T | null>((resolve, reject) => {
