@@ -4,14 +4,16 @@
 # (npm ci, from the committed package-lock.json, only when they changed), builds the package
 # and its tests with tsc, and runs them with node:test, one file at a time (each file starts
 # its own Redis and servers; the machine may have only two cores).
-# The server binary is $ROOKERY_SERVER_BIN when set; otherwise target/debug/rookery-server,
-# built here first.
+# The server binary is $ROOKERY_SERVER_BIN when set; otherwise the debug build, made here first
+# where cargo builds (scripts/target-dir.sh: CARGO_TARGET_DIR honoured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -z "${ROOKERY_SERVER_BIN:-}" ]; then
   cargo build --quiet -p rookery-server
-  ROOKERY_SERVER_BIN="$PWD/target/debug/rookery-server"
+  # shellcheck source=scripts/target-dir.sh
+  . scripts/target-dir.sh
+  ROOKERY_SERVER_BIN="$target_dir/debug/rookery-server"
 fi
 export ROOKERY_SERVER_BIN
 command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get install redis-server" >&2; exit 1; }
