@@ -1,5 +1,5 @@
-//! The deployment manifests against the code. Each kustomization is rendered here the way
-//! `scripts/kustomize_lite.py` renders it, and the pod's config file (from its ConfigMap) is
+//! The deployment manifests against the code. Each kustomization is rendered with `kubectl
+//! kustomize`, as `kubectl apply -k` renders it, and the pod's config file (from its ConfigMap) is
 //! loaded by the server's real config loader with the environment the pod sets, so every
 //! overlay is checked to hold a config the server would start with. Ports, probe service names,
 //! metrics paths, grace periods, and the Secrets and ConfigMaps behind every file the config
@@ -43,101 +43,57 @@ fn str_of<'a>(value: &'a Yaml, what: &str) -> &'a str {
     value.as_str().unwrap_or_else(|| panic!("{what} is not a string: {value:?}"))
 }
 
-/// Strategic merge as kustomize_lite.py does it: maps merge key by key; lists of named maps
-/// merge by name; other lists and scalars are replaced.
-fn merge(base: &Yaml, patch: &Yaml) -> Yaml {
-    match (base, patch) {
-        (Yaml::Hash(base), Yaml::Hash(patch)) => {
-            let mut out = base.clone();
-            for (key, value) in patch {
-                let merged = base.get(key).map_or_else(|| value.clone(), |b| merge(b, value));
-                out.insert(key.clone(), merged);
-            }
-            Yaml::Hash(out)
-        }
-        (Yaml::Array(base), Yaml::Array(patch))
-            if base.iter().chain(patch).all(|item| item["name"].as_str().is_some()) =>
-        {
-            let mut out = base.clone();
-            for item in patch {
-                match out.iter_mut().find(|existing| existing["name"] == item["name"]) {
-                    Some(existing) => {
-                        let merged = merge(existing, item);
-                        *existing = merged;
-                    }
-                    None => out.push(item.clone()),
-                }
-            }
-            Yaml::Array(out)
-        }
-        _ => patch.clone(),
-    }
-}
-
-/// A kustomization's output: its objects, and the ConfigMaps its generators made (name → file
-/// name → contents).
+/// A kustomization's output: its objects, and its ConfigMaps (name, with kustomize's hash
+/// suffix → file name → contents).
 struct Rendered {
     name: String,
     documents: Vec<Yaml>,
     config_maps: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-/// Renders `dir` (resources, configMapGenerator with its behavior, patches): what
-/// `kubectl apply -k` would apply, minus namespaces, labels and name suffixes.
+/// Renders `dir` with `kubectl kustomize`: what `kubectl apply -k` would apply.
 fn render(dir: &Path) -> Rendered {
-    let kustomization = &load_yaml(&dir.join("kustomization.yaml"))[0];
-    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let mut out = Rendered { name, documents: Vec::new(), config_maps: BTreeMap::new() };
-    for resource in list(&kustomization["resources"]) {
-        let path = dir.join(str_of(resource, "a resource"));
-        if path.is_dir() {
-            let inner = render(&path);
-            out.documents.extend(inner.documents);
-            out.config_maps.extend(inner.config_maps);
-        } else {
-            out.documents.extend(load_yaml(&path));
-        }
-    }
-    for generator in list(&kustomization["configMapGenerator"]) {
-        let name = str_of(&generator["name"], "a generator's name").to_owned();
-        let data: BTreeMap<String, String> = list(&generator["files"])
-            .iter()
-            .map(|file| {
-                let file = str_of(file, "a generator's file");
-                (Path::new(file).file_name().unwrap().to_string_lossy().into_owned(), read(&dir.join(file)))
-            })
-            .collect();
-        let exists = out.config_maps.contains_key(&name);
-        match generator["behavior"].as_str().unwrap_or("create") {
-            "create" => assert!(!exists, "{}: ConfigMap {name} is generated twice", dir.display()),
-            "replace" => assert!(exists, "{}: no ConfigMap {name} to replace", dir.display()),
-            "merge" => {
-                assert!(exists, "{}: no ConfigMap {name} to merge into", dir.display());
-                out.config_maps.get_mut(&name).unwrap().extend(data);
-                continue;
-            }
-            other => panic!("{}: unknown generator behavior {other}", dir.display()),
-        }
-        out.config_maps.insert(name, data);
-    }
-    for patch in list(&kustomization["patches"]) {
-        let path = dir.join(str_of(&patch["path"], "a patch's path"));
-        for change in load_yaml(&path) {
-            let targets: Vec<&mut Yaml> = out
-                .documents
-                .iter_mut()
-                .filter(|d| {
-                    d["kind"] == change["kind"] && d["metadata"]["name"] == change["metadata"]["name"]
+    let output = std::process::Command::new("kubectl").arg("kustomize").arg(dir).output().unwrap_or_else(|e| {
+        panic!(
+            "kubectl kustomize {}: {e}; the deploy checks render with kubectl (which contains kustomize): \
+             install it (https://kubernetes.io/docs/tasks/tools/) or run `scripts/ensure-tools.sh --deploy`",
+            dir.display()
+        )
+    });
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let documents: Vec<Yaml> = YamlLoader::load_from_str(&text)
+        .unwrap_or_else(|e| panic!("kubectl kustomize {}: {e}", dir.display()))
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    let config_maps = documents
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .map(|d| {
+            let data = d["data"]
+                .as_hash()
+                .map(|data| {
+                    data.iter()
+                        .map(|(k, v)| {
+                            (
+                                str_of(k, "a ConfigMap key").to_owned(),
+                                str_of(v, "a ConfigMap value").to_owned(),
+                            )
+                        })
+                        .collect()
                 })
-                .collect();
-            assert!(!targets.is_empty(), "{} patches nothing", path.display());
-            for target in targets {
-                let merged = merge(target, &change);
-                *target = merged;
-            }
-        }
-    }
-    out
+                .unwrap_or_default();
+            (str_of(&d["metadata"]["name"], "a ConfigMap's name").to_owned(), data)
+        })
+        .collect();
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    Rendered { name, documents, config_maps }
 }
 
 /// The base and every overlay, rendered.
@@ -192,6 +148,27 @@ impl Rendered {
             .unwrap_or_else(|e| panic!("{}: {}: {e}", self.name, path.display()))
     }
 
+    /// The contents of the ConfigMap file mounted at `path` in the rookery container.
+    fn config_file(&self, path: &Path) -> &str {
+        let source = self.source_of(path);
+        assert_eq!(source.kind, "configMap", "{}: {} comes from a ConfigMap", self.name, path.display());
+        self.config_maps
+            .get(&source.name)
+            .and_then(|data| data.get(&source.key))
+            .unwrap_or_else(|| panic!("{}: ConfigMap {} has no {}", self.name, source.name, source.key))
+    }
+
+    /// The server's config file as the pod mounts it (where `ROOKERY_CONFIG` points).
+    fn config_text(&self) -> &str {
+        let env = list(&self.container()["env"]);
+        let path = env
+            .iter()
+            .find(|e| e["name"].as_str() == Some("ROOKERY_CONFIG"))
+            .map(|e| str_of(&e["value"], "ROOKERY_CONFIG"))
+            .unwrap_or_else(|| panic!("{}: the pod does not set ROOKERY_CONFIG", self.name));
+        self.config_file(Path::new(path))
+    }
+
     /// The config the rookery container would start with: its ConfigMap's file, under the
     /// environment the pod sets.
     fn config(&self, scratch: &Scratch) -> Result<Config, ConfigError> {
@@ -202,13 +179,7 @@ impl Rendered {
             .find(|e| e["name"].as_str() == Some("ROOKERY_CONFIG"))
             .map(|e| PathBuf::from(str_of(&e["value"], "ROOKERY_CONFIG")))
             .unwrap_or_else(|| panic!("{}: the pod does not set ROOKERY_CONFIG", self.name));
-        let source = self.source_of(&config_path);
-        assert_eq!(source.kind, "configMap", "{}: the config file comes from a ConfigMap", self.name);
-        let text = self
-            .config_maps
-            .get(&source.name)
-            .and_then(|data| data.get(&source.key))
-            .unwrap_or_else(|| panic!("{}: ConfigMap {} has no {}", self.name, source.name, source.key));
+        let text = self.config_file(&config_path);
         let mut flags = Vec::new();
         for variable in env.iter().filter(|e| e["name"].as_str() != Some("ROOKERY_CONFIG")) {
             let name = str_of(&variable["name"], "an environment variable's name");
@@ -390,7 +361,7 @@ fn the_base_alone_refuses_to_serve_unauthenticated() {
     let base = render(&repo("deploy/k8s/base"));
     let err = base.config(&scratch).expect_err("the base serves 0.0.0.0 with auth off").to_string();
     assert!(err.contains("auth.enabled"), "{err}");
-    let text = &base.config_maps["rookery-config"]["rookery.toml"];
+    let text = base.config_text();
     let file = Config::from_toml(text, Path::new("base/rookery.toml")).unwrap();
     assert!(!file.auth.enabled && !file.auth.allow_unauthenticated && file.tls.is_none());
 }
@@ -548,7 +519,9 @@ fn the_production_overlay_serves_tls_and_authenticates_service_account_tokens() 
                 .any(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name)),
             "the overlay ships {kind} {name}"
         );
-        assert!(!production.config_maps.contains_key(name));
+        let generated =
+            |map: &String| map == name || map.strip_prefix(name).is_some_and(|s| s.starts_with('-'));
+        assert!(!production.config_maps.keys().any(generated), "the overlay generates ConfigMap {name}");
     }
 
     // The example grants: a team's ServiceAccounts write in their namespaces, landing in their
@@ -569,7 +542,7 @@ fn the_production_config_is_the_base_config_plus_tls_and_auth() {
     let base = render(&repo("deploy/k8s/base"));
     let production = overlay("production");
     let parse = |rendered: &Rendered| {
-        let text = &rendered.config_maps["rookery-config"]["rookery.toml"];
+        let text = rendered.config_text();
         Config::from_toml(text, Path::new(&rendered.name)).unwrap()
     };
     let mut config = parse(&production);
@@ -713,7 +686,7 @@ fn the_production_overlays_sentinel_example_is_a_config_the_server_starts_with()
     // with the passwords: uncommented, they must give a config the server starts with.
     let scratch = Scratch::new();
     let production = overlay("production");
-    let text = &production.config_maps["rookery-config"]["rookery.toml"];
+    let text = production.config_text();
     let start = text.find("# [redis.sentinel]").expect("production's rookery.toml shows [redis.sentinel]");
     let end = start + text[start..].find("\n\n").expect("the example ends with a blank line");
     let example: String = text[start..end]

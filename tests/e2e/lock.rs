@@ -283,7 +283,9 @@ async fn a_waiter_that_gives_up_leaves_nothing_behind() {
     request.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
     let status = other.raw().acquire(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::DeadlineExceeded);
+    // The server's DEADLINE_EXCEEDED, or on a loaded machine the client's own timer firing
+    // first (CANCELLED): either way the caller gave up, which is what is tested here.
+    assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     // A cancelled waiter (its future dropped) also goes away.
     let cancelled = tokio::time::timeout(
