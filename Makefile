@@ -13,6 +13,7 @@ test:
 	scripts/validate-deploy.sh
 	scripts/examples.sh
 	scripts/test-python.sh
+	scripts/test-typescript.sh
 
 bench:
 	scripts/bench.sh
