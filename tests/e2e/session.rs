@@ -105,7 +105,11 @@ async fn bad_input_is_invalid_argument_and_unknown_ids_all_look_the_same() {
 async fn a_hundred_thousand_ids_are_unique_and_redis_never_sees_one() {
     // A Redis of its own: 200k keys would slow every other test's scans of the shared one.
     let redis = RedisProcess::start(&[]);
-    let server = TestServer::start(test_config(&redis.url())).await;
+    // A load test, not a fault test: on a loaded machine 50 writers may wait past the usual 1 s
+    // command timeout for a Redis that is only slow.
+    let mut config = test_config(&redis.url());
+    config.redis.command_timeout = Duration::from_secs(10);
+    let server = TestServer::start(config).await;
     let ns = namespace("ids");
     let sessions = server.client(&ns).await.session();
     let options =
