@@ -24,3 +24,4 @@ mod server;
 mod session;
 mod status_table;
 mod tenancy;
+mod tracing;

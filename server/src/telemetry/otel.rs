@@ -43,8 +43,8 @@ use crate::config::OtlpConfig;
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 /// `telemetry.otlp.sampling_ratio` of the exporter plugged in, as `f64` bits.
 static RATIO: AtomicU64 = AtomicU64::new(0);
-/// The exporter's span processor, while one is plugged in.
-static PROCESSOR: RwLock<Option<BatchSpanProcessor>> = RwLock::new(None);
+/// The exporter's span processor, while one is plugged in, with the number of its [`start`].
+static PROCESSOR: RwLock<Option<(u64, BatchSpanProcessor)>> = RwLock::new(None);
 
 /// Whether spans are being exported: trace context is read and Redis spans are made only then.
 pub fn exporting() -> bool {
@@ -69,11 +69,25 @@ pub fn layer<S>() -> impl Layer<S>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
-    let filter = tracing_subscriber::filter::filter_fn(|metadata| {
-        exporting() && metadata.is_span() && metadata.target().starts_with("rookery_server")
-    })
-    // Keeps callsites below INFO (every crate's debug and trace spans) switched off for good.
-    .with_max_level_hint(tracing::Level::INFO);
+    // Which callsites could ever be exported is fixed, and cached by `tracing` per callsite;
+    // whether they are now is not, so they are "sometimes" interesting and the switch is read
+    // per span. (A plain `filter_fn` would cache the answer of the moment for good.)
+    let exportable = |metadata: &tracing::Metadata<'_>| {
+        metadata.is_span()
+            && metadata.target().starts_with("rookery_server")
+            && *metadata.level() <= tracing::Level::INFO
+    };
+    let filter =
+        tracing_subscriber::filter::dynamic_filter_fn(move |metadata, _| exportable(metadata) && exporting())
+            .with_callsite_filter(move |metadata| {
+                if exportable(metadata) {
+                    tracing::subscriber::Interest::sometimes()
+                } else {
+                    tracing::subscriber::Interest::never()
+                }
+            })
+            // Keeps callsites below INFO (every crate's debug and trace spans) switched off for good.
+            .with_max_level_hint(tracing::Level::INFO);
     tracing_opentelemetry::layer().with_tracer(provider().tracer("rookery-server")).with_filter(filter)
 }
 
@@ -120,15 +134,19 @@ impl Extractor for MetadataExtractor<'_> {
     }
 }
 
-/// What [`start`] plugged in; [`Export::shutdown`] flushes and unplugs it.
+/// What [`start`] plugged in; [`Export::shutdown`] flushes and unplugs it. Dropped without
+/// that (a server that failed to start), it unplugs and flushes in the background.
 #[derive(Debug)]
 #[must_use = "spans are flushed only by Export::shutdown"]
-pub struct Export(());
+pub struct Export {
+    generation: u64,
+}
 
 /// Builds the OTLP/gRPC exporter for `config` and plugs it in. Must run inside the tokio
 /// runtime, which drives the exporter's connection.
 pub fn start(config: &OtlpConfig) -> Result<Export, String> {
     use opentelemetry_otlp::WithExportConfig;
+    static GENERATIONS: AtomicU64 = AtomicU64::new(0);
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(config.endpoint.clone())
@@ -137,29 +155,46 @@ pub fn start(config: &OtlpConfig) -> Result<Export, String> {
         .map_err(|e| format!("telemetry.otlp: cannot build the OTLP exporter: {e}"))?;
     let mut processor = BatchSpanProcessor::builder(exporter).build();
     processor.set_resource(&Resource::builder().with_service_name(config.service_name.clone()).build());
+    let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
     RATIO.store(config.sampling_ratio.to_bits(), Ordering::Relaxed);
-    let replaced = PROCESSOR.write().unwrap_or_else(|e| e.into_inner()).replace(processor);
+    let replaced = PROCESSOR.write().unwrap_or_else(|e| e.into_inner()).replace((generation, processor));
     EXPORTING.store(true, Ordering::Relaxed);
-    if let Some(replaced) = replaced {
+    if let Some((_, replaced)) = replaced {
         tracing::warn!("another server in this process was exporting spans; it no longer does");
         std::thread::spawn(move || replaced.shutdown());
     }
     tracing::info!(endpoint = %config.endpoint, "exporting spans over OTLP");
-    Ok(Export(()))
+    Ok(Export { generation })
 }
 
 impl Export {
     /// Stops exporting and sends the spans still queued (within the export timeout).
     pub async fn shutdown(self) {
-        EXPORTING.store(false, Ordering::Relaxed);
-        let processor = PROCESSOR.write().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(processor) = processor {
+        if let Some(processor) = self.unplug() {
             // Blocks until the last batch is sent; off the runtime's threads, which must stay
             // free to drive the exporter's connection.
             let flushed = tokio::task::spawn_blocking(move || processor.shutdown()).await;
             if let Ok(Err(e)) = flushed {
                 tracing::warn!(error = %e, "could not send the last spans to the OTLP collector");
             }
+        }
+    }
+
+    /// Takes this export's processor out of the slot, unless another has replaced it.
+    fn unplug(&self) -> Option<BatchSpanProcessor> {
+        let mut slot = PROCESSOR.write().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_none_or(|(generation, _)| *generation != self.generation) {
+            return None;
+        }
+        EXPORTING.store(false, Ordering::Relaxed);
+        slot.take().map(|(_, processor)| processor)
+    }
+}
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        if let Some(processor) = self.unplug() {
+            std::thread::spawn(move || processor.shutdown());
         }
     }
 }
@@ -170,13 +205,13 @@ struct Slot;
 
 impl SpanProcessor for Slot {
     fn on_start(&self, span: &mut Span, cx: &Context) {
-        if let Some(processor) = PROCESSOR.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some((_, processor)) = PROCESSOR.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             processor.on_start(span, cx);
         }
     }
 
     fn on_end(&self, span: SpanData) {
-        if let Some(processor) = PROCESSOR.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some((_, processor)) = PROCESSOR.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             metrics::counter!("rookery_otlp_spans_total").increment(1);
             processor.on_end(span);
         }
@@ -184,7 +219,7 @@ impl SpanProcessor for Slot {
 
     fn force_flush(&self) -> OTelSdkResult {
         match PROCESSOR.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(processor) => processor.force_flush(),
+            Some((_, processor)) => processor.force_flush(),
             None => Ok(()),
         }
     }
@@ -210,7 +245,14 @@ impl ShouldSample for ConfiguredRatio {
         links: &[Link],
     ) -> SamplingResult {
         let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
-        Sampler::TraceIdRatioBased(ratio).should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+        Sampler::TraceIdRatioBased(ratio).should_sample(
+            parent_context,
+            trace_id,
+            name,
+            span_kind,
+            attributes,
+            links,
+        )
     }
 }
 
@@ -221,7 +263,10 @@ mod tests {
     #[test]
     fn reads_trace_context_from_metadata() {
         let mut metadata = http::HeaderMap::new();
-        metadata.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap());
+        metadata.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap(),
+        );
         let context = TraceContextPropagator::new().extract(&MetadataExtractor(&metadata));
         let span = context.span();
         let parent = span.span_context();
