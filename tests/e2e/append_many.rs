@@ -153,13 +153,15 @@ async fn concurrent_appends_to_one_stream_share_script_calls_and_each_gets_its_o
     let before = script_calls(&redis).await;
 
     // 200 appends at once, every fifth with an idempotency key that one other append repeats.
-    let key = |n: u32| (n % 5 == 0).then(|| format!("k{}", n % 100));
+    let key = |n: u32| n.is_multiple_of(5).then(|| format!("k{}", n % 100));
     let calls = (1..=200u32).map(|n| {
         let events = events.clone();
         let options = AppendOptions { idempotency_key: key(n), ..AppendOptions::default() };
         async move { (n, events.append("s", entry(n, None).fields, &options).await.unwrap()) }
     });
-    let answered: Vec<(u32, (String, bool))> = futures::future::join_all(calls).await;
+    // (append number, (its ID, whether it was answered as a retry))
+    type Answer = (u32, (String, bool));
+    let answered: Vec<Answer> = futures::future::join_all(calls).await;
     let calls_made = script_calls(&redis).await - before;
     assert!(calls_made < 200, "200 concurrent appends ran {calls_made} scripts: none shared a call");
 
@@ -169,14 +171,13 @@ async fn concurrent_appends_to_one_stream_share_script_calls_and_each_gets_its_o
         .into_iter()
         .map(|e| (e.id, String::from_utf8(e.fields["n"].clone()).unwrap()))
         .collect();
-    let fresh: Vec<&(u32, (String, bool))> =
-        answered.iter().filter(|(_, (_, duplicate))| !duplicate).collect();
+    let fresh: Vec<&Answer> = answered.iter().filter(|(_, (_, duplicate))| !duplicate).collect();
     for (n, (id, _)) in &fresh {
         assert_eq!(stored.get(id), Some(&n.to_string()), "append {n} answered {id}");
     }
     assert_eq!(stored.len(), 1 + fresh.len(), "nothing else stored");
     // A key's second append is its first's retry, answered with the first's ID.
-    let by_key: HashMap<String, Vec<&(u32, (String, bool))>> =
+    let by_key: HashMap<String, Vec<&Answer>> =
         answered.iter().filter(|(n, _)| key(*n).is_some()).fold(HashMap::new(), |mut by_key, answer| {
             by_key.entry(key(answer.0).unwrap()).or_default().push(answer);
             by_key
