@@ -10,7 +10,7 @@
 //! server runs), `namespace` (tenant of each request), `fair_share` (each namespace's share of
 //! a replica, one tower layer), `honest_codes` (tonic's own rejections mapped to the table),
 //! `redis` (connections, keys, scripts, pub/sub), `telemetry` (logs, metrics, the per-RPC
-//! layer), and one folder per service.
+//! layer, traces exported over OTLP), and one folder per service.
 
 pub mod auth;
 pub mod cache;
