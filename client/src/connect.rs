@@ -1,5 +1,6 @@
 //! How a [`crate::Client`] reaches a server that wants TLS and credentials, and the metadata
-//! every call carries (namespace, bearer token).
+//! every call carries (namespace, bearer token, and with the `otel` feature the W3C trace
+//! context of the current `tracing` span).
 //!
 //! A token read from a file is re-read every `refresh` by a task that lives as long as the
 //! client: Kubernetes rotates projected ServiceAccount tokens in place, and a client holding
@@ -144,7 +145,9 @@ impl TokenCell {
     }
 }
 
-/// Adds the namespace header and the bearer token to every call.
+/// Adds the namespace header and the bearer token to every call; with the `otel` feature, also
+/// `traceparent` (and `tracestate`) from the OpenTelemetry context of the `tracing` span the
+/// call is made in, when it has one, so the server's spans join the caller's trace.
 #[derive(Debug, Clone, Default)]
 pub struct CallInterceptor {
     pub(crate) namespace: Option<MetadataValue<Ascii>>,
@@ -161,6 +164,74 @@ impl Interceptor for CallInterceptor {
         {
             request.metadata_mut().insert("authorization", value);
         }
+        #[cfg(feature = "otel")]
+        trace_context::inject(request.metadata_mut());
         Ok(request)
+    }
+}
+
+/// W3C trace context out of the current `tracing` span (tracing-opentelemetry) into a call's
+/// metadata.
+#[cfg(feature = "otel")]
+mod trace_context {
+    use opentelemetry::propagation::{Injector, TextMapPropagator};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    /// Writes the current span's context; the propagator writes nothing for a span that has
+    /// none (no OpenTelemetry layer, or no span at all).
+    pub(super) fn inject(metadata: &mut MetadataMap) {
+        let context = tracing::Span::current().context();
+        TraceContextPropagator::new().inject_context(&context, &mut MetadataInjector(metadata));
+    }
+
+    struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+    impl Injector for MetadataInjector<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(key), Ok(value)) =
+                (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value))
+            {
+                self.0.insert(key, value);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing::instrument::WithSubscriber;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        use super::*;
+
+        #[tokio::test]
+        async fn the_current_span_context_goes_into_the_metadata() {
+            let mut metadata = MetadataMap::new();
+            inject(&mut metadata);
+            assert!(metadata.get("traceparent").is_none(), "no span, no trace context");
+
+            let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
+            let subscriber =
+                tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
+            let (metadata, expected) = async {
+                let span = tracing::info_span!("caller");
+                let _entered = span.enter();
+                let mut metadata = MetadataMap::new();
+                inject(&mut metadata);
+                let context = span.context();
+                let expected = {
+                    use opentelemetry::trace::TraceContextExt;
+                    let span = context.span();
+                    let context = span.span_context();
+                    format!("00-{}-{}-01", context.trace_id(), context.span_id())
+                };
+                (metadata, expected)
+            }
+            .with_subscriber(subscriber)
+            .await;
+            assert_eq!(metadata.get("traceparent").unwrap().to_str().unwrap(), expected);
+        }
     }
 }

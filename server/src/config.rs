@@ -81,6 +81,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// Authentication and authorization (see `auth`).
     pub auth: crate::auth::AuthConfig,
+    /// Traces (see `telemetry::otel`).
+    pub telemetry: TelemetryConfig,
 }
 
 /// Where Redis is and how the server talks to it.
@@ -431,6 +433,43 @@ pub enum LogFormat {
     Json,
 }
 
+/// Traces (`[telemetry]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Export spans over OTLP/gRPC (`[telemetry.otlp]`); absent, nothing is exported (the
+    /// default) and incoming trace context is not read.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// Where and how spans are exported (`[telemetry.otlp]`, see `telemetry::otel`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's OTLP/gRPC endpoint, e.g. `http://otel-collector:4317` (plaintext).
+    pub endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of new traces recorded, 0.0 to 1.0. Parent-based: a call that carries a
+    /// `traceparent` is recorded exactly when its caller's trace is (its sampled flag).
+    pub sampling_ratio: f64,
+    /// How long one export to the collector may take before it is abandoned (its spans are
+    /// dropped, the server carries on).
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:4317".to_owned(),
+            service_name: "rookery".to_owned(),
+            sampling_ratio: 1.0,
+            export_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Graceful shutdown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -465,6 +504,7 @@ impl Default for Config {
             fair_share: crate::fair_share::FairShareConfig::default(),
             tls: None,
             auth: crate::auth::AuthConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -695,6 +735,18 @@ pub struct Cli {
     /// With auth off, serve a listen address that is not loopback anyway (unauthenticated).
     #[arg(long, env = "ROOKERY_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: Option<bool>,
+    /// Export spans to this OTLP/gRPC collector (e.g. `http://otel-collector:4317`).
+    #[arg(long, env = "ROOKERY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans (default `rookery`).
+    #[arg(long, env = "ROOKERY_OTLP_SERVICE_NAME")]
+    pub otlp_service_name: Option<String>,
+    /// Share of new traces exported, 0.0 to 1.0 (callers' sampling decisions are followed).
+    #[arg(long, env = "ROOKERY_OTLP_SAMPLING_RATIO")]
+    pub otlp_sampling_ratio: Option<f64>,
+    /// Timeout of one export to the collector (e.g. `10s`).
+    #[arg(long, env = "ROOKERY_OTLP_EXPORT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub otlp_export_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -760,6 +812,10 @@ impl Config {
             drain_timeout,
             pre_drain_delay,
             allow_unauthenticated,
+            otlp_endpoint,
+            otlp_service_name,
+            otlp_sampling_ratio,
+            otlp_export_timeout,
         } = cli;
         set(&mut self.listen, listen);
         set(&mut self.admin_listen, admin_listen);
@@ -809,6 +865,18 @@ impl Config {
         set(&mut self.shutdown.drain_timeout, drain_timeout);
         set(&mut self.shutdown.pre_drain_delay, pre_drain_delay);
         set(&mut self.auth.allow_unauthenticated, allow_unauthenticated);
+        // Any OTLP setting given this way turns export on, as a `[telemetry.otlp]` section does.
+        if otlp_endpoint.is_some()
+            || otlp_service_name.is_some()
+            || otlp_sampling_ratio.is_some()
+            || otlp_export_timeout.is_some()
+        {
+            let otlp = self.telemetry.otlp.get_or_insert_with(OtlpConfig::default);
+            set(&mut otlp.endpoint, otlp_endpoint);
+            set(&mut otlp.service_name, otlp_service_name);
+            set(&mut otlp.sampling_ratio, otlp_sampling_ratio);
+            set(&mut otlp.export_timeout, otlp_export_timeout);
+        }
     }
 
     /// Checks every field; the error names the first one at fault.
@@ -993,6 +1061,21 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("{:?} is not a valid filter: {e}", self.log.level)))?;
         positive("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
+        if let Some(otlp) = &self.telemetry.otlp {
+            if !otlp.endpoint.starts_with("http://") {
+                return Err(invalid(
+                    "telemetry.otlp.endpoint",
+                    format!("{:?} must be an http:// URL of an OTLP/gRPC collector", otlp.endpoint),
+                ));
+            }
+            if otlp.service_name.trim().is_empty() {
+                return Err(invalid("telemetry.otlp.service_name", "must not be empty"));
+            }
+            if !(0.0..=1.0).contains(&otlp.sampling_ratio) {
+                return Err(invalid("telemetry.otlp.sampling_ratio", "must be between 0.0 and 1.0"));
+            }
+            positive("telemetry.otlp.export_timeout", otlp.export_timeout)?;
+        }
         self.fair_share.validate()?;
         Ok(())
     }
@@ -1053,6 +1136,10 @@ mod tests {
             ("[events]\nstream_idle_ttl = \"1h\"", "events.idempotency_window"),
             ("[events]\nstream_idle_ttl = \"10ms\"", "events.stream_idle_ttl"),
             ("[events]\nmax_groups_per_stream = 0", "events.max_groups_per_stream"),
+            ("[telemetry.otlp]\nendpoint = \"otel:4317\"", "telemetry.otlp.endpoint"),
+            ("[telemetry.otlp]\nsampling_ratio = 1.5", "telemetry.otlp.sampling_ratio"),
+            ("[telemetry.otlp]\nservice_name = \"\"", "telemetry.otlp.service_name"),
+            ("[telemetry.otlp]\nexport_timeout = \"0s\"", "telemetry.otlp.export_timeout"),
         ];
         for (text, field) in cases {
             let err = parse(text).unwrap_err().to_string();
@@ -1092,6 +1179,22 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?} gave {err:?}, expected it to name {field}");
         }
+    }
+
+    #[test]
+    fn otlp_is_off_by_default_and_on_with_a_section_or_a_flag() {
+        assert_eq!(Config::default().telemetry.otlp, None);
+        let config = parse("[telemetry.otlp]\nendpoint = \"http://collector:4317\"").unwrap();
+        let otlp = config.telemetry.otlp.unwrap();
+        assert_eq!(otlp.endpoint, "http://collector:4317");
+        assert_eq!(otlp.service_name, "rookery");
+        assert_eq!(otlp.sampling_ratio, 1.0);
+        let cli = Cli::try_parse_from(["rookery-server", "--otlp-sampling-ratio", "0.25"]).unwrap();
+        let mut config = Config::default();
+        config.apply(cli);
+        config.validate().unwrap();
+        let otlp = config.telemetry.otlp.unwrap();
+        assert_eq!((otlp.endpoint.as_str(), otlp.sampling_ratio), ("http://127.0.0.1:4317", 0.25));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! server runs), `namespace` (tenant of each request), `fair_share` (each namespace's share of
 //! a replica, one tower layer), `honest_codes` (tonic's own rejections mapped to the table),
 //! `redis` (connections, keys, scripts, pub/sub), `telemetry` (logs, metrics, the per-RPC
-//! layer), and one folder per service.
+//! layer, traces exported over OTLP), and one folder per service.
 
 pub mod auth;
 pub mod cache;
@@ -101,6 +101,9 @@ pub enum ServeError {
     /// A TLS certificate, key, CA, token file or JWKS could not be loaded.
     #[error("{0}")]
     Credentials(String),
+    /// The OTLP exporter could not be built.
+    #[error("{0}")]
+    Telemetry(String),
 }
 
 /// The server's bound sockets.
@@ -164,6 +167,12 @@ pub async fn serve(
     if auth.enabled() && tls.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!("auth is on without TLS: bearer tokens cross the network in plaintext");
     }
+    // Before Redis: a start-up that waits on Redis is worth a trace too, and a bad endpoint
+    // should stop the server early.
+    let export = match &config.telemetry.otlp {
+        Some(otlp) => Some(telemetry::otel::start(otlp).map_err(ServeError::Telemetry)?),
+        None => None,
+    };
     let coordination =
         Arc::new(RedisPool::connect(&config.redis.url, &config.redis, RedisRole::Coordination).await?);
     coordination.check_no_eviction(config.redis.allow_eviction).await?;
@@ -343,6 +352,9 @@ pub async fn serve(
     upkeep_task.abort();
     for task in reload_tasks {
         task.abort();
+    }
+    if let Some(export) = export {
+        export.shutdown().await;
     }
     tracing::info!("rookery-server stopped");
     result

@@ -2,6 +2,9 @@
 //!
 //! - Logs: a `tracing` subscriber, pretty or JSON by config, and one span per RPC. Payloads,
 //!   keys' values, session IDs and tokens are never logged.
+//! - Traces: the same per-RPC span, named and attributed after OpenTelemetry's RPC
+//!   conventions, is exported with the Redis spans under it when `telemetry.otlp` is set
+//!   ([`otel`]).
 //! - Metrics: the process-wide Prometheus recorder, rendered by the admin HTTP server at
 //!   `/metrics`. RPC count and latency by method and code are recorded by [`RpcMetricsLayer`],
 //!   a tower layer around every service, so no handler repeats that code. Process metrics
@@ -20,17 +23,27 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 use crate::config::{LogConfig, LogFormat};
 
-/// Installs the global `tracing` subscriber (once per process; later calls do nothing).
+pub mod otel;
+
+/// Installs the global `tracing` subscriber (once per process; later calls do nothing): logs
+/// filtered by `log.level`, and the OpenTelemetry layer, which exports nothing until a server
+/// with `telemetry.otlp` starts ([`otel`]). The log filter applies to the logs only, so a
+/// `warn` log level still exports every RPC's span.
 pub fn init_tracing(config: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match config.format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match config.format {
+        LogFormat::Pretty => logs.boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).boxed(),
     };
+    let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(otel::layer()).try_init();
 }
 
 /// The process-wide Prometheus recorder, installed on first use. Several servers in one
@@ -118,7 +131,7 @@ impl Drop for GaugeGuard {
 }
 
 /// Tower layer recording, per RPC, `rookery_rpc_requests_total{method,code}` and
-/// `rookery_rpc_duration_seconds{method}`, inside a `tracing` span named after the method.
+/// `rookery_rpc_duration_seconds{method}`, inside the call's `tracing` span ([`rpc_span`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RpcMetricsLayer;
 
@@ -148,12 +161,47 @@ fn method_label(path: &str) -> String {
 
 /// The gRPC code of a response whose status travelled in the headers (errors are sent
 /// "trailers-only"); a unary success carries its status in the trailers, so no header means OK.
-fn code_label(headers: &http::HeaderMap) -> String {
+fn response_code(headers: &http::HeaderMap) -> tonic::Code {
     headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
-        .map_or_else(|| "Ok".to_owned(), |code| format!("{:?}", tonic::Code::from(code)))
+        .map_or(tonic::Code::Ok, tonic::Code::from)
+}
+
+/// The span of one call, after OpenTelemetry's RPC conventions: named `rookery.v1.Cache/Get`
+/// (`otel.name`), kind server, `rpc.system`, `rpc.service`, `rpc.method`; the auth layer
+/// records `rookery.namespace` once it has decided it, and [`RpcMetrics`] records
+/// `rpc.grpc.status_code` when the call answers. `method` is [`method_label`]'s bounded label.
+fn rpc_span(method: &str) -> tracing::Span {
+    let name = method.strip_prefix('/').unwrap_or(method);
+    let (service, rpc) = name.split_once('/').unwrap_or((name, name));
+    tracing::info_span!(
+        "rpc",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = rpc,
+        rpc.grpc.status_code = tracing::field::Empty,
+        rookery.namespace = tracing::field::Empty,
+    )
+}
+
+/// Codes that mean the server failed the call (OpenTelemetry's list for gRPC servers); the
+/// others are the caller's business, not the span's error.
+fn is_server_error(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for RpcMetrics<S>
@@ -171,14 +219,25 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_label(request.uri().path());
-        let span = tracing::info_span!("rpc", method = %method);
+        let span = rpc_span(&method);
+        otel::set_parent(&span, request.headers());
         let start = Instant::now();
-        let response = self.inner.call(request);
+        // Entered while the inner layers take the request, so the auth layer can record the
+        // namespace on it.
+        let response = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let result = response.await;
                 let code = match &result {
-                    Ok(response) => code_label(response.headers()),
+                    Ok(response) => {
+                        let code = response_code(response.headers());
+                        let span = tracing::Span::current();
+                        span.record("rpc.grpc.status_code", code as i64);
+                        if is_server_error(code) {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                        format!("{code:?}")
+                    }
                     Err(_) => "TransportError".to_owned(),
                 };
                 metrics::histogram!("rookery_rpc_duration_seconds", "method" => method.clone())
@@ -201,8 +260,8 @@ mod tests {
         assert_eq!(method_label("/rookery.v1.Cache/Get"), "/rookery.v1.Cache/Get");
         assert_eq!(method_label("/evil/x"), "other");
         let mut headers = http::HeaderMap::new();
-        assert_eq!(code_label(&headers), "Ok");
+        assert_eq!(response_code(&headers), tonic::Code::Ok);
         headers.insert("grpc-status", "3".parse().unwrap());
-        assert_eq!(code_label(&headers), "InvalidArgument");
+        assert_eq!(response_code(&headers), tonic::Code::InvalidArgument);
     }
 }

@@ -25,3 +25,4 @@ mod server;
 mod session;
 mod status_table;
 mod tenancy;
+mod tracing;

@@ -63,6 +63,8 @@ where
             match admit(&self.auth, &request) {
                 Ok(Admitted { namespace, identity }) => {
                     if let Some(namespace) = namespace {
+                        // The call's span (entered by the RPC layer) carries its tenant.
+                        tracing::Span::current().record("rookery.namespace", namespace.as_str());
                         request.extensions_mut().insert(namespace);
                     }
                     if let Some(identity) = identity {

@@ -29,6 +29,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Client, Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
+use tracing::Instrument;
 
 use crate::config::{RedisConfig, SentinelConfig};
 
@@ -596,10 +597,21 @@ impl RedisPool {
 }
 
 /// Runs one Redis operation, recording its latency as `rookery_redis_command_duration_seconds`
-/// labelled by operation, and counting failures.
+/// labelled by operation, and counting failures. While spans are exported, it runs in a child
+/// span of the call's, named after `op` (`telemetry::otel::redis_span`): every operation of a
+/// call passes here, so this is the one place that traces Redis.
 pub async fn timed<T>(op: &'static str, fut: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
     let start = Instant::now();
-    let result = fut.await;
+    let result = match crate::telemetry::otel::redis_span(op) {
+        Some(span) => {
+            let result = fut.instrument(span.clone()).await;
+            if result.is_err() {
+                span.record("otel.status_code", "ERROR");
+            }
+            result
+        }
+        None => fut.await,
+    };
     metrics::histogram!("rookery_redis_command_duration_seconds", "op" => op)
         .record(start.elapsed().as_secs_f64());
     if let Err(e) = &result {
