@@ -9,6 +9,8 @@ test:
 	scripts/ensure-tools.sh --rust-components
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
+	# The binaries first: the e2e tests drive the `rookery` CLI as a user would.
+	cargo build --workspace --all-features --bins
 	cargo test --workspace --all-features
 	scripts/validate-deploy.sh
 	scripts/examples.sh
