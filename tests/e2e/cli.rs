@@ -5,13 +5,14 @@ use std::process::{Command, Output};
 
 use crate::harness::{TestServer, namespace, shared_redis, test_config};
 
-/// The `rookery` binary `cargo test --workspace --all-features` built next to this test's.
+/// The `rookery` binary, next to this test's in Cargo's target directory: `make test` builds
+/// it before the tests (`cargo test` builds another package's binaries only for its own tests).
 fn rookery() -> Command {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("rookery");
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build -p rookery-client --features cli`",
+        "{} is missing: build it first with `cargo build --workspace --all-features --bins` (make test does)",
         bin.display()
     );
     Command::new(bin)
