@@ -6,14 +6,16 @@
 # plaintext without auth (a third server, credentials from scripts/dev-credentials.sh); then the
 # peers: the Events scenarios against NATS (nats-server, JetStream on memory storage) and key reads
 # and locks against etcd, each started here on free ports, in alternating rounds with Rookery.
-# `scripts/bench.sh peers` runs only the peer comparisons (and their Rookery sides).
+# `scripts/bench.sh peers` runs only the peer comparisons (and their Rookery sides);
+# `scripts/bench.sh near` only the near-cache scenarios (a Zipf read workload with 1 % writes,
+# near cache off and on, each against redis-benchmark GET).
 # BENCH_DURATION (default 5s), BENCH_ROUNDS (default 5) and ROOKERY_WORKER_THREADS (default 1)
 # can be set. Binaries are taken from wherever cargo builds (scripts/target-dir.sh:
 # CARGO_TARGET_DIR is honoured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 only="${1:-all}"
-case "$only" in all | peers) ;; *) echo "usage: $0 [peers]" >&2; exit 2 ;; esac
+case "$only" in all | peers | near) ;; *) echo "usage: $0 [peers|near]" >&2; exit 2 ;; esac
 scripts/ensure-tools.sh --peers
 cargo build --release -p rookery-server -p rookery-client --features rookery-client/peers
 # shellcheck source=scripts/target-dir.sh
@@ -99,8 +101,12 @@ peers() {
   local etcd=(--compare-peer etcd --peer-url "http://127.0.0.1:$etcd_port")
   peer --op fanout --concurrency 1 "${nats[@]}"
   peer --op fanout --concurrency 64 "${nats[@]}"
+  peer --op fanout-stream --concurrency 1 "${nats[@]}"
+  peer --op fanout-stream --concurrency 64 "${nats[@]}"
   peer --op append --concurrency 1 "${nats[@]}"
   peer --op append --concurrency 64 "${nats[@]}"
+  peer --op append-stream --concurrency 1 "${nats[@]}"
+  peer --op append-stream --concurrency 64 "${nats[@]}"
   peer --op consume --concurrency 64 --keys 200000 "${nats[@]}"
   peer --op get --concurrency 1 "${etcd[@]}"
   peer --op get --concurrency 64 "${etcd[@]}"
@@ -108,8 +114,18 @@ peers() {
   peer --op lock --concurrency 64 "${etcd[@]}"
   peer --op lock-contended --concurrency 16 "${etcd[@]}"
 }
+near() {
+  bench --op zipf-get --keys 100000 --concurrency 64
+  bench --op near-get --keys 100000 --concurrency 64
+  bench --op zipf-get --keys 100000 --concurrency 1
+  bench --op near-get --keys 100000 --concurrency 1
+}
 if [ "$only" = peers ]; then
   peers
+  exit 0
+fi
+if [ "$only" = near ]; then
+  near
   exit 0
 fi
 bench --op get --concurrency 64
@@ -124,6 +140,7 @@ bench --op publish --concurrency 64
 bench --op append --concurrency 64
 bench --op consume --concurrency 64 --keys 200000
 bench --op fanout --concurrency 16
+near
 # Fair shares on (50151) vs off (50153), alternating rounds.
 shares() {
   "$bin"/rookery --url http://127.0.0.1:50151 --namespace bench bench --duration "$duration" \

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tonic::{Code, Status};
 
 use crate::ClientChannel;
@@ -13,8 +14,8 @@ use crate::pb::cache_client::CacheClient as RawCacheClient;
 /// A value read from the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The stored bytes.
-    pub value: Vec<u8>,
+    /// The stored bytes (shared, not copied, by clones and near-cache hits).
+    pub value: Bytes,
     /// Time left to live, when the server knows it.
     pub ttl: Option<Duration>,
 }
@@ -123,7 +124,7 @@ fn condition(c: SetCondition) -> i32 {
 }
 
 fn entry(found: bool, value: Vec<u8>, ttl: Option<prost_types::Duration>) -> Option<Entry> {
-    found.then(|| Entry { value, ttl: from_duration(ttl) })
+    found.then(|| Entry { value: value.into(), ttl: from_duration(ttl) })
 }
 
 /// Typed calls to `rookery.v1.Cache`. Cheap to clone.
@@ -268,6 +269,7 @@ impl CacheClient {
             })
             .await?
             .into_inner();
+        let value = Bytes::from(value);
         let entry = || Entry { value: value.clone(), ttl: from_duration(ttl) };
         match pb::CacheFetchOutcome::try_from(outcome) {
             Ok(pb::CacheFetchOutcome::Hit) => Ok(Fetched::Hit(entry())),
@@ -359,8 +361,8 @@ impl CacheClient {
                 refresh_ahead: options.refresh_ahead,
             };
             match self.fetch(key, &fetch_options).await? {
-                Fetched::Hit(entry) => return Ok(entry.value),
-                Fetched::Refresh(entry, token) => break (token, Some(entry.value)),
+                Fetched::Hit(entry) => return Ok(entry.value.into()),
+                Fetched::Refresh(entry, token) => break (token, Some(entry.value.into())),
                 Fetched::Fill(token) => break (token, None),
                 Fetched::WaitExpired => {}
             }

@@ -163,6 +163,21 @@ pub struct Consumer {
     inner: Pin<Box<dyn Stream<Item = Result<Deliveries, Status>> + Send + Sync>>,
 }
 
+/// The request of one append, as `EventsClient::append` and the `Appender` send it.
+pub(crate) fn append_request(
+    stream: String,
+    fields: HashMap<String, Vec<u8>>,
+    options: &AppendOptions,
+) -> pb::EventsAppendRequest {
+    pb::EventsAppendRequest {
+        stream,
+        fields,
+        max_len: options.max_len,
+        max_age: options.max_age.map(duration),
+        idempotency_key: options.idempotency_key.clone().unwrap_or_default(),
+    }
+}
+
 /// Where a consumer's acks go: on its own `ConsumeWithAcks` call, answered in order.
 struct AckPath {
     /// The call's request side. Held while an ack is queued for its answer and sent, so that
@@ -296,13 +311,7 @@ impl EventsClient {
         fields: HashMap<String, Vec<u8>>,
         options: &AppendOptions,
     ) -> Result<(String, bool), Status> {
-        let request = pb::EventsAppendRequest {
-            stream: stream.into(),
-            fields,
-            max_len: options.max_len,
-            max_age: options.max_age.map(duration),
-            idempotency_key: options.idempotency_key.clone().unwrap_or_default(),
-        };
+        let request = append_request(stream.into(), fields, options);
         let response = self.raw.clone().append(request).await?.into_inner();
         Ok((response.id, response.duplicate))
     }

@@ -40,6 +40,8 @@ mod connect;
 mod convert;
 mod events;
 mod lock;
+mod near;
+mod pipelined;
 mod rate_limiter;
 mod session;
 
@@ -55,6 +57,8 @@ pub use lock::{
     CampaignEvent, CampaignStream, HeldLock, Leader, LeaderStream, Lease, LockClient, LockContext, LockLost,
     LockOptions, WithLockError,
 };
+pub use near::{NearCache, NearOptions, NearStats};
+pub use pipelined::{Appender, Publisher};
 pub use rate_limiter::{Algorithm, Decision, RateLimit, RateLimitCheck, RateLimiterClient, WhenUnavailable};
 /// The generated `rookery.v1` messages and client stubs.
 pub use rookery::v1 as pb;

@@ -184,6 +184,14 @@ pub struct CacheConfig {
     /// Default and upper bound of how long `Fetch` waits for another caller's fill.
     #[serde(with = "humantime_serde")]
     pub max_fetch_wait: Duration,
+    /// How often near caches (`Cache.Track`) get a heartbeat confirmed through Redis. Their
+    /// staleness bound must be longer; shorter costs one pub/sub message per replica and one
+    /// stream message per near cache each time.
+    #[serde(with = "humantime_serde")]
+    pub near_heartbeat_interval: Duration,
+    /// Changed keys queued for one near cache's stream before the queue is dropped and the
+    /// client told of a gap (it then empties its cache).
+    pub near_queue_keys: usize,
 }
 
 /// Defaults and bounds of the Lock service.
@@ -624,6 +632,8 @@ impl Default for CacheConfig {
             max_ttl: Duration::from_secs(365 * 24 * 3600),
             lease_ttl: Duration::from_secs(10),
             max_fetch_wait: Duration::from_secs(10),
+            near_heartbeat_interval: Duration::from_millis(100),
+            near_queue_keys: 10_000,
         }
     }
 }
@@ -992,6 +1002,12 @@ impl Config {
         positive("cache.max_ttl", self.cache.max_ttl)?;
         positive("cache.lease_ttl", self.cache.lease_ttl)?;
         positive("cache.max_fetch_wait", self.cache.max_fetch_wait)?;
+        if self.cache.near_heartbeat_interval < Duration::from_millis(10) {
+            return Err(invalid("cache.near_heartbeat_interval", "must be at least 10ms"));
+        }
+        if self.cache.near_queue_keys == 0 {
+            return Err(invalid("cache.near_queue_keys", "must be at least 1"));
+        }
         positive("lock.default_ttl", self.lock.default_ttl)?;
         if self.lock.default_ttl > self.lock.max_ttl {
             return Err(invalid("lock.default_ttl", "must not exceed lock.max_ttl"));

@@ -356,6 +356,13 @@ impl FairShare {
         self.enter(ns, Kind::Blocking).ok()
     }
 
+    /// Takes one of `ns`'s calls in flight (and one request of its rate) for work that arrives
+    /// inside a call, as each append of `Events.AppendStream` does; or says, as a refused call
+    /// would be told, which share is used up. Hold the guard until the work is answered.
+    pub fn call(self: &Arc<Self>, ns: &Namespace) -> Result<ShareGuard, String> {
+        self.enter(ns, Kind::Calls).map_err(|Refusal(message)| message)
+    }
+
     /// What `ns` uses right now on this replica: (unary calls in flight, open streams,
     /// blocking connections). For tests and diagnostics.
     pub fn usage(&self, ns: &Namespace) -> (u32, u32, u32) {

@@ -41,6 +41,13 @@ fn honest(status: &Status) -> Option<Status> {
     }
 }
 
+/// The honest status for an error a streaming call's request side gave a handler (a message
+/// that could not be decoded comes as tonic's INTERNAL): `status` rewritten as [`honest_codes`]
+/// rewrites a rejected call's answer, or unchanged.
+pub fn honest_request_error(status: Status) -> Status {
+    honest(&status).unwrap_or(status)
+}
+
 /// Rewrites tonic's codes for undecodable and oversized requests in one response; the server
 /// applies it to every response with `tower::util::MapResponseLayer`.
 pub fn honest_codes<B>(mut response: http::Response<B>) -> http::Response<B> {

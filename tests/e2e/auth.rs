@@ -252,12 +252,15 @@ async fn each_method_yields_an_identity_and_its_default_namespace() {
         let token = s.service_account_token(signer, "api");
         let client = s.connect(s.tls().token(&token), None).await;
         let entry = client.cache().get("from-token").await.unwrap();
-        assert_eq!(entry.map(|e| e.value), Some(b"1".to_vec()), "{token:.20}");
+        assert_eq!(entry.map(|e| e.value.to_vec()), Some(b"1".to_vec()), "{token:.20}");
     }
     // A client certificate with a SPIFFE ID.
     let cert: CertAndKey = s.ca.client("api", vec![spiffe("spiffe://rookery.test/team/api")]);
     let workload = s.connect(s.tls().client_certificate(cert.cert, cert.key), Some(&s.team)).await;
-    assert_eq!(workload.cache().get("from-token").await.unwrap().map(|e| e.value), Some(b"1".to_vec()));
+    assert_eq!(
+        workload.cache().get("from-token").await.unwrap().map(|e| e.value.to_vec()),
+        Some(b"1".to_vec())
+    );
     // A certificate without the configured kind of identity (no SPIFFE URI) names nobody.
     let cert = s.ca.client("cn-only", vec![]);
     let nameless = s.connect(s.tls().client_certificate(cert.cert, cert.key), Some(&s.team)).await;

@@ -30,7 +30,7 @@ async fn set_then_get_returns_value_and_remaining_ttl() {
     assert_eq!(cache.get("missing").await.unwrap(), None);
     assert!(cache.set("k", b"v1".to_vec(), MINUTE).await.unwrap());
     let entry = cache.get("k").await.unwrap().expect("hit");
-    assert_eq!(entry.value, b"v1");
+    assert_eq!(entry.value, &b"v1"[..]);
     let ttl = entry.ttl.expect("ttl reported");
     assert!(ttl <= MINUTE && ttl > Duration::from_secs(55), "{ttl:?}");
     // Binary values come back byte for byte.
@@ -48,9 +48,9 @@ async fn conditions_decide_whether_a_write_happens() {
     assert_eq!(cache.get("k").await.unwrap(), None);
     assert!(cache.set_with("k", b"a".to_vec(), with(SetCondition::IfAbsent)).await.unwrap());
     assert!(!cache.set_with("k", b"b".to_vec(), with(SetCondition::IfAbsent)).await.unwrap());
-    assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"a");
+    assert_eq!(cache.get("k").await.unwrap().unwrap().value, &b"a"[..]);
     assert!(cache.set_with("k", b"c".to_vec(), with(SetCondition::IfPresent)).await.unwrap());
-    assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"c");
+    assert_eq!(cache.get("k").await.unwrap().unwrap().value, &b"c"[..]);
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }
 
@@ -161,9 +161,9 @@ async fn batch_calls_keep_order_and_count() {
         .unwrap();
     assert_eq!(stored, vec![true, true, true]);
     let got = cache.get_many(["c", "missing", "a"]).await.unwrap();
-    assert_eq!(got[0].as_ref().unwrap().value, b"3");
+    assert_eq!(got[0].as_ref().unwrap().value, &b"3"[..]);
     assert_eq!(got[1], None);
-    assert_eq!(got[2].as_ref().unwrap().value, b"1");
+    assert_eq!(got[2].as_ref().unwrap().value, &b"1"[..]);
     assert_eq!(cache.delete(["a", "b", "missing"]).await.unwrap(), 2);
     assert_eq!(cache.get_many(["a", "b", "c"]).await.unwrap().iter().filter(|e| e.is_some()).count(), 1);
     shared_redis().assert_no_key_without_ttl(&ns).await;
@@ -176,11 +176,11 @@ async fn namespaces_isolate_the_same_key() {
     let b = server.client(&ns_b).await.cache();
     a.set("user:1", b"from a".to_vec(), MINUTE).await.unwrap();
     b.set("user:1", b"from b".to_vec(), MINUTE).await.unwrap();
-    assert_eq!(a.get("user:1").await.unwrap().unwrap().value, b"from a");
-    assert_eq!(b.get("user:1").await.unwrap().unwrap().value, b"from b");
+    assert_eq!(a.get("user:1").await.unwrap().unwrap().value, &b"from a"[..]);
+    assert_eq!(b.get("user:1").await.unwrap().unwrap().value, &b"from b"[..]);
     assert_eq!(a.invalidate_prefix("user").await.unwrap(), 1);
     assert_eq!(a.get("user:1").await.unwrap(), None);
-    assert_eq!(b.get("user:1").await.unwrap().unwrap().value, b"from b");
+    assert_eq!(b.get("user:1").await.unwrap().unwrap().value, &b"from b"[..]);
     assert_eq!(b.delete(["user:1"]).await.unwrap(), 1);
     shared_redis().assert_no_key_without_ttl(&ns_a).await;
 }
@@ -285,11 +285,11 @@ async fn fetch_grants_one_lease_and_fill_serves_everyone() {
     let Fetched::Hit(entry) = cache.fetch("k", &quick(100, 10_000)).await.unwrap() else {
         panic!("filled key must hit")
     };
-    assert_eq!(entry.value, b"loaded");
+    assert_eq!(entry.value, &b"loaded"[..]);
     // A used lease cannot fill again.
     let again = cache.fill("k", token, b"again".to_vec(), opts(MINUTE)).await.unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
-    assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"loaded");
+    assert_eq!(cache.get("k").await.unwrap().unwrap().value, &b"loaded"[..]);
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }
 
@@ -303,7 +303,7 @@ async fn waiters_wake_on_fill_without_waiting_for_the_lease() {
     server.wait_for_fetch_waiter().await;
     cache.fill("k", token, b"v".to_vec(), opts(MINUTE)).await.unwrap();
     let (outcome, waited) = waiter.await.unwrap();
-    assert!(matches!(outcome, Fetched::Hit(ref e) if e.value == b"v"), "{outcome:?}");
+    assert!(matches!(outcome, Fetched::Hit(ref e) if e.value == b"v"[..]), "{outcome:?}");
     assert!(waited < Duration::from_secs(5), "waiter took {waited:?}: it was not woken by the fill");
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }
@@ -335,11 +335,11 @@ async fn writes_and_deletes_cancel_a_pending_lease() {
     server.wait_for_fetch_waiter().await;
     cache.set("k", b"fresh".to_vec(), MINUTE).await.unwrap();
     let (outcome, waited) = waiter.await.unwrap();
-    assert!(matches!(outcome, Fetched::Hit(ref e) if e.value == b"fresh"), "{outcome:?}");
+    assert!(matches!(outcome, Fetched::Hit(ref e) if e.value == b"fresh"[..]), "{outcome:?}");
     assert!(waited < Duration::from_secs(5), "the write should wake the waiter, it took {waited:?}");
     let stale = cache.fill("k", token, b"stale".to_vec(), opts(MINUTE)).await.unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition);
-    assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"fresh");
+    assert_eq!(cache.get("k").await.unwrap().unwrap().value, &b"fresh"[..]);
 
     // Delete cancels too.
     let Fetched::Fill(token) = cache.fetch("d", &quick(100, 30_000)).await.unwrap() else {
@@ -361,18 +361,18 @@ async fn refresh_ahead_gives_one_caller_a_refresh_lease_and_others_the_value() {
     let Fetched::Refresh(entry, token) = cache.fetch("hot", &refresh).await.unwrap() else {
         panic!("a key inside the refresh window should grant a refresh lease")
     };
-    assert_eq!(entry.value, b"old");
+    assert_eq!(entry.value, &b"old"[..]);
     for _ in 0..5 {
         let Fetched::Hit(entry) = cache.fetch("hot", &refresh).await.unwrap() else {
             panic!("only one caller may hold the refresh lease")
         };
-        assert_eq!(entry.value, b"old");
+        assert_eq!(entry.value, &b"old"[..]);
     }
     cache.fill("hot", token, b"new".to_vec(), opts(MINUTE)).await.unwrap();
     let Fetched::Hit(entry) = cache.fetch("hot", &refresh).await.unwrap() else {
         panic!("a fresh key is outside the window")
     };
-    assert_eq!(entry.value, b"new");
+    assert_eq!(entry.value, &b"new"[..]);
     // Outside the window: plain hits, no lease.
     let far = FetchOptions { refresh_ahead: Some(Duration::from_secs(1)), ..quick(100, 10_000) };
     assert!(matches!(cache.fetch("hot", &far).await.unwrap(), Fetched::Hit(_)));
@@ -411,7 +411,7 @@ async fn a_vanished_lease_holder_is_replaced_within_the_lease_ttl() {
     assert_eq!(value, b"recovered");
     assert!(took > lease_ttl / 2, "took {took:?}: it cannot have the lease before the old one expires");
     assert!(took < lease_ttl + Duration::from_secs(3), "took {took:?}");
-    assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"recovered");
+    assert_eq!(cache.get("k").await.unwrap().unwrap().value, &b"recovered"[..]);
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }
 
@@ -511,7 +511,7 @@ async fn a_failed_refresh_still_serves_the_cached_value() {
     let value =
         cache.get_or_load_with("hot", options, || async { Ok::<_, &str>(b"fresh".to_vec()) }).await.unwrap();
     assert_eq!(value, b"fresh");
-    assert_eq!(cache.get("hot").await.unwrap().unwrap().value, b"fresh");
+    assert_eq!(cache.get("hot").await.unwrap().unwrap().value, &b"fresh"[..]);
     shared_redis().assert_no_key_without_ttl(&ns).await;
 }
 

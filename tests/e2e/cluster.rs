@@ -70,6 +70,10 @@ async fn cache_spans_every_master_of_a_cluster() {
     // The stampede guard holds on a cluster, across both replicas.
     assert_eq!(stampede(&[cache.clone(), other_replica.clone()], 40).await, 1);
     cluster.assert_no_key_without_ttl(&ns).await;
+
+    // Near caches are refused: no staleness bound holds across a cluster's nodes.
+    let refused = cache.raw().track(tokio_stream::iter(Vec::new())).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The Events service's consumer groups end to end: append order for one consumer, a crashed
 //! consumer's entries redelivered to the others within the ack timeout (every entry acked
 //! exactly once), a restarted consumer getting back what it had, the in-flight bound, Nack
-//! delays and dead letters, the `process` helper, group management and DescribeStream.
+//! delays and dead letters, the `process` helper, group management and DescribeStream, and the
+//! byte bound of reads of new entries.
 //!
 //! One room on purpose: the scenarios share one set of helpers (consumers, crash, redelivery
 //! counting), and each delivery guarantee is easiest to review beside the others.
@@ -460,6 +461,73 @@ async fn large_entries_arrive_in_messages_that_fit_and_a_lost_ack_does_not_stall
     assert_eq!(again[0].id, first[0].id);
     assert_eq!(again[0].deliveries, 2);
     assert_ne!(second[0].id, first[0].id);
+}
+
+/// The COUNT of every read of new entries (XREADGROUP ... `>`) Redis ran on the stream whose
+/// key is `stream`, newest first, from a slowlog that records every command. (Redis 7 logs the
+/// commands scripts run too; the script's own reads are of pending entries, by ID.)
+async fn read_counts(redis: &RedisProcess, stream: &str) -> Vec<u64> {
+    let log: redis::Value =
+        redis::cmd("SLOWLOG").arg("GET").arg(100_000).query_async(&mut redis.conn().await).await.unwrap();
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    let redis::Value::Array(records) = log else { panic!("{log:?}") };
+    let mut counts = Vec::new();
+    for record in records {
+        let redis::Value::Array(fields) = record else { continue };
+        let Some(redis::Value::Array(args)) = fields.get(3) else { continue };
+        let args: Vec<String> = args.iter().map(text).collect();
+        if args.first().is_some_and(|c| c.eq_ignore_ascii_case("XREADGROUP"))
+            && args.ends_with(&[stream.to_owned(), ">".to_owned()])
+            && let Some(at) = args.iter().position(|a| a.eq_ignore_ascii_case("COUNT"))
+        {
+            counts.push(args[at + 1].parse().unwrap());
+        }
+    }
+    counts
+}
+
+#[tokio::test]
+async fn reads_of_new_entries_take_about_a_megabyte_of_them() {
+    // A Redis of its own, whose slowlog records this test's commands, every one of them.
+    let redis = RedisProcess::start(&["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100000"]);
+    let server = TestServer::start(test_config(&redis.url())).await;
+    let ns = namespace("read-bytes");
+    let events = server.client(&ns).await.events();
+    let key = |stream: &str| rookery_server::redis::keys::event_stream(&ns, stream, None).0;
+    // Large entries: a read that asked for the consumer's batch (32) would carry all ten, 9 MB.
+    for n in 0..10u8 {
+        let fields = HashMap::from([("blob".to_owned(), vec![n; 900 * 1024])]);
+        events.append("blobs", fields, &AppendOptions::default()).await.unwrap();
+    }
+    // Small ones after them.
+    append_many(&events, "small", 200).await;
+    let mut received = Vec::new();
+    // In flight: 64 entries (batches of 32) for the large ones, 10 (batches of 5) for the small.
+    for (stream, count, max_in_flight) in [("blobs", 10, 64), ("small", 200, 10)] {
+        let options = ConsumeOptions { max_in_flight, ..group_settings(Duration::from_secs(600), 0) };
+        let mut consumer = events.consume(stream, "g", "c", &options).await.unwrap();
+        let mut taken = 0;
+        while taken < count {
+            let batch = next_batch(&mut consumer, Duration::from_secs(10)).await.expect("entries");
+            consumer.ack(batch.iter().map(|d| d.id.clone())).await.unwrap();
+            taken += batch.len();
+        }
+        received.push(taken);
+    }
+    assert_eq!(received, [10, 200]);
+    // A consumer's first read asks for at most 16 entries, whatever their size (that one
+    // carries 9 MB here); once it has seen 900 KB entries, one at a time. Small ones by the batch.
+    let large = read_counts(&redis, &key("blobs")).await;
+    let (first, after) = large.split_last().expect("reads of the large entries");
+    assert!(
+        *first == 16 && !after.is_empty() && after.iter().all(|&n| n == 1),
+        "reads of 900 KB entries asked for {large:?}"
+    );
+    let small = read_counts(&redis, &key("small")).await;
+    assert!(small.contains(&5), "reads of small entries asked for {small:?}");
 }
 
 #[tokio::test]

@@ -359,7 +359,7 @@ async fn every_rpc_answers_hostile_and_garbage_requests_from_the_status_table() 
     // Still serving, and every call and stream gave the namespace's share back.
     let cache = server.client(&ns).await.cache();
     cache.set("after", b"ok".to_vec(), Duration::from_secs(60)).await.unwrap();
-    assert_eq!(cache.get("after").await.unwrap().unwrap().value, b"ok");
+    assert_eq!(cache.get("after").await.unwrap().unwrap().value, &b"ok"[..]);
     assert!(
         eventually(Duration::from_secs(20), || async { share_in_use(&server, &ns).await == 0.0 }).await,
         "calls or streams still counted after fuzzing: {}",

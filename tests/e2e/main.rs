@@ -17,6 +17,8 @@ mod harness;
 mod lease_faults;
 mod lock;
 mod memory;
+mod near_cache;
+mod pipelined;
 mod rate_limiter;
 mod redis_acl;
 mod redis_work;

@@ -313,7 +313,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 async fn cache_core(client: &Client) {
     let cache = client.cache();
     assert!(cache.set("plain", b"v".to_vec(), MINUTE).await.unwrap());
-    assert_eq!(cache.get("plain").await.unwrap().expect("stored").value, b"v");
+    assert_eq!(cache.get("plain").await.unwrap().expect("stored").value, &b"v"[..]);
     let tagged = SetOptions { ttl: Some(MINUTE), tags: vec!["users".into()], ..SetOptions::default() };
     assert!(cache.set_with("user:1", b"ann".to_vec(), tagged.clone()).await.unwrap());
     cache.set_many([("user:2".to_owned(), b"bob".to_vec())], tagged).await.unwrap();
@@ -347,7 +347,7 @@ async fn cache_core(client: &Client) {
     let plain = SetOptions { ttl: Some(MINUTE), ..SetOptions::default() };
     cache.fill("leased", lease, b"filled".to_vec(), plain).await.unwrap();
     match waiter.await.unwrap().unwrap() {
-        Fetched::Hit(entry) => assert_eq!(entry.value, b"filled"),
+        Fetched::Hit(entry) => assert_eq!(entry.value, &b"filled"[..]),
         other => panic!("the waiter gets the fill: {other:?}"),
     }
 

@@ -70,7 +70,7 @@ async fn redis_restart_gives_unavailable_then_recovers_without_server_restart() 
     // Scripts were lost with the restart; the lease protocol reloads them.
     let fetched = cache.fetch("new", &rookery_client::FetchOptions::default()).await.unwrap();
     assert!(matches!(fetched, rookery_client::Fetched::Fill(_)), "{fetched:?}");
-    assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"again");
+    assert_eq!(cache.get("k").await.unwrap().unwrap().value, &b"again"[..]);
     assert!(
         eventually(Duration::from_secs(5), || async {
             health(&server, "").await == Some(ServingStatus::Serving)
@@ -405,7 +405,7 @@ async fn redis_out_of_memory_is_resource_exhausted_and_reads_still_work() {
     let status = status.expect("a 2 MB Redis must refuse 12 MB of writes");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("out of memory"), "{}", status.message());
-    assert_eq!(cache.get("kept").await.unwrap().unwrap().value, b"v");
+    assert_eq!(cache.get("kept").await.unwrap().unwrap().value, &b"v"[..]);
 }
 
 #[tokio::test]
@@ -522,7 +522,7 @@ async fn talks_to_redis_over_tls_and_verifies_its_certificate() {
     let server = TestServer::start(config).await;
     let client = server.client(&namespace("tls")).await;
     client.cache().set("k", b"over tls".to_vec(), Duration::from_secs(60)).await.unwrap();
-    assert_eq!(client.cache().get("k").await.unwrap().unwrap().value, b"over tls");
+    assert_eq!(client.cache().get("k").await.unwrap().unwrap().value, &b"over tls"[..]);
     let lock = client.lock();
     let options = rookery_client::LockOptions::new(Duration::from_secs(30));
     let held = lock.acquire("l", &options).await.unwrap().unwrap();
@@ -555,7 +555,7 @@ async fn a_client_balanced_over_dns_answers_reach_the_server() {
             .unwrap();
     let cache = client.cache();
     cache.set("k", b"v".to_vec(), Duration::from_secs(60)).await.unwrap();
-    assert_eq!(cache.get("k").await.unwrap().unwrap().value, b"v");
+    assert_eq!(cache.get("k").await.unwrap().unwrap().value, &b"v"[..]);
     let unknown =
         rookery_client::Client::connect_balanced("no-such-host.invalid", 1, Duration::from_secs(1)).await;
     assert!(matches!(unknown, Err(rookery_client::Error::Resolve { .. })));

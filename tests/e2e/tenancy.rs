@@ -71,7 +71,7 @@ async fn calls_over_a_namespaces_share_are_refused_and_other_namespaces_are_unaf
     assert!(refused.message().contains("fair_share.max_concurrent_calls"), "{}", refused.message());
     let quiet_cache = server.client(&quiet).await.cache();
     quiet_cache.set("k", b"v".to_vec(), MINUTE).await.unwrap();
-    assert_eq!(quiet_cache.get("k").await.unwrap().unwrap().value, b"v");
+    assert_eq!(quiet_cache.get("k").await.unwrap().unwrap().value, &b"v"[..]);
 
     // The waiters give up (their calls are cancelled): the share is given back.
     for waiter in &waiters {

@@ -170,14 +170,16 @@ fn entry_ids(reply: &redis::Value) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Publishes from `config.concurrency` workers for `config.duration` to one channel with
-/// [`FANOUT_SUBSCRIBERS`] subscribers (one connection each). Reports messages delivered per
+/// Publishes for `config.duration` to one channel with [`FANOUT_SUBSCRIBERS`] subscribers (one
+/// connection each), at most `config.concurrency` messages in flight. Reports messages delivered per
 /// second summed over the subscribers, and publish-to-delivery latency.
-pub async fn fanout(config: &BenchConfig) -> Result<BenchReport, BenchError> {
-    let publisher = Client::connect_with(config.url.clone(), &config.options)
+/// With `pipelined`, every publish goes over one `PublishStream` call instead of a call each.
+pub async fn fanout(config: &BenchConfig, pipelined: bool) -> Result<BenchReport, BenchError> {
+    let events = Client::connect_with(config.url.clone(), &config.options)
         .await?
         .with_namespace(&config.namespace)?
         .events();
+    let publisher = if pipelined { Some(events.publisher().await?) } else { None };
     let mut subscriptions = Vec::new();
     for _ in 0..FANOUT_SUBSCRIBERS {
         let client = Client::connect_with(config.url.clone(), &config.options)
@@ -191,8 +193,13 @@ pub async fn fanout(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         }));
     }
     let publish = move |payload: Vec<u8>| {
-        let publisher = publisher.clone();
-        async move { publisher.publish(CHANNEL, payload).await.is_ok() }
+        let (events, publisher) = (events.clone(), publisher.clone());
+        async move {
+            match publisher {
+                Some(publisher) => publisher.publish(CHANNEL, payload).await.is_ok(),
+                None => events.publish(CHANNEL, payload).await.is_ok(),
+            }
+        }
     };
     measure_fanout(config, subscriptions, publish, true).await
 }
@@ -211,12 +218,15 @@ pub(crate) fn sent_micros(payload: &[u8]) -> u64 {
     payload.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes)
 }
 
-/// The fan-out measurement, for Rookery and its peers alike: `config.concurrency` workers call
-/// `publish` in a loop for `config.duration` with `config.value_size`-byte payloads that start
-/// with their send time, while each of `subscriptions` counts deliveries and records
-/// publish-to-delivery latency until it has been quiet for a while. Reports deliveries per
-/// second summed over the subscribers. With `strict`, fewer deliveries plus reported gaps than
-/// publishes times subscribers is an error; without, the shortfall is reported as missed.
+/// The fan-out measurement, for Rookery and its peers alike: workers call `publish` in a loop
+/// for `config.duration` with `config.value_size`-byte payloads that start with their send
+/// time, while each of `subscriptions` counts deliveries and records publish-to-delivery
+/// latency until it has been quiet for a while. At most `config.concurrency` messages are in
+/// flight: published and not yet received by every subscriber ([`Window`]), so that neither
+/// side can count messages queued in its buffers (or dropped from them) as throughput. Reports
+/// deliveries per second summed over the subscribers. With `strict`, fewer deliveries plus
+/// reported gaps than publishes times subscribers is an error; without, the shortfall is
+/// reported as missed.
 pub(crate) async fn measure_fanout<S, P, F>(
     config: &BenchConfig,
     subscriptions: Vec<S>,
@@ -230,8 +240,10 @@ where
 {
     let epoch = Instant::now();
     let receivers = subscriptions.len() as u64;
+    let window = Arc::new(Window::new(config.concurrency.max(1) as u64, subscriptions.len()));
     let mut subscribers = Vec::new();
-    for mut subscription in subscriptions {
+    for (index, mut subscription) in subscriptions.into_iter().enumerate() {
+        let window = window.clone();
         subscribers.push(tokio::spawn(async move {
             let (mut histogram, mut delivered, mut missed, mut last) = (histogram(), 0u64, 0u64, epoch);
             loop {
@@ -241,8 +253,12 @@ where
                         histogram.saturating_record(now.saturating_sub(sent).max(1));
                         delivered += 1;
                         last = Instant::now();
+                        window.received(index, 1);
                     }
-                    Ok(Some(Delivery::Gap(n))) => missed += n,
+                    Ok(Some(Delivery::Gap(n))) => {
+                        missed += n;
+                        window.received(index, n);
+                    }
                     Ok(None) => break,
                     // Quiet long after the publishers stopped: done.
                     Err(_) => break,
@@ -256,10 +272,11 @@ where
     let value_size = config.value_size.max(8);
     let mut publishers = Vec::new();
     for _ in 0..config.concurrency.max(1) {
-        let publish = publish.clone();
+        let (publish, window) = (publish.clone(), window.clone());
         publishers.push(tokio::spawn(async move {
             let (mut published, mut errors) = (0u64, 0u64);
             while Instant::now() < end {
+                window.enter().await;
                 let mut payload =
                     u64::try_from(epoch.elapsed().as_micros()).unwrap_or(0).to_be_bytes().to_vec();
                 payload.resize(value_size, b'x');
@@ -299,6 +316,57 @@ where
     }
     let report = report(&all, delivered, errors, last.duration_since(start).max(config.duration));
     Ok(BenchReport { missed, ..report })
+}
+
+/// How long a worker waits for a place in the [`Window`] before it counts the oldest message
+/// in flight as lost (a peer that drops messages for slow subscribers never delivers them).
+const LOST_AFTER: Duration = Duration::from_secs(1);
+
+/// The fan-out's bound on messages in flight: a worker takes a place before it publishes, and
+/// the place is free again once every subscriber has received the message or been told it was
+/// lost. Messages are counted, not named: every subscriber receives the channel's messages in
+/// one order, so the slowest subscriber's count says how many messages every subscriber has.
+struct Window {
+    /// The free places.
+    places: tokio::sync::Semaphore,
+    /// Per subscriber, the messages it has received or been told it lost.
+    received: Vec<AtomicU64>,
+    /// The slowest subscriber's count when places were last given back: each message's place
+    /// goes back once, whichever subscriber saw it go.
+    freed_through: AtomicU64,
+}
+
+impl Window {
+    fn new(limit: u64, subscribers: usize) -> Self {
+        let received = (0..subscribers).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            places: tokio::sync::Semaphore::new(limit as usize),
+            received,
+            freed_through: AtomicU64::new(0),
+        }
+    }
+
+    /// Messages every subscriber has received.
+    fn slowest(&self) -> u64 {
+        self.received.iter().map(|r| r.load(Ordering::SeqCst)).min().unwrap_or(u64::MAX)
+    }
+
+    /// Waits for a place (or until [`LOST_AFTER`] passes without one) and takes it.
+    async fn enter(&self) {
+        if let Ok(Ok(place)) = tokio::time::timeout(LOST_AFTER, self.places.acquire()).await {
+            place.forget();
+        }
+    }
+
+    /// Subscriber `index` received (or lost) `count` more messages; when that was the slowest
+    /// subscriber catching up, the places it freed go back. Each subscriber adds its count
+    /// before it looks at the others', so the last to receive a message always frees its place.
+    fn received(&self, index: usize, count: u64) {
+        self.received[index].fetch_add(count, Ordering::SeqCst);
+        let slowest = self.slowest();
+        let before = self.freed_through.fetch_max(slowest, Ordering::SeqCst);
+        self.places.add_permits(slowest.saturating_sub(before) as usize);
+    }
 }
 
 /// The reference for [`fanout`]: [`FANOUT_SUBSCRIBERS`] raw Redis subscribers while
@@ -411,4 +479,38 @@ async fn resident_bytes(admin_url: &str) -> Result<f64, BenchError> {
         .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| format!("no process_resident_memory_bytes at {admin_url}/metrics").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A place is free only once every subscriber has the message that held it.
+    #[tokio::test(start_paused = true)]
+    async fn the_window_frees_a_place_when_the_slowest_subscriber_catches_up() {
+        let window = Arc::new(Window::new(2, 2));
+        window.enter().await;
+        window.enter().await;
+        let third = tokio::spawn({
+            let window = window.clone();
+            async move { window.enter().await }
+        });
+        tokio::task::yield_now().await;
+        window.received(0, 1);
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished(), "one subscriber still lacks the first message");
+        window.received(1, 1);
+        tokio::time::timeout(Duration::from_millis(1), third).await.expect("a place was freed").unwrap();
+        assert_eq!(window.places.available_permits(), 0, "the third message holds the freed place");
+    }
+
+    /// A message no subscriber ever receives holds its place for [`LOST_AFTER`], not forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_message_frees_its_place_after_a_while() {
+        let window = Window::new(1, 1);
+        window.enter().await;
+        let started = Instant::now();
+        window.enter().await;
+        assert!(started.elapsed() >= LOST_AFTER);
+    }
 }

@@ -52,6 +52,12 @@ pub enum BenchOp {
     Get,
     /// `Cache.Set` (compared with redis-benchmark SET).
     Set,
+    /// `Cache.Get` of `--keys` keys drawn from a Zipf(1.0) distribution, with 1 % of operations
+    /// a `Cache.Set` of such a key; no near cache (compared with redis-benchmark GET, whose
+    /// keys are uniform: it has no Zipf mode).
+    ZipfGet,
+    /// The `zipf-get` workload through a near cache (`CacheClient::near`), one per connection.
+    NearGet,
     /// `Lock.Acquire` + `Lock.Release` pairs on distinct, uncontended names (compared with
     /// redis-benchmark running the same two scripts with EVALSHA).
     Lock,
@@ -68,15 +74,21 @@ pub enum BenchOp {
     /// `Events.Append` of one 1-field entry to a durable stream kept to about 100,000 entries
     /// (compared with redis-benchmark XADD MAXLEN ~).
     Append,
+    /// `Events.Append` of one 1-field entry, as `Append`, but every worker's appends go over one
+    /// `AppendStream` call per connection (`EventsClient::appender`) instead of a call each.
+    AppendStream,
     /// `Events.AppendMany` of [`APPEND_BATCH`] 1-field entries in one call to the same stream
     /// (compared with a pipeline of as many XADD MAXLEN ~); one operation is one call.
     AppendMany,
     /// Stream entries (`--keys` of them) delivered to one consumer of a group that acks each
     /// batch (compared with a raw XREADGROUP COUNT 100 + XACK loop).
     Consume,
-    /// Messages delivered per second to 10 subscribers of one channel while `--concurrency`
-    /// workers publish (compared with redis-benchmark PUBLISH to 10 raw subscribers).
+    /// Messages delivered per second to 10 subscribers of one channel, at most `--concurrency`
+    /// messages in flight (published and not yet received by every subscriber); compared with
+    /// redis-benchmark PUBLISH to 10 raw subscribers at that many clients, which nothing bounds.
     Fanout,
+    /// `fanout` with every publish over one `PublishStream` call (`EventsClient::publisher`).
+    FanoutStream,
     /// Server memory per idle subscription (`--keys` of them over `--connections`), from the
     /// server's `process_resident_memory_bytes` at `--admin-url`.
     IdleSubscribers,
@@ -88,15 +100,19 @@ impl BenchOp {
         match self {
             Self::Get => "Cache.Get",
             Self::Set => "Cache.Set",
+            Self::ZipfGet => "Cache.Get, Zipf(1.0), 1 % Set",
+            Self::NearGet => "near cache Get, Zipf(1.0), 1 % Set",
             Self::Lock => "Lock.Acquire+Release",
             Self::LockContended => "Lock.Acquire+Release (one contended name)",
             Self::SessionGet => "Session.Get (touch)",
             Self::RateLimit => "RateLimiter.Check (GCRA)",
             Self::Publish => "Events.Publish",
             Self::Append => "Events.Append",
+            Self::AppendStream => "Events.AppendStream (one call per connection)",
             Self::AppendMany => "Events.AppendMany (100 entries per call)",
             Self::Consume => "Events.Consume entries (one consumer, acked per batch)",
             Self::Fanout => "Events.Subscribe messages (10 subscribers)",
+            Self::FanoutStream => "Events.Subscribe messages (10 subscribers), PublishStream",
             Self::IdleSubscribers => "Events.Subscribe idle subscription",
         }
     }
@@ -156,7 +172,8 @@ pub(crate) fn key_name(i: usize) -> String {
 pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     match config.op {
         BenchOp::Consume => return events::consume(config).await,
-        BenchOp::Fanout => return events::fanout(config).await,
+        BenchOp::Fanout => return events::fanout(config, false).await,
+        BenchOp::FanoutStream => return events::fanout(config, true).await,
         BenchOp::IdleSubscribers => {
             return Err("idle-subscribers measures memory: see events::idle_subscriber_bytes".into());
         }
@@ -172,7 +189,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     }
     let value = vec![b'x'; config.value_size];
     let ttl = Duration::from_secs(600);
-    if config.op == BenchOp::Get {
+    if matches!(config.op, BenchOp::Get | BenchOp::ZipfGet | BenchOp::NearGet) {
         // Prefill, so that Get measures hits; batches stay well under the server's default
         // 4 MiB message limit whatever the value size.
         let batch = (1024 * 1024 / config.value_size.max(1)).clamp(1, 500);
@@ -200,10 +217,37 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         Vec::new()
     });
     let stream: Arc<str> = events::unique("bench-append").into();
+    let near: Vec<Option<crate::NearCache>> = clients
+        .iter()
+        .map(|client| {
+            (config.op == BenchOp::NearGet).then(|| client.cache().near(crate::NearOptions::default()))
+        })
+        .collect();
+    // Measure the steady state: every key read twice through each near cache before the clock
+    // starts (the first read of a bucket asks for its tracking; the second is kept).
+    for near in near.iter().flatten() {
+        let names: Vec<String> = (0..config.keys).map(key_name).collect();
+        for _pass in 0..2 {
+            for chunk in names.chunks(500) {
+                near.get_many(chunk).await?;
+            }
+        }
+    }
+    let mut appenders = Vec::with_capacity(clients.len());
+    for client in &clients {
+        appenders.push(match config.op {
+            BenchOp::AppendStream => Some(client.events().appender().await?),
+            _ => None,
+        });
+    }
+    let zipf = rand_distr::Zipf::new(config.keys.max(1) as f64, 1.0)?;
     let workers = (0..config.concurrency)
         .map(|worker| {
             let client = &clients[worker % clients.len()];
             RookeryWorker {
+                near: near[worker % clients.len()].clone(),
+                appender: appenders[worker % clients.len()].clone(),
+                zipf,
                 op: config.op,
                 worker,
                 keys: config.keys,
@@ -287,6 +331,9 @@ struct RookeryWorker {
     worker: usize,
     keys: usize,
     cache: crate::CacheClient,
+    near: Option<crate::NearCache>,
+    appender: Option<crate::Appender>,
+    zipf: rand_distr::Zipf<f64>,
     lock: LockClient,
     session: crate::SessionClient,
     limiter: crate::RateLimiterClient,
@@ -298,12 +345,32 @@ struct RookeryWorker {
     stream: Arc<str>,
 }
 
+impl RookeryWorker {
+    /// One operation of the Zipf workload: 99 % reads, 1 % writes, of Zipf(1.0)-drawn keys.
+    async fn zipf_step(&self) -> Result<bool, tonic::Status> {
+        let (rank, write) = {
+            let mut rng = rand::rng();
+            (rng.sample(self.zipf), rng.random_ratio(1, 100))
+        };
+        // Ranks start at 1.
+        let key = key_name(rank as usize - 1);
+        let options = SetOptions { ttl: Some(self.ttl), ..SetOptions::default() };
+        match (&self.near, write) {
+            (Some(near), true) => near.set(&key, self.value.clone(), options).await,
+            (Some(near), false) => near.get(&key).await.map(|found| found.is_some()),
+            (None, true) => self.cache.set_with(key, self.value.clone(), options).await,
+            (None, false) => self.cache.get(key).await.map(|found| found.is_some()),
+        }
+    }
+}
+
 impl Step for RookeryWorker {
     async fn step(&mut self) -> bool {
         let key = key_name(rand::rng().random_range(0..self.keys));
         let ok = match self.op {
             BenchOp::Get => self.cache.get(key).await.map(|found| found.is_some()),
             BenchOp::Set => self.cache.set(key, self.value.clone(), self.ttl).await,
+            BenchOp::ZipfGet | BenchOp::NearGet => self.zipf_step().await,
             // Distinct names per worker: never contended.
             BenchOp::Lock => lock_pair(&self.lock, format!("bench:lock:{}", self.worker), None).await,
             BenchOp::LockContended => {
@@ -320,6 +387,12 @@ impl Step for RookeryWorker {
                 let options = AppendOptions { max_len: APPEND_MAX_LEN, ..AppendOptions::default() };
                 self.events.append(&*self.stream, fields, &options).await.map(|_| true)
             }
+            BenchOp::AppendStream => {
+                let fields = std::collections::HashMap::from([("v".to_owned(), self.value.clone())]);
+                let options = AppendOptions { max_len: APPEND_MAX_LEN, ..AppendOptions::default() };
+                let appender = self.appender.as_ref().expect("an appender per connection");
+                appender.append(&*self.stream, fields, &options).await.map(|_| true)
+            }
             BenchOp::AppendMany => {
                 let entry = || crate::NewEntry {
                     fields: std::collections::HashMap::from([("v".to_owned(), self.value.clone())]),
@@ -329,7 +402,7 @@ impl Step for RookeryWorker {
                 let entries = (0..APPEND_BATCH).map(|_| entry());
                 self.events.append_many(&*self.stream, entries, &options).await.map(|_| true)
             }
-            BenchOp::Consume | BenchOp::Fanout | BenchOp::IdleSubscribers => {
+            BenchOp::Consume | BenchOp::Fanout | BenchOp::FanoutStream | BenchOp::IdleSubscribers => {
                 unreachable!("run separately")
             }
         };
@@ -374,8 +447,8 @@ pub async fn redis_benchmark(
     let url = url_parts(redis_url)?;
     let requests = requests.max(10_000);
     match config.op {
-        BenchOp::Get | BenchOp::Set => {
-            let test = if config.op == BenchOp::Get { "GET" } else { "SET" };
+        BenchOp::Get | BenchOp::Set | BenchOp::ZipfGet | BenchOp::NearGet => {
+            let test = if config.op == BenchOp::Set { "SET" } else { "GET" };
             let args =
                 ["-d", &config.value_size.to_string(), "-r", &config.keys.to_string(), "-t", "set,get"]
                     .map(str::to_owned);
@@ -490,9 +563,11 @@ pub async fn redis_benchmark(
             parse_redis_benchmark_csv(&csv, None)
         }
         BenchOp::Publish => events::publish_reference(&url, config, requests).await,
-        BenchOp::Append => events::append_reference(&url, config, requests).await,
+        BenchOp::Append | BenchOp::AppendStream => events::append_reference(&url, config, requests).await,
         BenchOp::Consume => events::consume_reference(redis_url, config).await,
-        BenchOp::Fanout => events::fanout_reference(redis_url, config, requests).await,
+        BenchOp::Fanout | BenchOp::FanoutStream => {
+            events::fanout_reference(redis_url, config, requests).await
+        }
         BenchOp::LockContended => Err("there is no redis-benchmark reference for the contended lock".into()),
         BenchOp::AppendMany => {
             Err("there is no redis-benchmark reference per call of many entries (see Append's XADD)".into())

@@ -34,8 +34,12 @@ impl Peer {
     /// What the peer runs for `op`, for reports; `None` if it has no counterpart.
     pub fn scenario(self, op: BenchOp) -> Option<&'static str> {
         match (self, op) {
-            (Self::Nats, BenchOp::Fanout) => Some("core publish + flush to 10 subscribers, delivered"),
-            (Self::Nats, BenchOp::Append) => Some("JetStream publish with ack (memory storage)"),
+            (Self::Nats, BenchOp::Fanout | BenchOp::FanoutStream) => {
+                Some("core publish + flush to 10 subscribers, delivered")
+            }
+            (Self::Nats, BenchOp::Append | BenchOp::AppendStream) => {
+                Some("JetStream publish with ack (memory storage)")
+            }
             (Self::Nats, BenchOp::Consume) => Some("JetStream pull consumer, fetch 100 + explicit acks"),
             (Self::Etcd, BenchOp::Get) => Some("KV.Range of one key"),
             (Self::Etcd, BenchOp::Lock) => Some("Lock.Lock + Lock.Unlock (one lease per worker)"),
@@ -50,8 +54,8 @@ impl Peer {
 /// Runs `config`'s scenario against the peer at `url`.
 pub async fn run(peer: Peer, url: &str, config: &BenchConfig) -> Result<BenchReport, BenchError> {
     match (peer, config.op) {
-        (Peer::Nats, BenchOp::Fanout) => nats::fanout(url, config).await,
-        (Peer::Nats, BenchOp::Append) => nats::append(url, config).await,
+        (Peer::Nats, BenchOp::Fanout | BenchOp::FanoutStream) => nats::fanout(url, config).await,
+        (Peer::Nats, BenchOp::Append | BenchOp::AppendStream) => nats::append(url, config).await,
         (Peer::Nats, BenchOp::Consume) => nats::consume(url, config).await,
         (Peer::Etcd, BenchOp::Get) => etcd::get(url, config).await,
         (Peer::Etcd, BenchOp::Lock) => etcd::lock(url, config, false).await,

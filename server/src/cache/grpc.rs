@@ -3,14 +3,20 @@
 //! Handlers destructure each request message completely, so a field added to the proto is a
 //! compile error here until it is handled.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::Stream;
 use rookery::v1 as pb;
 use rookery::v1::cache_server;
-use tonic::{Request, Response, Status};
+use tokio_util::task::AbortOnDropHandle;
+use tonic::{Request, Response, Status, Streaming};
 
-use super::{Cache, Condition, Entry, FetchOptions, FetchOutcome, InvalidateTarget, WriteOptions};
+use super::{
+    BUCKETS, Cache, Changes, Condition, Entry, FetchOptions, FetchOutcome, InvalidateTarget, WriteOptions,
+};
 use crate::convert::{duration_in, duration_out, grpc_timeout};
+use crate::drain::SHUTDOWN_MESSAGE;
 use crate::error::Error;
 use crate::namespace;
 
@@ -192,4 +198,76 @@ impl cache_server::Cache for CacheApi {
         let released = self.cache.release_lease(&ns, &key, &lease_token).await?;
         Ok(Response::new(pb::CacheReleaseLeaseResponse { released }))
     }
+
+    type TrackStream = Pin<Box<dyn Stream<Item = Result<pb::CacheTrackResponse, Status>> + Send>>;
+
+    async fn track(
+        &self,
+        request: Request<Streaming<pb::CacheTrackRequest>>,
+    ) -> Result<Response<Self::TrackStream>, Status> {
+        let ns = namespace::of(&request)?;
+        let mut requests = request.into_inner();
+        let watch = Arc::new(self.cache.near().watch(&ns).await?);
+        // Track requests are applied as they come; an invalid one ends the call with its status
+        // (through `refused`). The request side closing stops nothing: changes keep coming.
+        let (refuse, refused) = tokio::sync::oneshot::channel::<Status>();
+        let tracker = {
+            let watch = Arc::downgrade(&watch);
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                loop {
+                    let pb::CacheTrackRequest { track, probe } = match requests.message().await {
+                        Ok(Some(request)) => request,
+                        Ok(None) => return,
+                        Err(status) => {
+                            let _ = refuse.send(crate::honest_codes::honest_request_error(status));
+                            return;
+                        }
+                    };
+                    let Some(watch) = watch.upgrade() else { return };
+                    if let Err(e) = watch.track(&track) {
+                        let _ = refuse.send(e.into());
+                        return;
+                    }
+                    watch.probe(probe);
+                }
+            }))
+        };
+        let first = pb::CacheTrackResponse {
+            bucket_count: BUCKETS,
+            heartbeat_interval: Some(duration_out(self.cache.near().heartbeat_interval())),
+            ..Default::default()
+        };
+        let state = Tracking { cache: self.cache.clone(), watch, refused, _tracker: tracker };
+        let rest = futures::stream::unfold(Some(state), |state| async move {
+            let mut state = state?;
+            let next = tokio::select! {
+                changes = state.watch.next() => Ok(changes_out(changes)),
+                Ok(status) = &mut state.refused => Err(status),
+                () = state.cache.draining() => Err(Status::unavailable(SHUTDOWN_MESSAGE)),
+            };
+            match next {
+                Ok(response) => Some((Ok(response), Some(state))),
+                // The status ends the call: nothing after it.
+                Err(status) => Some((Err(status), None)),
+            }
+        });
+        Ok(Response::new(Box::pin(futures::StreamExt::chain(
+            futures::stream::once(async { Ok(first) }),
+            rest,
+        ))))
+    }
+}
+
+/// A Track call's state: its watch, the request reader (stopped with the call) and how an
+/// invalid request ends the call.
+struct Tracking {
+    cache: Arc<Cache>,
+    watch: Arc<super::Watch>,
+    refused: tokio::sync::oneshot::Receiver<Status>,
+    _tracker: AbortOnDropHandle<()>,
+}
+
+fn changes_out(changes: Changes) -> pb::CacheTrackResponse {
+    let Changes { gap, keys, tracked, confirmed } = changes;
+    pb::CacheTrackResponse { gap, keys, tracked, confirmed: confirmed.unwrap_or(0), ..Default::default() }
 }

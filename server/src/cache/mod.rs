@@ -22,12 +22,17 @@
 //! overwrite it. A waiter never waits past the lease's own expiry, so a lease holder that
 //! vanished, or a wake-up lost while the pub/sub connection was down, costs at most one lease
 //! TTL; after every pub/sub reconnect all waiters are woken to re-check.
+//!
+//! Every write script also publishes the entry on its namespace's changes channel, in the same
+//! script, for near caches in clients (`near.rs`, `Cache.Track`).
 
 mod grpc;
+mod near;
 mod read;
 mod tags;
 
 pub use grpc::CacheApi;
+pub use near::{BUCKETS, Changes, NearFeeds, Watch, bucket_of};
 pub use tags::TAG_BUCKET;
 
 use std::sync::Arc;
@@ -143,6 +148,7 @@ pub struct Cache {
     limits: LimitsConfig,
     config: CacheConfig,
     wakeups: Wakeups,
+    near: NearFeeds,
     drain: Drain,
     /// The bucket each tag index (by its head key) is believed to be filling.
     tag_heads: std::sync::Mutex<std::collections::HashMap<String, u64>>,
@@ -171,12 +177,23 @@ impl Cache {
     ) -> Self {
         let wakeups =
             Wakeups::start(redis.hub(), keys::CACHE_WAKE_CHANNEL, startup_wait, "Fetch waiters").await;
-        Self { redis, limits, config, wakeups, drain, tag_heads: Default::default() }
+        let near = NearFeeds::start(redis.clone(), &config);
+        Self { redis, limits, config, wakeups, near, drain, tag_heads: Default::default() }
     }
 
     /// Whether this service's Redis answers and its wake-up subscription is live.
     pub async fn is_healthy(&self) -> bool {
         self.wakeups.is_connected() && self.redis.ping().await
+    }
+
+    /// The near-cache feeds (`Cache.Track`).
+    pub fn near(&self) -> &NearFeeds {
+        &self.near
+    }
+
+    /// Resolves when the server starts shutting down.
+    pub async fn draining(&self) {
+        self.drain.draining().await;
     }
 
     /// The Redis this service uses.
@@ -250,9 +267,20 @@ impl Cache {
     }
 
     /// Builds the script call of one write.
-    fn set_command(&self, keys: &CacheKeys, value: &[u8], ttl: Duration, condition: Condition) -> redis::Cmd {
+    fn set_command(
+        &self,
+        keys: &CacheKeys,
+        value: &[u8],
+        ttl: Duration,
+        condition: Condition,
+        changes: &str,
+    ) -> redis::Cmd {
         let mut cmd = evalsha(&scripts::CACHE_SET, &[&keys.value, &keys.lease]);
-        cmd.arg(value).arg(millis(ttl)).arg(condition.redis_flag()).arg(keys::CACHE_WAKE_CHANNEL);
+        cmd.arg(value)
+            .arg(millis(ttl))
+            .arg(condition.redis_flag())
+            .arg(keys::CACHE_WAKE_CHANNEL)
+            .arg(changes);
         cmd
     }
 
@@ -295,12 +323,13 @@ impl Cache {
         self.check_tags(&options.tags)?;
         let mut cmds = Vec::with_capacity(entries.len());
         let mut longest = Duration::ZERO;
+        let changes = keys::cache_changes_channel(ns.as_str());
         for (name, value, own_ttl) in entries {
             self.check_key(name)?;
             self.check_value(value)?;
             let ttl = self.effective_ttl(own_ttl.or(options.ttl), options.ttl_jitter)?;
             longest = longest.max(ttl);
-            cmds.push(self.set_command(&keys::cache(ns.as_str(), name), value, ttl, condition));
+            cmds.push(self.set_command(&keys::cache(ns.as_str(), name), value, ttl, condition, &changes));
         }
         let replies = timed("cache.set", scripts::run_batch(&self.redis, &cmds, &[&scripts::CACHE_SET]))
             .await
@@ -337,18 +366,19 @@ impl Cache {
     /// Deletes entries (cancelling their leases); returns how many existed.
     pub async fn delete(&self, ns: &Namespace, names: &[String]) -> Result<u64> {
         self.check_keys(names)?;
-        self.delete_entries(names.iter().map(|name| keys::cache(ns.as_str(), name)).collect()).await
+        self.delete_entries(ns, names.iter().map(|name| keys::cache(ns.as_str(), name)).collect()).await
     }
 
-    async fn delete_entries(&self, entries: Vec<CacheKeys>) -> Result<u64> {
+    async fn delete_entries(&self, ns: &Namespace, entries: Vec<CacheKeys>) -> Result<u64> {
         if entries.is_empty() {
             return Ok(0);
         }
+        let changes = keys::cache_changes_channel(ns.as_str());
         let cmds: Vec<redis::Cmd> = entries
             .iter()
             .map(|keys| {
                 let mut cmd = evalsha(&scripts::CACHE_DELETE, &[&keys.value, &keys.lease]);
-                cmd.arg(keys::CACHE_WAKE_CHANNEL);
+                cmd.arg(keys::CACHE_WAKE_CHANNEL).arg(&changes);
                 cmd
             })
             .collect();
@@ -407,7 +437,7 @@ impl Cache {
                     found.iter().filter_map(|k| keys::cache_keys_from_scanned(k)).collect();
                 entries.sort_by(|a, b| a.value.cmp(&b.value));
                 entries.dedup();
-                removed += self.delete_entries(entries).await?;
+                removed += self.delete_entries(ns, entries).await?;
                 if next == 0 {
                     break;
                 }
@@ -500,7 +530,11 @@ impl Cache {
         let ttl = self.effective_ttl(options.ttl, options.ttl_jitter)?;
         let keys = keys::cache(ns.as_str(), key);
         let mut cmd = evalsha(&scripts::CACHE_FILL, &[&keys.value, &keys.lease]);
-        cmd.arg(token).arg(value).arg(millis(ttl)).arg(keys::CACHE_WAKE_CHANNEL);
+        cmd.arg(token)
+            .arg(value)
+            .arg(millis(ttl))
+            .arg(keys::CACHE_WAKE_CHANNEL)
+            .arg(keys::cache_changes_channel(ns.as_str()));
         let mut conn = self.redis.conn();
         let filled: i64 = timed("cache.fill", scripts::run(&mut conn, &scripts::CACHE_FILL, &cmd))
             .await

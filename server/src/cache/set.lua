@@ -1,5 +1,6 @@
 -- Cache.Set: conditional write that cancels any outstanding lease on the entry, so a loader
--- holding older data cannot overwrite it, and wakes Fetch callers waiting for the entry.
+-- holding older data cannot overwrite it, and wakes Fetch callers waiting for the entry. The
+-- change is announced in the same script, so no near cache's heartbeat can overtake it.
 --
 -- KEYS[1]  value key of the entry
 -- KEYS[2]  lease key of the entry
@@ -7,6 +8,7 @@
 -- ARGV[2]  TTL in milliseconds
 -- ARGV[3]  condition: "" (always), "NX" (only if absent) or "XX" (only if present)
 -- ARGV[4]  wake channel
+-- ARGV[5]  the namespace's changes channel (near caches), told of every write
 --
 -- Returns 1 if the value was written, 0 if the condition was not met.
 local written
@@ -18,6 +20,7 @@ end
 if not written then
   return 0
 end
+redis.call('PUBLISH', ARGV[5], KEYS[1])
 if redis.call('DEL', KEYS[2]) == 1 then
   redis.call('PUBLISH', ARGV[4], KEYS[1])
 end

@@ -155,7 +155,7 @@ impl Cache {
                 return Ok(removed);
             }
             removed += self
-                .delete_entries(names.iter().map(|name| keys::cache(ns.as_str(), name)).collect())
+                .delete_entries(ns, names.iter().map(|name| keys::cache(ns.as_str(), name)).collect())
                 .await?;
         }
     }

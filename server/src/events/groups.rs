@@ -12,6 +12,9 @@
 //! A `Consume` is a task that asks `fetch.lua` for the next entries only once the previous
 //! message has left for the client and fewer than `max_in_flight` entries are unacknowledged
 //! (those in transit included), so few entries wait in buffers while their ack timeout runs.
+//! The script hands out the consumer's own and expired entries and says how many new ones the
+//! consumer may take; the task reads those with a plain XREADGROUP right after it (in Lua, each
+//! entry's conversion into tables and back cost Redis more than the read).
 //! Every [`POLL`] a fetch also looks for entries idle past the ack timeout, unless another
 //! consumer of the group just found them all: it lists the group's pending entries from the
 //! group's scan cursor on, at most [`LOOK_SHARE`] of them, and claims (XCLAIM) those idle past
@@ -52,7 +55,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: u32 = 100;
 /// Longest wait before a consumer looks again for entries whose ack timeout or Nack delay ran
 /// out, and before one at its in-flight bound checks for acks made through other replicas.
 pub const POLL: Duration = Duration::from_millis(500);
-/// Field bytes after which one fetch takes no more entries (bounds the script's reply).
+/// Field bytes after which one fetch takes no more entries: bounds the script's reply, and (by
+/// the size of the entries last read) how many new entries one XREADGROUP asks for.
 const FETCH_BYTES: usize = 1024 * 1024;
 /// Most entries one fetch (or one blocking read) delivers, whatever the in-flight bound: Redis
 /// runs one script at a time for every namespace, so a fetch's work is bounded by a constant
@@ -276,6 +280,8 @@ struct Fetched {
     /// pending list and left the rest to the next look.
     looked_for_expired: u64,
     deliveries: Vec<Delivery>,
+    /// How many new entries the consumer may read now, past the deliveries.
+    new_entries: u64,
 }
 
 fn parse_delivery(value: &Value) -> Option<Delivery> {
@@ -291,7 +297,7 @@ fn parse_delivery(value: &Value) -> Option<Delivery> {
 
 fn parse_fetched(value: &Value) -> Option<Fetched> {
     let Value::Array(parts) = value else { return None };
-    let [history, trimmed, dead, free, looked, Value::Array(deliveries)] = parts.as_slice() else {
+    let [history, trimmed, dead, free, looked, Value::Array(deliveries), new] = parts.as_slice() else {
         return None;
     };
     Some(Fetched {
@@ -301,6 +307,7 @@ fn parse_fetched(value: &Value) -> Option<Fetched> {
         free_slots: number(free)?,
         looked_for_expired: number(looked)?,
         deliveries: deliveries.iter().map(parse_delivery).collect::<Option<_>>()?,
+        new_entries: number(new)?,
     })
 }
 
@@ -705,9 +712,11 @@ mod tests {
                 Value::Array(vec![Value::BulkString(b"k".to_vec()), Value::BulkString(b"v".to_vec())]),
                 Value::Int(2),
             ])]),
+            Value::Int(6),
         ]);
         let fetched = parse_fetched(&reply).unwrap();
         assert_eq!((fetched.trimmed, fetched.free_slots, fetched.looked_for_expired), (1, 7, 1));
+        assert_eq!(fetched.new_entries, 6);
         assert_eq!(fetched.deliveries[0].id, "5-1");
         assert_eq!(fetched.deliveries[0].deliveries, 2);
         assert_eq!(fetched.deliveries[0].fields["k"], b"v");

@@ -17,6 +17,79 @@ use super::{Append, Event, Events, NewEntry, StreamEntry};
 use crate::convert::{duration_in, duration_out};
 use crate::namespace;
 
+/// Requests of one pipelined call (`AppendStream`, `PublishStream`) being handled at once; the
+/// call's requests are not read further until one is answered, so HTTP/2 flow control slows a
+/// producer that sends faster.
+const PIPELINED_IN_FLIGHT: usize = 256;
+
+/// The answers of a pipelined call (`AppendStream`, `PublishStream`): each request is handled
+/// as its own call would be, counted against the namespace's calls in flight (refused as a call
+/// would be), at most [`PIPELINED_IN_FLIGHT`] at once, and answered as it completes. A broken
+/// request side ends the call with its status; on shutdown no more requests are taken, those
+/// taken are answered, and the call ends.
+fn pipelined<Req, Resp, Fut>(
+    events: &Arc<Events>,
+    ns: &namespace::Namespace,
+    requests: Streaming<Req>,
+    handle: impl Fn(Req, namespace::Namespace, Result<(), Status>) -> Fut + Send + 'static,
+) -> impl Stream<Item = Result<Resp, Status>> + Send + 'static
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let draining = {
+        let events = events.clone();
+        async move { events.draining().await }
+    };
+    let (events, ns) = (events.clone(), ns.clone());
+    let handled = futures::StreamExt::take_until(requests, draining).map(move |request| {
+        let call = request.map(|request| {
+            let share = events.enter_call(&ns).map_err(Status::from);
+            let admitted = share.as_ref().map(|_| ()).map_err(Clone::clone);
+            let answer = handle(request, ns.clone(), admitted);
+            // Its own task: the work, and the share it holds, end when it is done, even if the
+            // client is slow to read the answer.
+            tokio::spawn(async move {
+                let answer = answer.await;
+                drop(share);
+                answer
+            })
+        });
+        async move {
+            match call {
+                Ok(task) => {
+                    task.await.map_err(|e| Status::from(crate::error::Error::Internal(format!("{e}"))))
+                }
+                Err(status) => Err(crate::honest_codes::honest_request_error(status)),
+            }
+        }
+    });
+    futures::StreamExt::buffer_unordered(handled, PIPELINED_IN_FLIGHT)
+}
+
+/// A failed outcome carrying `status`.
+fn failure(status: &Status) -> pb::EventsAppendFailure {
+    pb::EventsAppendFailure { code: status.code() as i32, message: status.message().to_owned() }
+}
+
+/// One `Append`, as the unary call and each append of `AppendStream` make it.
+async fn append_one(
+    events: &Arc<Events>,
+    ns: &namespace::Namespace,
+    request: pb::EventsAppendRequest,
+) -> Result<pb::EventsAppendResponse, Status> {
+    let pb::EventsAppendRequest { stream, fields, max_len, max_age, idempotency_key } = request;
+    let append = Append {
+        fields,
+        max_len,
+        max_age: duration_in("max_age", max_age)?,
+        idempotency_key: (!idempotency_key.is_empty()).then_some(idempotency_key),
+    };
+    let (id, duplicate) = events.append(ns, &stream, append).await?;
+    Ok(pb::EventsAppendResponse { id, duplicate })
+}
+
 /// `rookery.v1.Events` over the domain [`Events`].
 #[derive(Debug, Clone)]
 pub struct EventsApi {
@@ -194,16 +267,63 @@ impl events_server::Events for EventsApi {
         request: Request<pb::EventsAppendRequest>,
     ) -> Result<Response<pb::EventsAppendResponse>, Status> {
         let ns = namespace::of(&request)?;
-        let pb::EventsAppendRequest { stream, fields, max_len, max_age, idempotency_key } =
-            request.into_inner();
-        let append = Append {
-            fields,
-            max_len,
-            max_age: duration_in("max_age", max_age)?,
-            idempotency_key: (!idempotency_key.is_empty()).then_some(idempotency_key),
-        };
-        let (id, duplicate) = self.events.append(&ns, &stream, append).await?;
-        Ok(Response::new(pb::EventsAppendResponse { id, duplicate }))
+        Ok(Response::new(append_one(&self.events, &ns, request.into_inner()).await?))
+    }
+
+    type AppendStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::EventsAppendStreamResponse, Status>> + Send>>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<pb::EventsAppendStreamRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        use pb::events_append_stream_response::Outcome;
+        let ns = namespace::of(&request)?;
+        let events = self.events.clone();
+        let answers = pipelined(&self.events, &ns, request.into_inner(), move |request, ns, admitted| {
+            let events = events.clone();
+            async move {
+                let pb::EventsAppendStreamRequest { sequence, append } = request;
+                let appended = match (admitted, append) {
+                    (Err(refused), _) => Err(refused),
+                    (Ok(()), Some(append)) => append_one(&events, &ns, append).await,
+                    (Ok(()), None) => Err(Status::invalid_argument("`append` is required")),
+                };
+                let outcome = appended.map_or_else(|s| Outcome::Failed(failure(&s)), Outcome::Appended);
+                pb::EventsAppendStreamResponse { sequence, outcome: Some(outcome) }
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    type PublishStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::EventsPublishStreamResponse, Status>> + Send>>;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<pb::EventsPublishStreamRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        use pb::events_publish_stream_response::Outcome;
+        let ns = namespace::of(&request)?;
+        let events = self.events.clone();
+        let answers = pipelined(&self.events, &ns, request.into_inner(), move |request, ns, admitted| {
+            let events = events.clone();
+            async move {
+                let pb::EventsPublishStreamRequest { sequence, publish } = request;
+                let published = match (admitted, publish) {
+                    (Err(refused), _) => Err(refused),
+                    (Ok(()), Some(pb::EventsPublishRequest { channel, payload })) => events
+                        .publish(&ns, &channel, &payload)
+                        .await
+                        .map(|receivers| pb::EventsPublishResponse { receivers })
+                        .map_err(Status::from),
+                    (Ok(()), None) => Err(Status::invalid_argument("`publish` is required")),
+                };
+                let outcome = published.map_or_else(|s| Outcome::Failed(failure(&s)), Outcome::Published);
+                pb::EventsPublishStreamResponse { sequence, outcome: Some(outcome) }
+            }
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn append_many(

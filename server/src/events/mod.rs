@@ -542,6 +542,17 @@ impl Events {
         }
     }
 
+    /// Takes one of `ns`'s calls in flight for an append that arrived inside a call
+    /// (`AppendStream`), as the fair-share layer takes one per unary call.
+    pub fn enter_call(&self, ns: &Namespace) -> Result<ShareGuard> {
+        self.shares.call(ns).map_err(Error::ResourceExhausted)
+    }
+
+    /// Resolves when the server starts shutting down.
+    pub async fn draining(&self) {
+        self.drain.draining().await;
+    }
+
     /// Subscribes; the stream's first event is [`Event::Subscribed`] (the subscription is
     /// live), and it ends with an error if the subscriber is cut or the server shuts down.
     /// Dropping the stream unsubscribes; it runs no task of its own.

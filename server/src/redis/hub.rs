@@ -479,8 +479,9 @@ impl Hub {
         (subscription, new_topics)
     }
 
-    /// Subscribes to `topics` with a mailbox of `buffer` messages; returns once Redis confirmed
-    /// every topic (or fails if that takes longer than `timeout`).
+    /// Subscribes a client to `topics` with a mailbox of `buffer` messages (counted in
+    /// `rookery_events_subscribers`); returns once Redis confirmed every topic (or fails if that
+    /// takes longer than `timeout`).
     pub async fn subscribe(
         &self,
         topics: Vec<Topic>,
@@ -488,7 +489,29 @@ impl Hub {
         max_missed: u64,
         timeout: Duration,
     ) -> Result<Subscription, SubscribeError> {
-        let (subscription, new_topics) = self.register(topics, buffer, max_missed, true);
+        self.subscribe_counted(topics, buffer, max_missed, timeout, true).await
+    }
+
+    /// [`Hub::subscribe`] for the server's own use (the near cache's feeds), which reads its
+    /// messages for many clients and is not counted as a subscriber, and is never cut.
+    pub async fn subscribe_for_server(
+        &self,
+        topics: Vec<Topic>,
+        buffer: usize,
+        timeout: Duration,
+    ) -> Result<Subscription, SubscribeError> {
+        self.subscribe_counted(topics, buffer, u64::MAX, timeout, false).await
+    }
+
+    async fn subscribe_counted(
+        &self,
+        topics: Vec<Topic>,
+        buffer: usize,
+        max_missed: u64,
+        timeout: Duration,
+        counted: bool,
+    ) -> Result<Subscription, SubscribeError> {
+        let (subscription, new_topics) = self.register(topics, buffer, max_missed, counted);
         let (ack, acked) = oneshot::channel();
         self.commands.send(Command::Subscribe(new_topics, ack)).map_err(|_| SubscribeError::NotConnected)?;
         match tokio::time::timeout(timeout, acked).await {

@@ -159,6 +159,33 @@ pub fn cache_keys_from_scanned(key: &str) -> Option<CacheKeys> {
     value.ends_with('}').then(|| CacheKeys::from_value_key(value.to_owned()))
 }
 
+/// The entry name of a cache value key of `namespace` (as published on
+/// [`cache_changes_channel`]); `None` for any other key. The inverse of [`cache`]: escaping is
+/// injective, so every value key has exactly one name.
+pub fn cache_name_from_value_key(namespace: &str, key: &str) -> Option<String> {
+    let head = object_head(namespace, KIND_CACHE, "");
+    let escaped = key.strip_prefix(head.as_str())?.strip_suffix('}')?;
+    unescape(escaped)
+}
+
+/// Reverses [`escape_into`]; `None` for text it cannot have produced.
+fn unescape(escaped: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            }
+            // Every byte with a meaning was escaped, so a raw one means this is not our key.
+            b'{' | b'}' | b':' => return None,
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The Redis keys of one lock, semaphore or election: all share its hash tag.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LockKeys {
@@ -227,6 +254,23 @@ pub fn rate_limit_pattern(namespace: &str, key: &str) -> String {
     let mut pattern = glob_escape(&object_head(namespace, KIND_RATE_LIMIT, key));
     pattern.push_str("}:*");
     pattern
+}
+
+/// The pub/sub channel on which every change to a cache entry of `namespace` is announced for
+/// near caches (`Cache.Track`): `rk1:cinv:<ns>`. The message is the entry's name as the caller
+/// gave it.
+pub fn cache_changes_channel(namespace: &str) -> String {
+    let mut channel = String::from("rk1:cinv:");
+    escape_into(&mut channel, namespace);
+    channel
+}
+
+/// The pub/sub channel on which one server replica publishes its near-cache heartbeats, and
+/// to which only it subscribes: `rk1:cbeat:<replica>`.
+pub fn cache_heartbeat_channel(replica: &str) -> String {
+    let mut channel = String::from("rk1:cbeat:");
+    escape_into(&mut channel, replica);
+    channel
 }
 
 /// The prefix of every pub/sub channel of `namespace`: `rk1:ev:<ns>:`. Channel names (and
@@ -397,6 +441,18 @@ mod tests {
             prop_assert_ne!(&a.value, &b.lease);
             prop_assert_ne!(cache_tag(&ns1, &n1), cache_tag(&ns2, &n2));
             prop_assert_ne!(cache_tag(&ns1, &n1), a.value);
+        }
+
+        #[test]
+        fn a_value_key_gives_back_its_name_in_its_namespace_only(
+            ns in any_text(), other_ns in any_text(), name in any_text()
+        ) {
+            let keys = cache(&ns, &name);
+            prop_assert_eq!(cache_name_from_value_key(&ns, &keys.value), Some(name.clone()));
+            prop_assert_eq!(cache_name_from_value_key(&ns, &keys.lease), None);
+            if other_ns != ns {
+                prop_assert_eq!(cache_name_from_value_key(&other_ns, &keys.value), None);
+            }
         }
 
         #[test]

@@ -3,10 +3,10 @@
 //! durable append (a JetStream publish awaited until the server acks it) and consume with acks
 //! (one JetStream pull consumer with explicit acks, fetching batches of [`CONSUME_BATCH`]).
 //!
-//! A core NATS publish is never acknowledged: in the fan-out scenario a publish counts as done
-//! once the client has flushed it to the socket (Rookery's when the server has answered), so
-//! "in flight" bounds the publishers, not the server's queue. Messages NATS drops for a slow
-//! subscriber are reported as missed.
+//! A core NATS publish is never acknowledged, so in the fan-out scenario (on both sides) a
+//! message is in flight from its publish until every subscriber has received it: the bound is
+//! on messages, not on publish calls. Messages NATS drops for a slow subscriber are reported as
+//! missed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +21,8 @@ use crate::bench::{APPEND_MAX_LEN, BenchConfig, BenchError, BenchReport, Step, c
 /// Messages one pull asks for, as many as a Rookery consumer takes at once.
 pub const CONSUME_BATCH: usize = 100;
 
-/// Publishes from `config.concurrency` workers (publish + flush) to one subject with
-/// [`FANOUT_SUBSCRIBERS`] subscribers, each on its own connection; reports deliveries per
+/// Publishes (publish + flush) to one subject with [`FANOUT_SUBSCRIBERS`] subscribers, each on
+/// its own connection, at most `config.concurrency` messages in flight; reports deliveries per
 /// second summed over the subscribers and publish-to-delivery latency.
 pub async fn fanout(url: &str, config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let publisher = async_nats::connect(url).await?;

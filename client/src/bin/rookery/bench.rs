@@ -103,16 +103,16 @@ pub(crate) async fn bench_command(
     };
     let name = args.op.label();
     let test = match args.op {
-        BenchOp::Get => "GET",
+        BenchOp::Get | BenchOp::ZipfGet | BenchOp::NearGet => "GET",
         BenchOp::Set => "SET",
         BenchOp::Lock | BenchOp::LockContended => "EVALSHA acquire, release",
         BenchOp::SessionGet => "EVALSHA session get (touch)",
         BenchOp::RateLimit => "EVALSHA rate limit check (GCRA)",
         BenchOp::Publish => "PUBLISH",
-        BenchOp::Append => "XADD MAXLEN ~ 100000",
+        BenchOp::Append | BenchOp::AppendStream => "XADD MAXLEN ~ 100000",
         BenchOp::AppendMany => "none (compare entries/s with Append's XADD)",
         BenchOp::Consume => "XREADGROUP COUNT 100 + XACK loop",
-        BenchOp::Fanout => "PUBLISH to 10 subscribers, delivered",
+        BenchOp::Fanout | BenchOp::FanoutStream => "PUBLISH to 10 subscribers, delivered",
         BenchOp::IdleSubscribers => {
             let bytes = bench::events::idle_subscriber_bytes(&config, &args.admin_url).await?;
             println!(

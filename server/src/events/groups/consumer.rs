@@ -6,6 +6,10 @@
 // parent module.
 use super::*;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::events::StreamEntry;
+
 /// One running consumer.
 struct Consumer {
     /// Its namespace, whose fair share its blocking reads count against.
@@ -19,6 +23,9 @@ struct Consumer {
     settings: EffectiveSettings,
     max_in_flight: u32,
     acked: Arc<Notify>,
+    /// Field bytes of the largest entry in this consumer's latest read of new entries
+    /// ([`FIRST_READ_ENTRY_BYTES`] before the first).
+    largest_entry: AtomicUsize,
 }
 
 impl Consumer {
@@ -27,6 +34,60 @@ impl Consumer {
     fn batch(&self) -> u32 {
         self.max_in_flight.div_ceil(2)
     }
+
+    /// How many of `allowed` new entries one read asks for: see [`read_count`].
+    fn read_count(&self, allowed: u64) -> u64 {
+        read_count(allowed, self.largest_entry.load(Ordering::Relaxed))
+    }
+
+    /// XREADGROUP of up to `count` new entries for this consumer, waiting up to `block` for
+    /// the first if given.
+    fn read_new(&self, count: u64, block: Option<Duration>) -> redis::Cmd {
+        // COUNT 0 would read without a limit: every caller has room for at least one entry.
+        debug_assert!(count > 0, "a read of no entries");
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP").arg(&self.group).arg(&self.name).arg("COUNT").arg(count);
+        if let Some(block) = block {
+            read.arg("BLOCK").arg(millis(block).max(1));
+        }
+        read.arg("STREAMS").arg(&self.keys.stream).arg(">");
+        read
+    }
+
+    /// The deliveries in XREADGROUP's reply (nil when nothing came), noting the largest entry.
+    fn parse_new(&self, reply: &Value) -> Result<Vec<Delivery>> {
+        let entries = match reply {
+            Value::Nil => Some(Vec::new()),
+            Value::Array(streams) => match streams.first() {
+                Some(Value::Array(pair)) => pair.get(1).and_then(crate::events::parse_entries),
+                _ => Some(Vec::new()),
+            },
+            Value::Map(streams) => {
+                streams.first().and_then(|(_, entries)| crate::events::parse_entries(entries))
+            }
+            _ => None,
+        };
+        let entries = entries.ok_or_else(|| Error::unexpected("XREADGROUP", reply))?;
+        let size = |e: &StreamEntry| e.fields.iter().map(|(name, value)| name.len() + value.len()).sum();
+        if let Some(largest) = entries.iter().map(size).max() {
+            self.largest_entry.store(largest, Ordering::Relaxed);
+        }
+        Ok(entries.into_iter().map(|e| Delivery { id: e.id, fields: e.fields, deliveries: 1 }).collect())
+    }
+}
+
+/// What a consumer assumes of its entries' size before its first read: that read asks for at
+/// most 16 entries, the chunk `fetch.lua` read at a time when it read new entries itself (its
+/// reply's bound was 1 MiB plus one chunk), whatever the entries' size.
+const FIRST_READ_ENTRY_BYTES: usize = FETCH_BYTES / 16;
+
+/// How many of `allowed` new entries one XREADGROUP asks for, the largest entry of the last
+/// read having had `largest` bytes of fields. A plain read has no byte bound of its own, so
+/// the count is held to about [`FETCH_BYTES`] of entries that size: large entries come a few at
+/// a time, small ones a batch at once. (Entries much larger than the last read's can still
+/// make one reply of up to `allowed` × `limits.max_value_bytes`.)
+fn read_count(allowed: u64, largest: usize) -> u64 {
+    allowed.min(u64::try_from(FETCH_BYTES / largest.max(1)).unwrap_or(u64::MAX).max(1))
 }
 
 impl Events {
@@ -82,6 +143,7 @@ impl Events {
             name: consumer,
             settings: effective,
             max_in_flight,
+            largest_entry: AtomicUsize::new(FIRST_READ_ENTRY_BYTES),
         };
         tokio::spawn(self.clone().run_consumer(consumer, tx));
         Ok(rx)
@@ -123,9 +185,22 @@ impl Events {
                 consumer.name, consumer.group
             )));
         }
-        let fetched = parse_fetched(&reply).ok_or_else(|| Error::unexpected("events fetch", &reply))?;
+        let mut fetched = parse_fetched(&reply).ok_or_else(|| Error::unexpected("events fetch", &reply))?;
         if fetched.dead_lettered > 0 {
             metrics::counter!("rookery_events_dead_lettered_total").increment(fetched.dead_lettered);
+        }
+        if fetched.new_entries > 0 {
+            // Right after the script, outside it: Lua's conversion of each entry into tables
+            // and back cost Redis more than the read itself. A newer Consume that takes the
+            // name over in between finds these entries pending (its own history, or a look
+            // after the ack timeout), as it would entries delivered just before it came.
+            let read = consumer.read_new(consumer.read_count(fetched.new_entries), None);
+            let reply: Value = timed("events.read_new", read.query_async(&mut self.redis.conn()))
+                .await
+                .map_err(|e| no_group(e, &consumer.keys.name, &consumer.group))?;
+            let new = consumer.parse_new(&reply)?;
+            fetched.free_slots = fetched.free_slots.saturating_sub(new.len() as u64);
+            fetched.deliveries.extend(new);
         }
         Ok(fetched)
     }
@@ -140,34 +215,12 @@ impl Events {
             return Ok(Vec::new());
         };
         let block = wait.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-        let mut read = redis::cmd("XREADGROUP");
-        read.arg("GROUP")
-            .arg(&consumer.group)
-            .arg(&consumer.name)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(millis(block).max(1))
-            .arg("STREAMS")
-            .arg(&consumer.keys.stream)
-            .arg(">");
+        let read = consumer.read_new(consumer.read_count(count), Some(block));
         let reply: Value = blocking
             .query_within(&read, block + BLOCK_GRACE)
             .await
             .map_err(|e| no_group(e, &consumer.keys.name, &consumer.group))?;
-        let entries = match &reply {
-            Value::Nil => Some(Vec::new()),
-            Value::Array(streams) => match streams.first() {
-                Some(Value::Array(pair)) => pair.get(1).and_then(crate::events::parse_entries),
-                _ => Some(Vec::new()),
-            },
-            Value::Map(streams) => {
-                streams.first().and_then(|(_, entries)| crate::events::parse_entries(entries))
-            }
-            _ => None,
-        };
-        let entries = entries.ok_or_else(|| Error::unexpected("XREADGROUP", &reply))?;
-        Ok(entries.into_iter().map(|e| Delivery { id: e.id, fields: e.fields, deliveries: 1 }).collect())
+        consumer.parse_new(&reply)
     }
 
     async fn run_consumer(self: Arc<Self>, consumer: Consumer, tx: mpsc::Sender<Result<ConsumeEvent>>) {
@@ -308,5 +361,26 @@ impl Events {
         if let Err(e) = given {
             tracing::debug!(error = %e, "could not give back entries a departed consumer never received");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ask_for_about_a_fetchs_bytes_of_entries_the_size_of_the_last_largest() {
+        // Small entries: the whole allowance.
+        assert_eq!(read_count(50, 100), 50);
+        assert_eq!(read_count(50, 0), 50);
+        // 100 KiB entries: about 1 MiB of them.
+        assert_eq!(read_count(50, 100 * 1024), 10);
+        // A first read: at most 16.
+        assert_eq!(read_count(50, FIRST_READ_ENTRY_BYTES), 16);
+        assert_eq!(read_count(5, FIRST_READ_ENTRY_BYTES), 5);
+        // Entries of the fetch's size or larger: one at a time, never none.
+        assert_eq!(read_count(50, FETCH_BYTES), 1);
+        assert_eq!(read_count(50, 4 * FETCH_BYTES), 1);
+        assert_eq!(read_count(0, 100), 0);
     }
 }

@@ -215,3 +215,27 @@ class CacheReleaseLeaseResponse(_message.Message):
     RELEASED_FIELD_NUMBER: _ClassVar[int]
     released: bool
     def __init__(self, released: bool = ...) -> None: ...
+
+class CacheTrackRequest(_message.Message):
+    __slots__ = ("track", "probe")
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    track: _containers.RepeatedScalarFieldContainer[int]
+    probe: int
+    def __init__(self, track: _Optional[_Iterable[int]] = ..., probe: _Optional[int] = ...) -> None: ...
+
+class CacheTrackResponse(_message.Message):
+    __slots__ = ("bucket_count", "heartbeat_interval", "gap", "keys", "tracked", "confirmed")
+    BUCKET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    TRACKED_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    bucket_count: int
+    heartbeat_interval: _duration_pb2.Duration
+    gap: bool
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    tracked: _containers.RepeatedScalarFieldContainer[int]
+    confirmed: int
+    def __init__(self, bucket_count: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., gap: bool = ..., keys: _Optional[_Iterable[str]] = ..., tracked: _Optional[_Iterable[int]] = ..., confirmed: _Optional[int] = ...) -> None: ...

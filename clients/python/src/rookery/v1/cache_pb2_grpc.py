@@ -85,6 +85,11 @@ class CacheStub(object):
                 request_serializer=rookery_dot_v1_dot_cache__pb2.CacheReleaseLeaseRequest.SerializeToString,
                 response_deserializer=rookery_dot_v1_dot_cache__pb2.CacheReleaseLeaseResponse.FromString,
                 _registered_method=True)
+        self.Track = channel.stream_stream(
+                '/rookery.v1.Cache/Track',
+                request_serializer=rookery_dot_v1_dot_cache__pb2.CacheTrackRequest.SerializeToString,
+                response_deserializer=rookery_dot_v1_dot_cache__pb2.CacheTrackResponse.FromString,
+                _registered_method=True)
 
 
 class CacheServicer(object):
@@ -199,6 +204,58 @@ class CacheServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Track(self, request_iterator, context):
+        """The invalidation stream of a near cache: a client that keeps copies of values in its own
+        memory learns here of every change to the keys it may hold, made through any replica, and
+        how fresh that knowledge is. Needs `read` access.
+
+        The protocol, which every client's near cache follows:
+
+        1. Keys hash into `bucket_count` buckets (the first response says how many; a power of
+        two): bucket = FNV-1a 32-bit of the key's UTF-8 bytes (offset basis 2166136261, prime
+        16777619), modulo `bucket_count`. A client asks for the buckets of the keys it wants to
+        cache (`track`), and the server sends it changes to keys in those buckets only. Each
+        request is acknowledged in a response's `tracked`, after which every later change to a
+        key in those buckets is sent.
+        2. A client caches a value only if it read it (Get, GetMany, Fetch) after the
+        acknowledgement of the key's bucket arrived, and only if no change to the key's bucket
+        (`keys`) and no `gap` arrived while the read was in flight. It drops a cached key when the
+        key appears in `keys`.
+        3. `gap` means changes may have been lost (the server's Redis pub/sub connection was
+        re-established, or the client read too slowly and the server's bounded queue for it
+        overflowed): the client drops every cached value. Tracking stays as it was.
+        4. Probes: a client sends a `probe` (its own clock's reading, any non-zero number that grows)
+        and the server answers it in `confirmed` once every change made before the probe arrived
+        has been sent (in that response or earlier). The server proves this through Redis: every
+        `heartbeat_interval` it publishes a heartbeat on its own pub/sub connection, and Redis
+        delivers a subscriber's messages in the order it ran the publishes, so a heartbeat
+        published after the probe arrived comes after every earlier change. A client sends its
+        next probe when one is confirmed, and serves cached values only while its newest
+        confirmed probe was sent less than its staleness bound ago; otherwise it reads from the
+        server. So no value is served later than the bound after a write that made it old,
+        whatever stalls or delays the stream, the server, its Redis connection or the client
+        itself: the bound is measured on the client's own clock from before the probe was sent.
+        5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
+
+        Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
+        expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
+        value may be served until then. Keys written to Redis directly, not through Rookery, are
+        not seen.
+
+        Cost. Every change publishes one pub/sub message on its namespace's channel in the same
+        script as the write; each replica with near-cache clients in that namespace receives it
+        once and forwards it to the streams tracking its bucket. The stream counts against the
+        namespace's `max_open_streams`.
+
+        On Redis Cluster, Track is FAILED_PRECONDITION: changes and heartbeats are published on
+        different nodes and reach the server over the cluster bus with no order between nodes, and
+        a lost bus link loses messages without a gap, so no bound could be kept. A request that
+        cannot be decoded, or a bucket out of range, ends the call with INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -246,6 +303,11 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.ReleaseLease,
                     request_deserializer=rookery_dot_v1_dot_cache__pb2.CacheReleaseLeaseRequest.FromString,
                     response_serializer=rookery_dot_v1_dot_cache__pb2.CacheReleaseLeaseResponse.SerializeToString,
+            ),
+            'Track': grpc.stream_stream_rpc_method_handler(
+                    servicer.Track,
+                    request_deserializer=rookery_dot_v1_dot_cache__pb2.CacheTrackRequest.FromString,
+                    response_serializer=rookery_dot_v1_dot_cache__pb2.CacheTrackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -497,6 +559,33 @@ class Cache(object):
             '/rookery.v1.Cache/ReleaseLease',
             rookery_dot_v1_dot_cache__pb2.CacheReleaseLeaseRequest.SerializeToString,
             rookery_dot_v1_dot_cache__pb2.CacheReleaseLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Track(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rookery.v1.Cache/Track',
+            rookery_dot_v1_dot_cache__pb2.CacheTrackRequest.SerializeToString,
+            rookery_dot_v1_dot_cache__pb2.CacheTrackResponse.FromString,
             options,
             channel_credentials,
             insecure,

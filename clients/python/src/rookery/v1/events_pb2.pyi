@@ -33,6 +33,24 @@ class EventsPublishResponse(_message.Message):
     receivers: int
     def __init__(self, receivers: _Optional[int] = ...) -> None: ...
 
+class EventsPublishStreamRequest(_message.Message):
+    __slots__ = ("sequence", "publish")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    publish: EventsPublishRequest
+    def __init__(self, sequence: _Optional[int] = ..., publish: _Optional[_Union[EventsPublishRequest, _Mapping]] = ...) -> None: ...
+
+class EventsPublishStreamResponse(_message.Message):
+    __slots__ = ("sequence", "published", "failed")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    published: EventsPublishResponse
+    failed: EventsAppendFailure
+    def __init__(self, sequence: _Optional[int] = ..., published: _Optional[_Union[EventsPublishResponse, _Mapping]] = ..., failed: _Optional[_Union[EventsAppendFailure, _Mapping]] = ...) -> None: ...
+
 class EventsSubscribeRequest(_message.Message):
     __slots__ = ("channels", "patterns", "batch")
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +129,32 @@ class EventsAppendResponse(_message.Message):
     id: str
     duplicate: bool
     def __init__(self, id: _Optional[str] = ..., duplicate: bool = ...) -> None: ...
+
+class EventsAppendStreamRequest(_message.Message):
+    __slots__ = ("sequence", "append")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    append: EventsAppendRequest
+    def __init__(self, sequence: _Optional[int] = ..., append: _Optional[_Union[EventsAppendRequest, _Mapping]] = ...) -> None: ...
+
+class EventsAppendFailure(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class EventsAppendStreamResponse(_message.Message):
+    __slots__ = ("sequence", "appended", "failed")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    APPENDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    appended: EventsAppendResponse
+    failed: EventsAppendFailure
+    def __init__(self, sequence: _Optional[int] = ..., appended: _Optional[_Union[EventsAppendResponse, _Mapping]] = ..., failed: _Optional[_Union[EventsAppendFailure, _Mapping]] = ...) -> None: ...
 
 class EventsNewEntry(_message.Message):
     __slots__ = ("fields", "idempotency_key")

@@ -46,6 +46,11 @@ class EventsStub(object):
                 request_serializer=rookery_dot_v1_dot_events__pb2.EventsPublishRequest.SerializeToString,
                 response_deserializer=rookery_dot_v1_dot_events__pb2.EventsPublishResponse.FromString,
                 _registered_method=True)
+        self.PublishStream = channel.stream_stream(
+                '/rookery.v1.Events/PublishStream',
+                request_serializer=rookery_dot_v1_dot_events__pb2.EventsPublishStreamRequest.SerializeToString,
+                response_deserializer=rookery_dot_v1_dot_events__pb2.EventsPublishStreamResponse.FromString,
+                _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/rookery.v1.Events/Subscribe',
                 request_serializer=rookery_dot_v1_dot_events__pb2.EventsSubscribeRequest.SerializeToString,
@@ -60,6 +65,11 @@ class EventsStub(object):
                 '/rookery.v1.Events/AppendMany',
                 request_serializer=rookery_dot_v1_dot_events__pb2.EventsAppendManyRequest.SerializeToString,
                 response_deserializer=rookery_dot_v1_dot_events__pb2.EventsAppendManyResponse.FromString,
+                _registered_method=True)
+        self.AppendStream = channel.stream_stream(
+                '/rookery.v1.Events/AppendStream',
+                request_serializer=rookery_dot_v1_dot_events__pb2.EventsAppendStreamRequest.SerializeToString,
+                response_deserializer=rookery_dot_v1_dot_events__pb2.EventsAppendStreamResponse.FromString,
                 _registered_method=True)
         self.Read = channel.unary_stream(
                 '/rookery.v1.Events/Read',
@@ -121,6 +131,16 @@ class EventsServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishStream(self, request_iterator, context):
+        """Publishes over one long-lived call, as `AppendStream` appends: each request is one
+        `Publish`, answered (in any order) by its `sequence`, with its own failure status; each
+        counts as one call against the namespace's fair share; at most 256 are made at once. Two
+        publishes in flight at once may reach subscribers in either order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Subscribe(self, request, context):
         """Subscribes to channels and patterns. The first message (`subscribed`) confirms that the
         subscription is live: anything published after it arrives. Messages then follow, with a
@@ -154,6 +174,23 @@ class EventsServicer(object):
         Append's meaning: a retried call adds only what it has not added before and answers the
         first IDs. 1 to `limits.max_batch_keys` (default 1000) entries; trimming, the idle
         expiry and the errors are Append's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendStream(self, request_iterator, context):
+        """Appends over one long-lived call: each request is one `Append`, answered (in any order)
+        by its `sequence`, so a producer keeps many appends in flight without paying for a call
+        (an HTTP/2 stream, headers, per-call checks) per entry. An append's failure is answered
+        with the status the same `Append` call would have ended with, and the call goes on; only
+        an invalid call ends it. Appends in flight at once may be added in any order: await an
+        append's answer before sending one that must follow it. Each append counts as one call
+        against the namespace's fair share (`max_concurrent_calls` and `requests_per_second`),
+        refused with RESOURCE_EXHAUSTED as a call would be; the server takes at most 256 at once
+        from one call and reads no more requests until some are answered. When the server shuts
+        down it answers the appends it took and ends the call: appends sent but not answered
+        may or may not have been added (retry them with their idempotency keys).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -271,6 +308,11 @@ def add_EventsServicer_to_server(servicer, server):
                     request_deserializer=rookery_dot_v1_dot_events__pb2.EventsPublishRequest.FromString,
                     response_serializer=rookery_dot_v1_dot_events__pb2.EventsPublishResponse.SerializeToString,
             ),
+            'PublishStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PublishStream,
+                    request_deserializer=rookery_dot_v1_dot_events__pb2.EventsPublishStreamRequest.FromString,
+                    response_serializer=rookery_dot_v1_dot_events__pb2.EventsPublishStreamResponse.SerializeToString,
+            ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
                     request_deserializer=rookery_dot_v1_dot_events__pb2.EventsSubscribeRequest.FromString,
@@ -285,6 +327,11 @@ def add_EventsServicer_to_server(servicer, server):
                     servicer.AppendMany,
                     request_deserializer=rookery_dot_v1_dot_events__pb2.EventsAppendManyRequest.FromString,
                     response_serializer=rookery_dot_v1_dot_events__pb2.EventsAppendManyResponse.SerializeToString,
+            ),
+            'AppendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.AppendStream,
+                    request_deserializer=rookery_dot_v1_dot_events__pb2.EventsAppendStreamRequest.FromString,
+                    response_serializer=rookery_dot_v1_dot_events__pb2.EventsAppendStreamResponse.SerializeToString,
             ),
             'Read': grpc.unary_stream_rpc_method_handler(
                     servicer.Read,
@@ -372,6 +419,33 @@ class Events(object):
             _registered_method=True)
 
     @staticmethod
+    def PublishStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rookery.v1.Events/PublishStream',
+            rookery_dot_v1_dot_events__pb2.EventsPublishStreamRequest.SerializeToString,
+            rookery_dot_v1_dot_events__pb2.EventsPublishStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Subscribe(request,
             target,
             options=(),
@@ -442,6 +516,33 @@ class Events(object):
             '/rookery.v1.Events/AppendMany',
             rookery_dot_v1_dot_events__pb2.EventsAppendManyRequest.SerializeToString,
             rookery_dot_v1_dot_events__pb2.EventsAppendManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rookery.v1.Events/AppendStream',
+            rookery_dot_v1_dot_events__pb2.EventsAppendStreamRequest.SerializeToString,
+            rookery_dot_v1_dot_events__pb2.EventsAppendStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -31,7 +33,7 @@ export const protobufPackage = "rookery.v1";
  * `default`, or with auth on the caller's default namespace): the same key in two namespaces
  * names two different entries. With auth on, calls carry `authorization: Bearer <token>` or a
  * client certificate, and the caller needs `read` (Get, GetMany) or `write` (the rest) access
- * to the namespace; README "Identity, authorization and TLS" has the rules.
+ * to the namespace (Track needs `read`); README "Identity, authorization and TLS" has the rules.
  */
 
 /** When a write takes effect. */
@@ -287,6 +289,41 @@ export interface CacheReleaseLeaseRequest {
 export interface CacheReleaseLeaseResponse {
   /** False when the lease had already expired or been replaced (nothing to release). */
   released: boolean;
+}
+
+/** Request of Cache.Track: buckets whose changes the client wants to receive. */
+export interface CacheTrackRequest {
+  /**
+   * Bucket numbers, each below the `bucket_count` the server announced. A bucket asked for
+   * again is acknowledged again. At most `bucket_count` per request.
+   */
+  track: number[];
+  /** A probe to confirm (0: none). Only the newest unconfirmed probe is kept. */
+  probe: bigint;
+}
+
+/**
+ * Response of Cache.Track. One response may carry several parts; a client applies them in the
+ * order of the fields: `gap`, `keys`, `tracked`, then `confirmed`.
+ */
+export interface CacheTrackResponse {
+  /** Set in the first response only: how many buckets keys hash into. */
+  bucketCount: number;
+  /** Set in the first response only: how often heartbeats are sent. */
+  heartbeatInterval:
+    | Duration
+    | undefined;
+  /** Changes may have been lost: drop every cached value. */
+  gap: boolean;
+  /** Keys (in the tracked buckets) that changed: drop their cached values. */
+  keys: string[];
+  /** Buckets whose tracking has started, answering `track` requests. */
+  tracked: number[];
+  /**
+   * A probe (0: none): every change made before it reached the server has been sent, in this
+   * response or earlier.
+   */
+  confirmed: bigint;
 }
 
 function createBaseCacheGetRequest(): CacheGetRequest {
@@ -1635,6 +1672,202 @@ export const CacheReleaseLeaseResponse: MessageFns<CacheReleaseLeaseResponse> = 
   },
 };
 
+function createBaseCacheTrackRequest(): CacheTrackRequest {
+  return { track: [], probe: 0n };
+}
+
+export const CacheTrackRequest: MessageFns<CacheTrackRequest> = {
+  encode(message: CacheTrackRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    writer.uint32(10).fork();
+    for (const v of message.track) {
+      writer.uint32(v);
+    }
+    writer.join();
+    if (message.probe !== 0n) {
+      if (BigInt.asUintN(64, message.probe) !== message.probe) {
+        throw new globalThis.Error("value provided for field message.probe of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.probe);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CacheTrackRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseCacheTrackRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag === 8) {
+            message.track.push(reader.uint32());
+
+            continue;
+          }
+
+          if (tag === 10) {
+            const end2 = reader.uint32() + reader.pos;
+            while (reader.pos < end2) {
+              message.track.push(reader.uint32());
+            }
+
+            continue;
+          }
+
+          break;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.probe = reader.uint64() as bigint;
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  create<I extends Exact<DeepPartial<CacheTrackRequest>, I>>(base?: I): CacheTrackRequest {
+    return CacheTrackRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CacheTrackRequest>, I>>(object: I): CacheTrackRequest {
+    const message = createBaseCacheTrackRequest();
+    message.track = object.track?.map((e) => e) || [];
+    message.probe = object.probe ?? 0n;
+    return message;
+  },
+};
+
+function createBaseCacheTrackResponse(): CacheTrackResponse {
+  return { bucketCount: 0, heartbeatInterval: undefined, gap: false, keys: [], tracked: [], confirmed: 0n };
+}
+
+export const CacheTrackResponse: MessageFns<CacheTrackResponse> = {
+  encode(message: CacheTrackResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.bucketCount !== 0) {
+      writer.uint32(8).uint32(message.bucketCount);
+    }
+    if (message.heartbeatInterval !== undefined) {
+      Duration.encode(message.heartbeatInterval, writer.uint32(18).fork()).join();
+    }
+    if (message.gap !== false) {
+      writer.uint32(24).bool(message.gap);
+    }
+    for (const v of message.keys) {
+      writer.uint32(34).string(v!);
+    }
+    writer.uint32(42).fork();
+    for (const v of message.tracked) {
+      writer.uint32(v);
+    }
+    writer.join();
+    if (message.confirmed !== 0n) {
+      if (BigInt.asUintN(64, message.confirmed) !== message.confirmed) {
+        throw new globalThis.Error("value provided for field message.confirmed of type uint64 too large");
+      }
+      writer.uint32(48).uint64(message.confirmed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CacheTrackResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseCacheTrackResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.bucketCount = reader.uint32();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.heartbeatInterval = Duration.decode(reader, reader.uint32());
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.gap = reader.bool();
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.keys.push(reader.string());
+          continue;
+        }
+        case 5: {
+          if (tag === 40) {
+            message.tracked.push(reader.uint32());
+
+            continue;
+          }
+
+          if (tag === 42) {
+            const end2 = reader.uint32() + reader.pos;
+            while (reader.pos < end2) {
+              message.tracked.push(reader.uint32());
+            }
+
+            continue;
+          }
+
+          break;
+        }
+        case 6: {
+          if (tag !== 48) {
+            break;
+          }
+
+          message.confirmed = reader.uint64() as bigint;
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  create<I extends Exact<DeepPartial<CacheTrackResponse>, I>>(base?: I): CacheTrackResponse {
+    return CacheTrackResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CacheTrackResponse>, I>>(object: I): CacheTrackResponse {
+    const message = createBaseCacheTrackResponse();
+    message.bucketCount = object.bucketCount ?? 0;
+    message.heartbeatInterval = (object.heartbeatInterval !== undefined && object.heartbeatInterval !== null)
+      ? Duration.fromPartial(object.heartbeatInterval)
+      : undefined;
+    message.gap = object.gap ?? false;
+    message.keys = object.keys?.map((e) => e) || [];
+    message.tracked = object.tracked?.map((e) => e) || [];
+    message.confirmed = object.confirmed ?? 0n;
+    return message;
+  },
+};
+
 /**
  * Cache stores opaque byte values under string keys, each with a time to live.
  *
@@ -1795,6 +2028,63 @@ export const CacheService = {
       Buffer.from(CacheReleaseLeaseResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CacheReleaseLeaseResponse => CacheReleaseLeaseResponse.decode(value),
   },
+  /**
+   * The invalidation stream of a near cache: a client that keeps copies of values in its own
+   * memory learns here of every change to the keys it may hold, made through any replica, and
+   * how fresh that knowledge is. Needs `read` access.
+   *
+   * The protocol, which every client's near cache follows:
+   *
+   * 1. Keys hash into `bucket_count` buckets (the first response says how many; a power of
+   *    two): bucket = FNV-1a 32-bit of the key's UTF-8 bytes (offset basis 2166136261, prime
+   *    16777619), modulo `bucket_count`. A client asks for the buckets of the keys it wants to
+   *    cache (`track`), and the server sends it changes to keys in those buckets only. Each
+   *    request is acknowledged in a response's `tracked`, after which every later change to a
+   *    key in those buckets is sent.
+   * 2. A client caches a value only if it read it (Get, GetMany, Fetch) after the
+   *    acknowledgement of the key's bucket arrived, and only if no change to the key's bucket
+   *    (`keys`) and no `gap` arrived while the read was in flight. It drops a cached key when the
+   *    key appears in `keys`.
+   * 3. `gap` means changes may have been lost (the server's Redis pub/sub connection was
+   *    re-established, or the client read too slowly and the server's bounded queue for it
+   *    overflowed): the client drops every cached value. Tracking stays as it was.
+   * 4. Probes: a client sends a `probe` (its own clock's reading, any non-zero number that grows)
+   *    and the server answers it in `confirmed` once every change made before the probe arrived
+   *    has been sent (in that response or earlier). The server proves this through Redis: every
+   *    `heartbeat_interval` it publishes a heartbeat on its own pub/sub connection, and Redis
+   *    delivers a subscriber's messages in the order it ran the publishes, so a heartbeat
+   *    published after the probe arrived comes after every earlier change. A client sends its
+   *    next probe when one is confirmed, and serves cached values only while its newest
+   *    confirmed probe was sent less than its staleness bound ago; otherwise it reads from the
+   *    server. So no value is served later than the bound after a write that made it old,
+   *    whatever stalls or delays the stream, the server, its Redis connection or the client
+   *    itself: the bound is measured on the client's own clock from before the probe was sent.
+   * 5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
+   *
+   * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
+   * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
+   * value may be served until then. Keys written to Redis directly, not through Rookery, are
+   * not seen.
+   *
+   * Cost. Every change publishes one pub/sub message on its namespace's channel in the same
+   * script as the write; each replica with near-cache clients in that namespace receives it
+   * once and forwards it to the streams tracking its bucket. The stream counts against the
+   * namespace's `max_open_streams`.
+   *
+   * On Redis Cluster, Track is FAILED_PRECONDITION: changes and heartbeats are published on
+   * different nodes and reach the server over the cluster bus with no order between nodes, and
+   * a lost bus link loses messages without a gap, so no bound could be kept. A request that
+   * cannot be decoded, or a bucket out of range, ends the call with INVALID_ARGUMENT.
+   */
+  track: {
+    path: "/rookery.v1.Cache/Track",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (value: CacheTrackRequest): Buffer => Buffer.from(CacheTrackRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CacheTrackRequest => CacheTrackRequest.decode(value),
+    responseSerialize: (value: CacheTrackResponse): Buffer => Buffer.from(CacheTrackResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CacheTrackResponse => CacheTrackResponse.decode(value),
+  },
 } as const;
 
 export interface CacheServer extends UntypedServiceImplementation {
@@ -1870,6 +2160,55 @@ export interface CacheServer extends UntypedServiceImplementation {
    * the lease at once instead of after the lease's TTL.
    */
   releaseLease: handleUnaryCall<CacheReleaseLeaseRequest, CacheReleaseLeaseResponse>;
+  /**
+   * The invalidation stream of a near cache: a client that keeps copies of values in its own
+   * memory learns here of every change to the keys it may hold, made through any replica, and
+   * how fresh that knowledge is. Needs `read` access.
+   *
+   * The protocol, which every client's near cache follows:
+   *
+   * 1. Keys hash into `bucket_count` buckets (the first response says how many; a power of
+   *    two): bucket = FNV-1a 32-bit of the key's UTF-8 bytes (offset basis 2166136261, prime
+   *    16777619), modulo `bucket_count`. A client asks for the buckets of the keys it wants to
+   *    cache (`track`), and the server sends it changes to keys in those buckets only. Each
+   *    request is acknowledged in a response's `tracked`, after which every later change to a
+   *    key in those buckets is sent.
+   * 2. A client caches a value only if it read it (Get, GetMany, Fetch) after the
+   *    acknowledgement of the key's bucket arrived, and only if no change to the key's bucket
+   *    (`keys`) and no `gap` arrived while the read was in flight. It drops a cached key when the
+   *    key appears in `keys`.
+   * 3. `gap` means changes may have been lost (the server's Redis pub/sub connection was
+   *    re-established, or the client read too slowly and the server's bounded queue for it
+   *    overflowed): the client drops every cached value. Tracking stays as it was.
+   * 4. Probes: a client sends a `probe` (its own clock's reading, any non-zero number that grows)
+   *    and the server answers it in `confirmed` once every change made before the probe arrived
+   *    has been sent (in that response or earlier). The server proves this through Redis: every
+   *    `heartbeat_interval` it publishes a heartbeat on its own pub/sub connection, and Redis
+   *    delivers a subscriber's messages in the order it ran the publishes, so a heartbeat
+   *    published after the probe arrived comes after every earlier change. A client sends its
+   *    next probe when one is confirmed, and serves cached values only while its newest
+   *    confirmed probe was sent less than its staleness bound ago; otherwise it reads from the
+   *    server. So no value is served later than the bound after a write that made it old,
+   *    whatever stalls or delays the stream, the server, its Redis connection or the client
+   *    itself: the bound is measured on the client's own clock from before the probe was sent.
+   * 5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
+   *
+   * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
+   * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
+   * value may be served until then. Keys written to Redis directly, not through Rookery, are
+   * not seen.
+   *
+   * Cost. Every change publishes one pub/sub message on its namespace's channel in the same
+   * script as the write; each replica with near-cache clients in that namespace receives it
+   * once and forwards it to the streams tracking its bucket. The stream counts against the
+   * namespace's `max_open_streams`.
+   *
+   * On Redis Cluster, Track is FAILED_PRECONDITION: changes and heartbeats are published on
+   * different nodes and reach the server over the cluster bus with no order between nodes, and
+   * a lost bus link loses messages without a gap, so no bound could be kept. A request that
+   * cannot be decoded, or a bucket out of range, ends the call with INVALID_ARGUMENT.
+   */
+  track: handleBidiStreamingCall<CacheTrackRequest, CacheTrackResponse>;
 }
 
 export interface CacheClient extends Client {
@@ -2071,6 +2410,57 @@ export interface CacheClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CacheReleaseLeaseResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * The invalidation stream of a near cache: a client that keeps copies of values in its own
+   * memory learns here of every change to the keys it may hold, made through any replica, and
+   * how fresh that knowledge is. Needs `read` access.
+   *
+   * The protocol, which every client's near cache follows:
+   *
+   * 1. Keys hash into `bucket_count` buckets (the first response says how many; a power of
+   *    two): bucket = FNV-1a 32-bit of the key's UTF-8 bytes (offset basis 2166136261, prime
+   *    16777619), modulo `bucket_count`. A client asks for the buckets of the keys it wants to
+   *    cache (`track`), and the server sends it changes to keys in those buckets only. Each
+   *    request is acknowledged in a response's `tracked`, after which every later change to a
+   *    key in those buckets is sent.
+   * 2. A client caches a value only if it read it (Get, GetMany, Fetch) after the
+   *    acknowledgement of the key's bucket arrived, and only if no change to the key's bucket
+   *    (`keys`) and no `gap` arrived while the read was in flight. It drops a cached key when the
+   *    key appears in `keys`.
+   * 3. `gap` means changes may have been lost (the server's Redis pub/sub connection was
+   *    re-established, or the client read too slowly and the server's bounded queue for it
+   *    overflowed): the client drops every cached value. Tracking stays as it was.
+   * 4. Probes: a client sends a `probe` (its own clock's reading, any non-zero number that grows)
+   *    and the server answers it in `confirmed` once every change made before the probe arrived
+   *    has been sent (in that response or earlier). The server proves this through Redis: every
+   *    `heartbeat_interval` it publishes a heartbeat on its own pub/sub connection, and Redis
+   *    delivers a subscriber's messages in the order it ran the publishes, so a heartbeat
+   *    published after the probe arrived comes after every earlier change. A client sends its
+   *    next probe when one is confirmed, and serves cached values only while its newest
+   *    confirmed probe was sent less than its staleness bound ago; otherwise it reads from the
+   *    server. So no value is served later than the bound after a write that made it old,
+   *    whatever stalls or delays the stream, the server, its Redis connection or the client
+   *    itself: the bound is measured on the client's own clock from before the probe was sent.
+   * 5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
+   *
+   * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
+   * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
+   * value may be served until then. Keys written to Redis directly, not through Rookery, are
+   * not seen.
+   *
+   * Cost. Every change publishes one pub/sub message on its namespace's channel in the same
+   * script as the write; each replica with near-cache clients in that namespace receives it
+   * once and forwards it to the streams tracking its bucket. The stream counts against the
+   * namespace's `max_open_streams`.
+   *
+   * On Redis Cluster, Track is FAILED_PRECONDITION: changes and heartbeats are published on
+   * different nodes and reach the server over the cluster bus with no order between nodes, and
+   * a lost bus link loses messages without a gap, so no bound could be kept. A request that
+   * cannot be decoded, or a bucket out of range, ends the call with INVALID_ARGUMENT.
+   */
+  track(): ClientDuplexStream<CacheTrackRequest, CacheTrackResponse>;
+  track(options: Partial<CallOptions>): ClientDuplexStream<CacheTrackRequest, CacheTrackResponse>;
+  track(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<CacheTrackRequest, CacheTrackResponse>;
 }
 
 export const CacheClient = makeGenericClientConstructor(CacheService, "rookery.v1.Cache") as unknown as {

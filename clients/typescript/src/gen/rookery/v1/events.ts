@@ -84,6 +84,29 @@ export interface EventsPublishResponse {
   receivers: bigint;
 }
 
+/** One publish of `PublishStream`. */
+export interface EventsPublishStreamRequest {
+  /** Chosen by the client and echoed in the answer: unique among the call's publishes in flight. */
+  sequence: bigint;
+  /** The publish, as `Publish` takes it. */
+  publish: EventsPublishRequest | undefined;
+}
+
+/** The answer to one publish of `PublishStream`. */
+export interface EventsPublishStreamResponse {
+  /** The request's `sequence`. */
+  sequence: bigint;
+  /** What became of it. */
+  outcome?:
+    | //
+    /** Published, as `Publish` answers. */
+    { $case: "published"; published: EventsPublishResponse }
+    | //
+    /** Not published: the status `Publish` would have ended with. */
+    { $case: "failed"; failed: EventsAppendFailure }
+    | undefined;
+}
+
 /** What to subscribe to. */
 export interface EventsSubscribeRequest {
   /** Channels, by exact name. */
@@ -180,6 +203,40 @@ export interface EventsAppendResponse {
   id: string;
   /** True when this was a retry of an earlier append with the same idempotency key. */
   duplicate: boolean;
+}
+
+/** One append of `AppendStream`. */
+export interface EventsAppendStreamRequest {
+  /** Chosen by the client and echoed in the answer: unique among the call's appends in flight. */
+  sequence: bigint;
+  /** The append, as `Append` takes it. */
+  append: EventsAppendRequest | undefined;
+}
+
+/**
+ * Why an append of `AppendStream` (or a publish of `PublishStream`) failed: the status the
+ * unary call would have ended with.
+ */
+export interface EventsAppendFailure {
+  /** The gRPC status code. */
+  code: number;
+  /** The status message. */
+  message: string;
+}
+
+/** The answer to one append of `AppendStream`. */
+export interface EventsAppendStreamResponse {
+  /** The request's `sequence`. */
+  sequence: bigint;
+  /** What became of it. */
+  outcome?:
+    | //
+    /** Added (or answered from its idempotency key), as `Append` answers. */
+    { $case: "appended"; appended: EventsAppendResponse }
+    | //
+    /** Not added. */
+    { $case: "failed"; failed: EventsAppendFailure }
+    | undefined;
 }
 
 /** One entry of `AppendMany`. */
@@ -606,6 +663,159 @@ export const EventsPublishResponse: MessageFns<EventsPublishResponse> = {
   fromPartial<I extends Exact<DeepPartial<EventsPublishResponse>, I>>(object: I): EventsPublishResponse {
     const message = createBaseEventsPublishResponse();
     message.receivers = object.receivers ?? 0n;
+    return message;
+  },
+};
+
+function createBaseEventsPublishStreamRequest(): EventsPublishStreamRequest {
+  return { sequence: 0n, publish: undefined };
+}
+
+export const EventsPublishStreamRequest: MessageFns<EventsPublishStreamRequest> = {
+  encode(message: EventsPublishStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sequence !== 0n) {
+      if (BigInt.asUintN(64, message.sequence) !== message.sequence) {
+        throw new globalThis.Error("value provided for field message.sequence of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.sequence);
+    }
+    if (message.publish !== undefined) {
+      EventsPublishRequest.encode(message.publish, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventsPublishStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseEventsPublishStreamRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.sequence = reader.uint64() as bigint;
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.publish = EventsPublishRequest.decode(reader, reader.uint32());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  create<I extends Exact<DeepPartial<EventsPublishStreamRequest>, I>>(base?: I): EventsPublishStreamRequest {
+    return EventsPublishStreamRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EventsPublishStreamRequest>, I>>(object: I): EventsPublishStreamRequest {
+    const message = createBaseEventsPublishStreamRequest();
+    message.sequence = object.sequence ?? 0n;
+    message.publish = (object.publish !== undefined && object.publish !== null)
+      ? EventsPublishRequest.fromPartial(object.publish)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseEventsPublishStreamResponse(): EventsPublishStreamResponse {
+  return { sequence: 0n, outcome: undefined };
+}
+
+export const EventsPublishStreamResponse: MessageFns<EventsPublishStreamResponse> = {
+  encode(message: EventsPublishStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sequence !== 0n) {
+      if (BigInt.asUintN(64, message.sequence) !== message.sequence) {
+        throw new globalThis.Error("value provided for field message.sequence of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.sequence);
+    }
+    switch (message.outcome?.$case) {
+      case "published":
+        EventsPublishResponse.encode(message.outcome.published, writer.uint32(18).fork()).join();
+        break;
+      case "failed":
+        EventsAppendFailure.encode(message.outcome.failed, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventsPublishStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseEventsPublishStreamResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.sequence = reader.uint64() as bigint;
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.outcome = { $case: "published", published: EventsPublishResponse.decode(reader, reader.uint32()) };
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.outcome = { $case: "failed", failed: EventsAppendFailure.decode(reader, reader.uint32()) };
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  create<I extends Exact<DeepPartial<EventsPublishStreamResponse>, I>>(base?: I): EventsPublishStreamResponse {
+    return EventsPublishStreamResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EventsPublishStreamResponse>, I>>(object: I): EventsPublishStreamResponse {
+    const message = createBaseEventsPublishStreamResponse();
+    message.sequence = object.sequence ?? 0n;
+    switch (object.outcome?.$case) {
+      case "published": {
+        if (object.outcome?.published !== undefined && object.outcome?.published !== null) {
+          message.outcome = {
+            $case: "published",
+            published: EventsPublishResponse.fromPartial(object.outcome.published),
+          };
+        }
+        break;
+      }
+      case "failed": {
+        if (object.outcome?.failed !== undefined && object.outcome?.failed !== null) {
+          message.outcome = { $case: "failed", failed: EventsAppendFailure.fromPartial(object.outcome.failed) };
+        }
+        break;
+      }
+    }
     return message;
   },
 };
@@ -1218,6 +1428,214 @@ export const EventsAppendResponse: MessageFns<EventsAppendResponse> = {
     const message = createBaseEventsAppendResponse();
     message.id = object.id ?? "";
     message.duplicate = object.duplicate ?? false;
+    return message;
+  },
+};
+
+function createBaseEventsAppendStreamRequest(): EventsAppendStreamRequest {
+  return { sequence: 0n, append: undefined };
+}
+
+export const EventsAppendStreamRequest: MessageFns<EventsAppendStreamRequest> = {
+  encode(message: EventsAppendStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sequence !== 0n) {
+      if (BigInt.asUintN(64, message.sequence) !== message.sequence) {
+        throw new globalThis.Error("value provided for field message.sequence of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.sequence);
+    }
+    if (message.append !== undefined) {
+      EventsAppendRequest.encode(message.append, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventsAppendStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseEventsAppendStreamRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.sequence = reader.uint64() as bigint;
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.append = EventsAppendRequest.decode(reader, reader.uint32());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  create<I extends Exact<DeepPartial<EventsAppendStreamRequest>, I>>(base?: I): EventsAppendStreamRequest {
+    return EventsAppendStreamRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EventsAppendStreamRequest>, I>>(object: I): EventsAppendStreamRequest {
+    const message = createBaseEventsAppendStreamRequest();
+    message.sequence = object.sequence ?? 0n;
+    message.append = (object.append !== undefined && object.append !== null)
+      ? EventsAppendRequest.fromPartial(object.append)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseEventsAppendFailure(): EventsAppendFailure {
+  return { code: 0, message: "" };
+}
+
+export const EventsAppendFailure: MessageFns<EventsAppendFailure> = {
+  encode(message: EventsAppendFailure, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== 0) {
+      writer.uint32(8).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventsAppendFailure {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseEventsAppendFailure();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.code = reader.int32();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.message = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  create<I extends Exact<DeepPartial<EventsAppendFailure>, I>>(base?: I): EventsAppendFailure {
+    return EventsAppendFailure.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EventsAppendFailure>, I>>(object: I): EventsAppendFailure {
+    const message = createBaseEventsAppendFailure();
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseEventsAppendStreamResponse(): EventsAppendStreamResponse {
+  return { sequence: 0n, outcome: undefined };
+}
+
+export const EventsAppendStreamResponse: MessageFns<EventsAppendStreamResponse> = {
+  encode(message: EventsAppendStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sequence !== 0n) {
+      if (BigInt.asUintN(64, message.sequence) !== message.sequence) {
+        throw new globalThis.Error("value provided for field message.sequence of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.sequence);
+    }
+    switch (message.outcome?.$case) {
+      case "appended":
+        EventsAppendResponse.encode(message.outcome.appended, writer.uint32(18).fork()).join();
+        break;
+      case "failed":
+        EventsAppendFailure.encode(message.outcome.failed, writer.uint32(26).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventsAppendStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseEventsAppendStreamResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.sequence = reader.uint64() as bigint;
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.outcome = { $case: "appended", appended: EventsAppendResponse.decode(reader, reader.uint32()) };
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.outcome = { $case: "failed", failed: EventsAppendFailure.decode(reader, reader.uint32()) };
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  create<I extends Exact<DeepPartial<EventsAppendStreamResponse>, I>>(base?: I): EventsAppendStreamResponse {
+    return EventsAppendStreamResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EventsAppendStreamResponse>, I>>(object: I): EventsAppendStreamResponse {
+    const message = createBaseEventsAppendStreamResponse();
+    message.sequence = object.sequence ?? 0n;
+    switch (object.outcome?.$case) {
+      case "appended": {
+        if (object.outcome?.appended !== undefined && object.outcome?.appended !== null) {
+          message.outcome = { $case: "appended", appended: EventsAppendResponse.fromPartial(object.outcome.appended) };
+        }
+        break;
+      }
+      case "failed": {
+        if (object.outcome?.failed !== undefined && object.outcome?.failed !== null) {
+          message.outcome = { $case: "failed", failed: EventsAppendFailure.fromPartial(object.outcome.failed) };
+        }
+        break;
+      }
+    }
     return message;
   },
 };
@@ -3341,6 +3759,23 @@ export const EventsService = {
     responseDeserialize: (value: Buffer): EventsPublishResponse => EventsPublishResponse.decode(value),
   },
   /**
+   * Publishes over one long-lived call, as `AppendStream` appends: each request is one
+   * `Publish`, answered (in any order) by its `sequence`, with its own failure status; each
+   * counts as one call against the namespace's fair share; at most 256 are made at once. Two
+   * publishes in flight at once may reach subscribers in either order.
+   */
+  publishStream: {
+    path: "/rookery.v1.Events/PublishStream",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (value: EventsPublishStreamRequest): Buffer =>
+      Buffer.from(EventsPublishStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EventsPublishStreamRequest => EventsPublishStreamRequest.decode(value),
+    responseSerialize: (value: EventsPublishStreamResponse): Buffer =>
+      Buffer.from(EventsPublishStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EventsPublishStreamResponse => EventsPublishStreamResponse.decode(value),
+  },
+  /**
    * Subscribes to channels and patterns. The first message (`subscribed`) confirms that the
    * subscription is live: anything published after it arrives. Messages then follow, with a
    * `gap` whenever messages were lost to this subscriber (it was too slow, or the server's Redis
@@ -3397,6 +3832,30 @@ export const EventsService = {
     responseSerialize: (value: EventsAppendManyResponse): Buffer =>
       Buffer.from(EventsAppendManyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): EventsAppendManyResponse => EventsAppendManyResponse.decode(value),
+  },
+  /**
+   * Appends over one long-lived call: each request is one `Append`, answered (in any order)
+   * by its `sequence`, so a producer keeps many appends in flight without paying for a call
+   * (an HTTP/2 stream, headers, per-call checks) per entry. An append's failure is answered
+   * with the status the same `Append` call would have ended with, and the call goes on; only
+   * an invalid call ends it. Appends in flight at once may be added in any order: await an
+   * append's answer before sending one that must follow it. Each append counts as one call
+   * against the namespace's fair share (`max_concurrent_calls` and `requests_per_second`),
+   * refused with RESOURCE_EXHAUSTED as a call would be; the server takes at most 256 at once
+   * from one call and reads no more requests until some are answered. When the server shuts
+   * down it answers the appends it took and ends the call: appends sent but not answered
+   * may or may not have been added (retry them with their idempotency keys).
+   */
+  appendStream: {
+    path: "/rookery.v1.Events/AppendStream",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (value: EventsAppendStreamRequest): Buffer =>
+      Buffer.from(EventsAppendStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EventsAppendStreamRequest => EventsAppendStreamRequest.decode(value),
+    responseSerialize: (value: EventsAppendStreamResponse): Buffer =>
+      Buffer.from(EventsAppendStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EventsAppendStreamResponse => EventsAppendStreamResponse.decode(value),
   },
   /**
    * Reads a stream in order: from the start, after a given entry ID (to resume after the last
@@ -3558,6 +4017,13 @@ export interface EventsServer extends UntypedServiceImplementation {
    */
   publish: handleUnaryCall<EventsPublishRequest, EventsPublishResponse>;
   /**
+   * Publishes over one long-lived call, as `AppendStream` appends: each request is one
+   * `Publish`, answered (in any order) by its `sequence`, with its own failure status; each
+   * counts as one call against the namespace's fair share; at most 256 are made at once. Two
+   * publishes in flight at once may reach subscribers in either order.
+   */
+  publishStream: handleBidiStreamingCall<EventsPublishStreamRequest, EventsPublishStreamResponse>;
+  /**
    * Subscribes to channels and patterns. The first message (`subscribed`) confirms that the
    * subscription is live: anything published after it arrives. Messages then follow, with a
    * `gap` whenever messages were lost to this subscriber (it was too slow, or the server's Redis
@@ -3586,6 +4052,20 @@ export interface EventsServer extends UntypedServiceImplementation {
    * expiry and the errors are Append's.
    */
   appendMany: handleUnaryCall<EventsAppendManyRequest, EventsAppendManyResponse>;
+  /**
+   * Appends over one long-lived call: each request is one `Append`, answered (in any order)
+   * by its `sequence`, so a producer keeps many appends in flight without paying for a call
+   * (an HTTP/2 stream, headers, per-call checks) per entry. An append's failure is answered
+   * with the status the same `Append` call would have ended with, and the call goes on; only
+   * an invalid call ends it. Appends in flight at once may be added in any order: await an
+   * append's answer before sending one that must follow it. Each append counts as one call
+   * against the namespace's fair share (`max_concurrent_calls` and `requests_per_second`),
+   * refused with RESOURCE_EXHAUSTED as a call would be; the server takes at most 256 at once
+   * from one call and reads no more requests until some are answered. When the server shuts
+   * down it answers the appends it took and ends the call: appends sent but not answered
+   * may or may not have been added (retry them with their idempotency keys).
+   */
+  appendStream: handleBidiStreamingCall<EventsAppendStreamRequest, EventsAppendStreamResponse>;
   /**
    * Reads a stream in order: from the start, after a given entry ID (to resume after the last
    * entry a reader saw), or only new entries. With `follow`, keeps delivering new entries as
@@ -3687,6 +4167,20 @@ export interface EventsClient extends Client {
     callback: (error: ServiceError | null, response: EventsPublishResponse) => void,
   ): ClientUnaryCall;
   /**
+   * Publishes over one long-lived call, as `AppendStream` appends: each request is one
+   * `Publish`, answered (in any order) by its `sequence`, with its own failure status; each
+   * counts as one call against the namespace's fair share; at most 256 are made at once. Two
+   * publishes in flight at once may reach subscribers in either order.
+   */
+  publishStream(): ClientDuplexStream<EventsPublishStreamRequest, EventsPublishStreamResponse>;
+  publishStream(
+    options: Partial<CallOptions>,
+  ): ClientDuplexStream<EventsPublishStreamRequest, EventsPublishStreamResponse>;
+  publishStream(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<EventsPublishStreamRequest, EventsPublishStreamResponse>;
+  /**
    * Subscribes to channels and patterns. The first message (`subscribed`) confirms that the
    * subscription is live: anything published after it arrives. Messages then follow, with a
    * `gap` whenever messages were lost to this subscriber (it was too slow, or the server's Redis
@@ -3751,6 +4245,27 @@ export interface EventsClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: EventsAppendManyResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Appends over one long-lived call: each request is one `Append`, answered (in any order)
+   * by its `sequence`, so a producer keeps many appends in flight without paying for a call
+   * (an HTTP/2 stream, headers, per-call checks) per entry. An append's failure is answered
+   * with the status the same `Append` call would have ended with, and the call goes on; only
+   * an invalid call ends it. Appends in flight at once may be added in any order: await an
+   * append's answer before sending one that must follow it. Each append counts as one call
+   * against the namespace's fair share (`max_concurrent_calls` and `requests_per_second`),
+   * refused with RESOURCE_EXHAUSTED as a call would be; the server takes at most 256 at once
+   * from one call and reads no more requests until some are answered. When the server shuts
+   * down it answers the appends it took and ends the call: appends sent but not answered
+   * may or may not have been added (retry them with their idempotency keys).
+   */
+  appendStream(): ClientDuplexStream<EventsAppendStreamRequest, EventsAppendStreamResponse>;
+  appendStream(
+    options: Partial<CallOptions>,
+  ): ClientDuplexStream<EventsAppendStreamRequest, EventsAppendStreamResponse>;
+  appendStream(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<EventsAppendStreamRequest, EventsAppendStreamResponse>;
   /**
    * Reads a stream in order: from the start, after a given entry ID (to resume after the last
    * entry a reader saw), or only new entries. With `follow`, keeps delivering new entries as

@@ -1,0 +1,135 @@
+//! Events.AppendStream and Events.PublishStream end to end through the client's `Appender` and
+//! `Publisher`: many requests in flight on one call, each answered its own outcome or error
+//! without ending the call; the namespace's fair share counting each as a call; and requests
+//! in flight when the server goes away.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rookery_client::{AppendOptions, Appender, Event};
+use rookery_server::fair_share::ShareOverride;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::harness::{TestServer, namespace, shared_redis, test_config};
+
+fn fields(n: usize) -> HashMap<String, Vec<u8>> {
+    HashMap::from([("n".to_owned(), n.to_string().into_bytes())])
+}
+
+async fn append_all(
+    appender: &Appender,
+    stream: &str,
+    count: usize,
+) -> Vec<Result<(String, bool), tonic::Status>> {
+    let options = AppendOptions::default();
+    futures::future::join_all((0..count).map(|n| appender.append(stream, fields(n), &options))).await
+}
+
+#[tokio::test]
+async fn many_appends_in_flight_on_one_call_each_get_their_own_answer() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("append-stream")).await.events();
+    let appender = events.appender().await.unwrap();
+    let answers = append_all(&appender, "s", 2000).await;
+    let ids: Vec<String> = answers.into_iter().map(|a| a.unwrap().0).collect();
+    // Every entry is stored once, under the ID its append was answered.
+    let mut stored = HashMap::new();
+    let mut batches = events.read("s", "", false).await.unwrap();
+    while let Some(batch) = batches.next().await {
+        for entry in batch.unwrap() {
+            let n: usize = String::from_utf8(entry.fields["n"].clone()).unwrap().parse().unwrap();
+            assert!(stored.insert(n, entry.id).is_none(), "entry {n} stored twice");
+        }
+    }
+    assert_eq!(stored.len(), 2000);
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(&stored[&n], id, "append {n} was answered another entry's ID");
+    }
+
+    // A bad append is answered its own error; the call goes on.
+    let options = AppendOptions::default();
+    let refused = appender.append("s", HashMap::new(), &options).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let keyed = AppendOptions { idempotency_key: Some("once".into()), ..AppendOptions::default() };
+    let first = appender.append("s", fields(1), &keyed).await.unwrap();
+    let retry = appender.append("s", fields(1), &keyed).await.unwrap();
+    assert_eq!((retry.0.as_str(), retry.1), (first.0.as_str(), true), "the idempotency key holds");
+}
+
+#[tokio::test]
+async fn each_streamed_append_counts_against_the_namespace_rate() {
+    let noisy = namespace("append-stream-rate");
+    let mut config = test_config(&shared_redis().url());
+    let share = ShareOverride { requests_per_second: Some(1), burst: Some(2), ..Default::default() };
+    config.fair_share.namespaces.insert(noisy.clone(), share);
+    let server = TestServer::start(config).await;
+    let appender = server.client(&noisy).await.events().appender().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let answers = append_all(&appender, "s", 30).await;
+    let elapsed = started.elapsed();
+    let admitted = answers.iter().filter(|a| a.is_ok()).count();
+    // GCRA: opening the call took one request; at most 1 + burst at once, then one per second.
+    assert!(admitted as f64 <= 3.0 + elapsed.as_secs_f64().ceil(), "{admitted} admitted in {elapsed:?}");
+    for status in answers.iter().filter_map(|a| a.as_ref().err()) {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("fair_share.requests_per_second"), "{}", status.message());
+    }
+    assert!(answers.iter().any(|a| a.is_err()), "30 appends at once cannot all fit a rate of 1/s");
+}
+
+#[tokio::test]
+async fn appends_in_flight_when_the_server_goes_away_fail_as_unknown_outcomes() {
+    let mut server = TestServer::start(test_config(&shared_redis().url())).await;
+    let appender = server.client(&namespace("append-stream-gone")).await.events().appender().await.unwrap();
+    appender.append("s", fields(0), &AppendOptions::default()).await.unwrap();
+    let in_flight = {
+        let appender = appender.clone();
+        tokio::spawn(async move { append_all(&appender, "s", 500).await })
+    };
+    server.begin_stop();
+    let answers = tokio::time::timeout(Duration::from_secs(30), in_flight)
+        .await
+        .expect("every append answered")
+        .unwrap();
+    for status in answers.iter().filter_map(|a| a.as_ref().err()) {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    // Once the call has ended, an append fails at once.
+    let later = tokio::time::timeout(
+        Duration::from_secs(30),
+        appender.append("s", fields(1), &AppendOptions::default()),
+    )
+    .await
+    .expect("answered at once");
+    assert_eq!(later.unwrap_err().code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn many_publishes_in_flight_on_one_call_each_reach_the_subscriber_once() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("publish-stream")).await.events();
+    let mut subscription = events.subscribe(["c"], Vec::<String>::new()).await.unwrap();
+    let publisher = events.publisher().await.unwrap();
+    let answers = futures::future::join_all(
+        (0..500).map(|n: usize| publisher.publish("c", n.to_string().into_bytes())),
+    )
+    .await;
+    for answer in &answers {
+        assert_eq!(answer.as_ref().unwrap(), &1, "one replica (this one) subscribes");
+    }
+    let mut received = std::collections::HashSet::new();
+    while received.len() < 500 {
+        match subscription.next().await.unwrap().unwrap() {
+            Event::Message { payload, .. } => {
+                let n: usize = String::from_utf8(payload).unwrap().parse().unwrap();
+                assert!(received.insert(n), "message {n} delivered twice");
+            }
+            Event::Gap { missed, .. } => panic!("{missed} messages missed"),
+        }
+    }
+    // A bad publish is answered its own error; the call goes on.
+    let refused = publisher.publish("bad channel name with spaces", b"x".to_vec()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(publisher.publish("c", b"after".to_vec()).await.unwrap(), 1);
+}
