@@ -1,6 +1,7 @@
 """The connection: TLS with a CA file and a bearer token (refused without it), namespaces as
 tenants, statuses mapped to exceptions, retries of idempotent calls across a server restart,
-and the lazily opened channel that `async with` closes."""
+a server slow to answer a new connection, and the lazily opened channel that `async with`
+closes."""
 
 from __future__ import annotations
 
@@ -98,6 +99,45 @@ async def test_idempotent_calls_are_retried_across_a_server_restart(
         server.start()
         entry = await reading
         assert entry is not None and entry.value == b"v"
+
+
+async def test_a_server_slow_to_answer_a_new_connection_is_waited_for(
+    server: ServerProcess, namespace: str
+) -> None:
+    # A server still starting (its port bound, its Redis not yet reached) or far away accepts
+    # the TCP connection and sends its HTTP/2 SETTINGS later. A proxy holding every new
+    # connection for a second stands in for it; a stream call, which is never retried, must
+    # wait for the connection within its deadline instead of failing.
+    held = asyncio.Event()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def hold_then_relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.set()
+        await asyncio.sleep(1.0)
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await asyncio.gather(relay(reader, upstream_writer), relay(upstream_reader, writer))
+
+    proxy = await asyncio.start_server(hold_then_relay, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        async with rookery.Client(f"127.0.0.1:{port}", namespace=namespace, deadline=60) as client:
+            subscription = await client.events.subscribe(["slow"])
+            async with subscription:
+                assert held.is_set()
+                assert await client.events.publish("slow", b"hello") == 1
+                message = await asyncio.wait_for(subscription.__anext__(), 60)
+                assert message.payload == b"hello"
+    finally:
+        proxy.close()
 
 
 async def test_the_channel_opens_lazily_and_reopens_after_close(server: ServerProcess) -> None:

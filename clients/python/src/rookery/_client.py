@@ -101,9 +101,11 @@ class Client:
             ("grpc.max_receive_message_length", -1),
             ("grpc.max_send_message_length", -1),
             # Reconnect soon after a server restart (grpc's default backoff grows to 120 s,
-            # failing every call meanwhile).
+            # failing every call meanwhile). `grpc.min_reconnect_backoff_ms` is left at its
+            # 20 s default: grpc-core also uses it as the time a connection attempt may take
+            # to its first HTTP/2 SETTINGS, and a short one fails every call to a server that
+            # is still starting, or slow to reach, however long the call's own deadline.
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
             *([("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []),
             *channel_options,
