@@ -184,6 +184,17 @@ impl CacheClient {
         value: Vec<u8>,
         options: SetOptions,
     ) -> Result<bool, Status> {
+        self.set_marked(key, value, options, 0).await
+    }
+
+    /// [`Self::set_with`] carrying a near cache's origin mark (0: none).
+    pub(crate) async fn set_marked(
+        &self,
+        key: impl Into<String>,
+        value: Vec<u8>,
+        options: SetOptions,
+        origin: u64,
+    ) -> Result<bool, Status> {
         let SetOptions { ttl, ttl_jitter, condition: cond, tags } = options;
         let response = self
             .raw
@@ -195,6 +206,7 @@ impl CacheClient {
                 ttl_jitter: ttl_jitter.map(duration),
                 condition: condition(cond),
                 tags,
+                origin,
             })
             .await?;
         Ok(response.into_inner().stored)

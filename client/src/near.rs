@@ -19,7 +19,11 @@
 //!   delayed stream, server, Redis connection or runtime makes every read go to the server
 //!   after at most the bound; a lost stream or a gap drops every copy.
 //!
-//! A write through this near cache drops its own copy first (read-your-writes). Concurrent
+//! A write through this near cache drops its own copy before and after (read-your-writes).
+//! A Set is marked with a random origin that the server sends back with its change; when the
+//! change arrives after the Set answered, it is not applied (cache.proto, Track step 6): every
+//! read started after the answer sees the write already, and would otherwise often be lost to
+//! its own write's late change. Concurrent
 //! misses of one key share one read to the server while its answer is as fresh as a held copy,
 //! so a hot key that just changed costs one round trip, not one per waiting caller.
 
@@ -36,6 +40,9 @@ use tonic::Status;
 
 use crate::cache::{CacheClient, Entry, GetOrLoadError, LoadOptions, SetOptions};
 use crate::pb;
+use own_writes::OwnWrites;
+
+mod own_writes;
 
 /// Bytes counted per entry besides its key and value, for the capacity bound.
 const ENTRY_OVERHEAD: u64 = 96;
@@ -144,6 +151,8 @@ struct Shared {
     misses: AtomicU64,
     invalidations: AtomicU64,
     resets: AtomicU64,
+    /// This cache's marked Sets (cache.proto, Track step 6).
+    own_writes: OwnWrites,
 }
 
 /// One read of a key to the server, shared by the misses of the key that arrive while it is in
@@ -290,11 +299,15 @@ impl Shared {
     /// Applies one stream message, in the protocol's order; returns whether it confirmed a
     /// probe.
     fn apply(&self, link: &Link, message: pb::CacheTrackResponse) -> bool {
-        let pb::CacheTrackResponse { gap, keys, tracked, confirmed, .. } = message;
+        let pb::CacheTrackResponse { gap, keys, origins, tracked, confirmed, .. } = message;
         if gap {
             self.reset();
+            self.own_writes.forget_answered();
         }
-        for key in keys {
+        for (at, key) in keys.into_iter().enumerate() {
+            if self.own_writes.arrived(origins.get(at).copied().unwrap_or(0)) {
+                continue;
+            }
             link.epochs[link.bucket(&key)].fetch_add(1, Ordering::SeqCst);
             self.copies.remove(&key);
             self.invalidations.fetch_add(1, Ordering::Relaxed);
@@ -322,6 +335,7 @@ impl Shared {
         *self.link.write().unwrap_or_else(|e| e.into_inner()) = None;
         self.confirmed.store(0, Ordering::SeqCst);
         self.reset();
+        self.own_writes.forget_answered();
     }
 }
 
@@ -430,6 +444,7 @@ impl CacheClient {
             misses: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            own_writes: OwnWrites::default(),
         });
         let follower = tokio::spawn(follow(self.clone(), Arc::downgrade(&shared)));
         NearCache { client: self.clone(), shared, _follower: Arc::new(Follower(follower)) }
@@ -521,11 +536,14 @@ impl NearCache {
     /// Writes a key through to the server. The local copy is dropped before the write and
     /// again after it: a read of this process that raced the write and kept the old value is
     /// dropped too, so a read after this returns sees the write (read-your-writes) even before
-    /// the stream reports it.
+    /// the stream reports it. The write's own change, arriving after this returned, is then
+    /// not applied (see the module docs).
     pub async fn set(&self, key: &str, value: Vec<u8>, options: SetOptions) -> Result<bool, Status> {
+        let origin = self.shared.own_writes.mark();
         self.shared.drop_key(key);
-        let stored = self.client.set_with(key, value, options).await;
+        let stored = self.client.set_marked(key, value, options, origin).await;
         self.shared.drop_key(key);
+        self.shared.own_writes.answered(origin, matches!(stored, Ok(true)));
         stored
     }
 

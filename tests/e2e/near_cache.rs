@@ -117,9 +117,28 @@ async fn the_track_protocol_sends_changes_of_tracked_buckets_and_confirms_probes
     while changed.len() < 2 {
         let message = stream.message().await.unwrap().unwrap();
         assert!(!message.gap, "no change was lost");
+        assert!(message.origins.is_empty(), "no change had an origin: {:?}", message.origins);
         changed.extend(message.keys);
     }
     assert_eq!(changed, [tracked_key, tracked_key], "the set and the delete, and nothing else");
+    // A marked Set's change carries its origin, by position beside unmarked ones.
+    let marked = pb::CacheSetRequest {
+        key: tracked_key.into(),
+        value: b"m".to_vec(),
+        ttl: Some(prost_types::Duration { seconds: 120, nanos: 0 }),
+        origin: 77,
+        ..Default::default()
+    };
+    writer.raw().set(marked).await.unwrap();
+    writer.set(tracked_key, b"x".to_vec(), TTL).await.unwrap();
+    let mut changed = Vec::new();
+    while changed.len() < 2 {
+        let message = stream.message().await.unwrap().unwrap();
+        let origins = if message.origins.is_empty() { vec![0; message.keys.len()] } else { message.origins };
+        assert_eq!(origins.len(), message.keys.len(), "one origin per key");
+        changed.extend(message.keys.into_iter().zip(origins));
+    }
+    assert_eq!(changed, [(tracked_key.to_owned(), 77), (tracked_key.to_owned(), 0)]);
     // A probe is confirmed, after the changes made before it (a write now, then the probe).
     writer.set(tracked_key, b"y".to_vec(), TTL).await.unwrap();
     requests.send(pb::CacheTrackRequest { track: vec![], probe: 42 }).unwrap();
@@ -191,6 +210,52 @@ async fn a_near_reader_on_one_replica_sees_each_of_10000_writes_on_the_other_wit
     );
     assert!(stats.invalidations >= 9_000, "changes reach the near cache: {stats:?}");
     assert!(hits_after_visible >= 5_000, "the near cache serves between writes: {hits_after_visible}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_the_near_caches_own_writes_never_serve_a_value_past_the_bound() {
+    // A near cache skips the changes of its own answered writes (cache.proto, Track step 6);
+    // its own reads, in flight across those writes, must still never keep an older value.
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let ns = namespace("near-own-writes");
+    let near = server.client(&ns).await.cache().near(near_options());
+    let key = "own:counter";
+    let options = || SetOptions { ttl: Some(TTL), ..Default::default() };
+    const WRITES: u64 = 2_000;
+    near.set(key, b"0".to_vec(), options()).await.unwrap();
+    let writes = std::sync::Mutex::new(Writes(vec![Instant::now()]));
+    warm(&near, key).await;
+    let writing = async {
+        for n in 1..=WRITES {
+            near.set(key, n.to_string().into_bytes(), options()).await.unwrap();
+            writes.lock().unwrap().0.push(Instant::now());
+            tokio::task::yield_now().await;
+        }
+    };
+    let reading = async {
+        let (mut reads, mut stale) = (0, 0);
+        while writes.lock().unwrap().0.len() as u64 <= WRITES {
+            let started = Instant::now();
+            let seen = value(near.get(key).await.unwrap());
+            stale += usize::from(writes.lock().unwrap().check(seen, started).is_some());
+            reads += 1;
+            tokio::task::yield_now().await;
+        }
+        (reads, stale)
+    };
+    let ((), (reads, stale)) = tokio::join!(writing, reading);
+    // Once the writes stop, the last one is served, from memory again.
+    let last = eventually(Duration::from_secs(10), || async {
+        let before = near.stats().hits;
+        value(near.get(key).await.unwrap()) == WRITES && near.stats().hits > before
+    })
+    .await;
+    let stats = near.stats();
+    println!(
+        "{WRITES} own writes raced by {reads} own reads: {stale} read the previous value within the \
+         bound; {stats:?}"
+    );
+    assert!(last, "the last write is read, and then served from memory: {stats:?}");
 }
 
 /// Reads `key` through `near` for `during`, each read bounded by a timeout (a read that goes to

@@ -76,11 +76,13 @@ impl cache_server::Cache for CacheApi {
         request: Request<pb::CacheSetRequest>,
     ) -> Result<Response<pb::CacheSetResponse>, Status> {
         let ns = namespace::of(&request)?;
-        let pb::CacheSetRequest { key, value, ttl, ttl_jitter, condition: cond, tags } = request.into_inner();
+        let pb::CacheSetRequest { key, value, ttl, ttl_jitter, condition: cond, tags, origin } =
+            request.into_inner();
         let options = WriteOptions {
             ttl: duration_in("ttl", ttl)?,
             ttl_jitter: duration_in("ttl_jitter", ttl_jitter)?,
             tags,
+            origin,
         };
         let stored = self.cache.set(&ns, key, value, condition(cond)?, &options).await?;
         Ok(Response::new(pb::CacheSetResponse { stored }))
@@ -97,6 +99,7 @@ impl cache_server::Cache for CacheApi {
             ttl: duration_in("ttl", ttl)?,
             ttl_jitter: duration_in("ttl_jitter", ttl_jitter)?,
             tags,
+            origin: 0,
         };
         let entries = entries
             .into_iter()
@@ -184,6 +187,7 @@ impl cache_server::Cache for CacheApi {
             ttl: duration_in("ttl", ttl)?,
             ttl_jitter: duration_in("ttl_jitter", ttl_jitter)?,
             tags,
+            origin: 0,
         };
         self.cache.fill(&ns, &key, &lease_token, &value, &options).await?;
         Ok(Response::new(pb::CacheFillResponse {}))
@@ -268,6 +272,13 @@ struct Tracking {
 }
 
 fn changes_out(changes: Changes) -> pb::CacheTrackResponse {
-    let Changes { gap, keys, tracked, confirmed } = changes;
-    pb::CacheTrackResponse { gap, keys, tracked, confirmed: confirmed.unwrap_or(0), ..Default::default() }
+    let Changes { gap, keys, origins, tracked, confirmed } = changes;
+    pb::CacheTrackResponse {
+        gap,
+        keys,
+        origins,
+        tracked,
+        confirmed: confirmed.unwrap_or(0),
+        ..Default::default()
+    }
 }

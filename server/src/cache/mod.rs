@@ -95,6 +95,9 @@ pub struct WriteOptions {
     pub ttl_jitter: Option<Duration>,
     /// Tags to index the entry under.
     pub tags: Vec<String>,
+    /// A near cache's mark on its own write, published with the change (0: none); see
+    /// `near`.
+    pub origin: u64,
 }
 
 /// A lease granted by [`Cache::fetch`].
@@ -274,13 +277,15 @@ impl Cache {
         ttl: Duration,
         condition: Condition,
         changes: &str,
+        origin: u64,
     ) -> redis::Cmd {
         let mut cmd = evalsha(&scripts::CACHE_SET, &[&keys.value, &keys.lease]);
         cmd.arg(value)
             .arg(millis(ttl))
             .arg(condition.redis_flag())
             .arg(keys::CACHE_WAKE_CHANNEL)
-            .arg(changes);
+            .arg(changes)
+            .arg(origin);
         cmd
     }
 
@@ -329,7 +334,14 @@ impl Cache {
             self.check_value(value)?;
             let ttl = self.effective_ttl(own_ttl.or(options.ttl), options.ttl_jitter)?;
             longest = longest.max(ttl);
-            cmds.push(self.set_command(&keys::cache(ns.as_str(), name), value, ttl, condition, &changes));
+            cmds.push(self.set_command(
+                &keys::cache(ns.as_str(), name),
+                value,
+                ttl,
+                condition,
+                &changes,
+                options.origin,
+            ));
         }
         let replies = timed("cache.set", scripts::run_batch(&self.redis, &cmds, &[&scripts::CACHE_SET]))
             .await

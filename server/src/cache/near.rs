@@ -4,7 +4,8 @@
 //!
 //! Every write script (`set.lua`, `delete.lua`, `fill.lua`) publishes the entry's value key on
 //! its namespace's changes channel (`keys::cache_changes_channel`) in the same script as the
-//! write. A replica with near-cache streams in a namespace holds one [`Feed`] for it: one
+//! write; a Set marked with a near cache's origin publishes `<origin>|<value key>` instead, and
+//! the origin travels on to the streams (cache.proto, Track step 6). A replica with near-cache streams in a namespace holds one [`Feed`] for it: one
 //! subscription on the replica's pub/sub connection (the hub), and one task that hands each
 //! change to the streams tracking the key's bucket, looked up in a bucket index, so a change
 //! costs nothing for streams that never asked for its bucket.
@@ -283,9 +284,8 @@ async fn dispatch(
                 }
             }
             Item::Message(message) => {
-                let Some(name) = std::str::from_utf8(&message.payload)
-                    .ok()
-                    .and_then(|key| keys::cache_name_from_value_key(ns.as_str(), key))
+                let Some((origin, name)) =
+                    std::str::from_utf8(&message.payload).ok().and_then(|payload| change_of(&ns, payload))
                 else {
                     continue;
                 };
@@ -293,7 +293,7 @@ async fn dispatch(
                 if let Some(ids) = index.by_bucket.get(&bucket_of(&name)) {
                     for id in ids {
                         if let Some(watcher) = index.watchers.get(id) {
-                            watcher.changed(&name);
+                            watcher.changed(&name, origin);
                         }
                     }
                 }
@@ -307,11 +307,24 @@ async fn dispatch(
     }
 }
 
+/// The origin (0: none) and key name of a change message: a value key, or `<origin>|<value
+/// key>` from a marked Set. A value key starts with the keys' prefix, never a digit, so the two
+/// cannot be confused.
+fn change_of(ns: &Namespace, payload: &str) -> Option<(u64, String)> {
+    if let Some(name) = keys::cache_name_from_value_key(ns.as_str(), payload) {
+        return Some((0, name));
+    }
+    let (origin, key) = payload.split_once('|')?;
+    Some((origin.parse().ok()?, keys::cache_name_from_value_key(ns.as_str(), key)?))
+}
+
 /// What a stream has not sent yet.
 #[derive(Debug, Default)]
 struct Pending {
     gap: bool,
     keys: Vec<String>,
+    /// The origin of each of `keys`, by position; empty while none has one.
+    origins: Vec<u64>,
     /// Buckets whose tracking is to be acknowledged, one bit each (empty when none).
     tracked: Vec<u64>,
     /// The newest probe not yet confirmed, and when it arrived.
@@ -351,17 +364,24 @@ impl Watcher {
         }
     }
 
-    fn changed(&self, name: &str) {
+    fn changed(&self, name: &str, origin: u64) {
         let max_keys = self.max_keys;
         self.update(|pending| {
             if pending.gap {
                 // The gap already drops every copy.
             } else if pending.keys.len() >= max_keys {
                 pending.keys = Vec::new();
+                pending.origins = Vec::new();
                 pending.gap = true;
                 metrics::counter!("rookery_cache_near_gaps_total", "cause" => "slow_client").increment(1);
             } else {
+                if origin != 0 && pending.origins.len() < pending.keys.len() {
+                    pending.origins.resize(pending.keys.len(), 0);
+                }
                 pending.keys.push(name.to_owned());
+                if !pending.origins.is_empty() || origin != 0 {
+                    pending.origins.push(origin);
+                }
             }
         });
     }
@@ -369,6 +389,7 @@ impl Watcher {
     fn gap(&self) {
         self.update(|pending| {
             pending.keys = Vec::new();
+            pending.origins = Vec::new();
             pending.gap = true;
         });
         metrics::counter!("rookery_cache_near_gaps_total", "cause" => "pubsub").increment(1);
@@ -395,6 +416,8 @@ pub struct Changes {
     pub gap: bool,
     /// Changed keys in tracked buckets.
     pub keys: Vec<String>,
+    /// The origin of each of `keys` (0: none), by position; empty when none has one.
+    pub origins: Vec<u64>,
     /// Buckets whose tracking has started.
     pub tracked: Vec<u32>,
     /// A probe confirmed: every change before it arrived is in this or an earlier message.
@@ -468,7 +491,13 @@ impl Watch {
             };
             if let Some(taken) = taken {
                 let tracked = bits(&taken.tracked).collect();
-                return Changes { gap: taken.gap, keys: taken.keys, tracked, confirmed: taken.confirmed };
+                return Changes {
+                    gap: taken.gap,
+                    keys: taken.keys,
+                    origins: taken.origins,
+                    tracked,
+                    confirmed: taken.confirmed,
+                };
             }
             self.watcher.ready.notified().await;
         }
@@ -515,10 +544,32 @@ mod tests {
     fn a_slow_stream_gets_one_gap_instead_of_unbounded_keys() {
         let watcher = Watcher::new(3);
         for n in 0..10 {
-            watcher.changed(&format!("k{n}"));
+            watcher.changed(&format!("k{n}"), 0);
         }
         let pending = watcher.pending.lock().unwrap();
         assert!(pending.gap);
         assert!(pending.keys.is_empty());
+    }
+
+    #[test]
+    fn origins_line_up_with_keys_once_any_change_has_one() {
+        let watcher = Watcher::new(10);
+        watcher.changed("a", 0);
+        assert!(watcher.pending.lock().unwrap().origins.is_empty());
+        watcher.changed("b", 7);
+        watcher.changed("c", 0);
+        let pending = watcher.pending.lock().unwrap();
+        assert_eq!(pending.keys, ["a", "b", "c"]);
+        assert_eq!(pending.origins, [0, 7, 0]);
+    }
+
+    #[test]
+    fn a_change_message_is_a_value_key_or_an_origin_and_one() {
+        let ns = Namespace::new("team-a").unwrap();
+        let key = keys::cache("team-a", "x|y").value;
+        assert_eq!(change_of(&ns, &key), Some((0, "x|y".to_owned())));
+        assert_eq!(change_of(&ns, &format!("42|{key}")), Some((42, "x|y".to_owned())));
+        assert_eq!(change_of(&ns, "42|elsewhere"), None);
+        assert_eq!(change_of(&ns, &format!("x|{key}")), None);
     }
 }

@@ -9,6 +9,7 @@
 -- ARGV[3]  condition: "" (always), "NX" (only if absent) or "XX" (only if present)
 -- ARGV[4]  wake channel
 -- ARGV[5]  the namespace's changes channel (near caches), told of every write
+-- ARGV[6]  the writer's origin mark ("0": none), sent with the change as "<origin>|<key>"
 --
 -- Returns 1 if the value was written, 0 if the condition was not met.
 local written
@@ -20,7 +21,11 @@ end
 if not written then
   return 0
 end
-redis.call('PUBLISH', ARGV[5], KEYS[1])
+if ARGV[6] == '0' then
+  redis.call('PUBLISH', ARGV[5], KEYS[1])
+else
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. '|' .. KEYS[1])
+end
 if redis.call('DEL', KEYS[2]) == 1 then
   redis.call('PUBLISH', ARGV[4], KEYS[1])
 end

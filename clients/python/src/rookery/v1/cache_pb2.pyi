@@ -73,20 +73,22 @@ class CacheGetManyResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[CacheLookup, _Mapping]]] = ...) -> None: ...
 
 class CacheSetRequest(_message.Message):
-    __slots__ = ("key", "value", "ttl", "ttl_jitter", "condition", "tags")
+    __slots__ = ("key", "value", "ttl", "ttl_jitter", "condition", "tags", "origin")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
     TTL_JITTER_FIELD_NUMBER: _ClassVar[int]
     CONDITION_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     key: str
     value: bytes
     ttl: _duration_pb2.Duration
     ttl_jitter: _duration_pb2.Duration
     condition: CacheSetCondition
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., ttl_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., condition: _Optional[_Union[CacheSetCondition, str]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    origin: int
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., ttl_jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., condition: _Optional[_Union[CacheSetCondition, str]] = ..., tags: _Optional[_Iterable[str]] = ..., origin: _Optional[int] = ...) -> None: ...
 
 class CacheSetResponse(_message.Message):
     __slots__ = ("stored",)
@@ -225,17 +227,19 @@ class CacheTrackRequest(_message.Message):
     def __init__(self, track: _Optional[_Iterable[int]] = ..., probe: _Optional[int] = ...) -> None: ...
 
 class CacheTrackResponse(_message.Message):
-    __slots__ = ("bucket_count", "heartbeat_interval", "gap", "keys", "tracked", "confirmed")
+    __slots__ = ("bucket_count", "heartbeat_interval", "gap", "keys", "origins", "tracked", "confirmed")
     BUCKET_COUNT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     GAP_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    ORIGINS_FIELD_NUMBER: _ClassVar[int]
     TRACKED_FIELD_NUMBER: _ClassVar[int]
     CONFIRMED_FIELD_NUMBER: _ClassVar[int]
     bucket_count: int
     heartbeat_interval: _duration_pb2.Duration
     gap: bool
     keys: _containers.RepeatedScalarFieldContainer[str]
+    origins: _containers.RepeatedScalarFieldContainer[int]
     tracked: _containers.RepeatedScalarFieldContainer[int]
     confirmed: int
-    def __init__(self, bucket_count: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., gap: bool = ..., keys: _Optional[_Iterable[str]] = ..., tracked: _Optional[_Iterable[int]] = ..., confirmed: _Optional[int] = ...) -> None: ...
+    def __init__(self, bucket_count: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., gap: bool = ..., keys: _Optional[_Iterable[str]] = ..., origins: _Optional[_Iterable[int]] = ..., tracked: _Optional[_Iterable[int]] = ..., confirmed: _Optional[int] = ...) -> None: ...

@@ -236,6 +236,14 @@ class CacheServicer(object):
         whatever stalls or delays the stream, the server, its Redis connection or the client
         itself: the bound is measured on the client's own clock from before the probe was sent.
         5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
+        6. Own writes (optional). A client may mark a Set with a random non-zero `origin`; the
+        change then comes with that origin (`origins`). A client that dropped its copy of the
+        key after the Set answered `stored` (and before it) need not apply that change when it
+        arrives later: any read it started after the answer already sees the write, and a read
+        that started before was dropped with the copy. Without this, a read following the
+        client's own write is often not kept because the write's change arrives while it is in
+        flight. A change whose origin the client does not hold as answered (in flight, failed
+        or unknown) is applied as any other.
 
         Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
         expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted

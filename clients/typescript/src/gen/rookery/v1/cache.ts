@@ -132,6 +132,11 @@ export interface CacheSetRequest {
   condition: CacheSetCondition;
   /** Optional tags: `Invalidate` by any of them removes this key. */
   tags: string[];
+  /**
+   * Optional: a near cache's mark on its own write (Track, step 6), sent back with the
+   * change; 0 for none. Opaque to the server.
+   */
+  origin: bigint;
 }
 
 /** Response of Cache.Set. */
@@ -317,6 +322,11 @@ export interface CacheTrackResponse {
   gap: boolean;
   /** Keys (in the tracked buckets) that changed: drop their cached values. */
   keys: string[];
+  /**
+   * The `origin` of each change in `keys`, by position (0: none), when any has one; empty
+   * when none has.
+   */
+  origins: bigint[];
   /** Buckets whose tracking has started, answering `track` requests. */
   tracked: number[];
   /**
@@ -605,7 +615,7 @@ export const CacheGetManyResponse: MessageFns<CacheGetManyResponse> = {
 };
 
 function createBaseCacheSetRequest(): CacheSetRequest {
-  return { key: "", value: Buffer.alloc(0), ttl: undefined, ttlJitter: undefined, condition: 0, tags: [] };
+  return { key: "", value: Buffer.alloc(0), ttl: undefined, ttlJitter: undefined, condition: 0, tags: [], origin: 0n };
 }
 
 export const CacheSetRequest: MessageFns<CacheSetRequest> = {
@@ -627,6 +637,12 @@ export const CacheSetRequest: MessageFns<CacheSetRequest> = {
     }
     for (const v of message.tags) {
       writer.uint32(50).string(v!);
+    }
+    if (message.origin !== 0n) {
+      if (BigInt.asUintN(64, message.origin) !== message.origin) {
+        throw new globalThis.Error("value provided for field message.origin of type uint64 too large");
+      }
+      writer.uint32(56).uint64(message.origin);
     }
     return writer;
   },
@@ -686,6 +702,14 @@ export const CacheSetRequest: MessageFns<CacheSetRequest> = {
           message.tags.push(reader.string());
           continue;
         }
+        case 7: {
+          if (tag !== 56) {
+            break;
+          }
+
+          message.origin = reader.uint64() as bigint;
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -708,6 +732,7 @@ export const CacheSetRequest: MessageFns<CacheSetRequest> = {
       : undefined;
     message.condition = object.condition ?? 0;
     message.tags = object.tags?.map((e) => e) || [];
+    message.origin = object.origin ?? 0n;
     return message;
   },
 };
@@ -1746,7 +1771,15 @@ export const CacheTrackRequest: MessageFns<CacheTrackRequest> = {
 };
 
 function createBaseCacheTrackResponse(): CacheTrackResponse {
-  return { bucketCount: 0, heartbeatInterval: undefined, gap: false, keys: [], tracked: [], confirmed: 0n };
+  return {
+    bucketCount: 0,
+    heartbeatInterval: undefined,
+    gap: false,
+    keys: [],
+    origins: [],
+    tracked: [],
+    confirmed: 0n,
+  };
 }
 
 export const CacheTrackResponse: MessageFns<CacheTrackResponse> = {
@@ -1763,6 +1796,14 @@ export const CacheTrackResponse: MessageFns<CacheTrackResponse> = {
     for (const v of message.keys) {
       writer.uint32(34).string(v!);
     }
+    writer.uint32(58).fork();
+    for (const v of message.origins) {
+      if (BigInt.asUintN(64, v) !== v) {
+        throw new globalThis.Error("a value provided in array field origins of type uint64 is too large");
+      }
+      writer.uint64(v);
+    }
+    writer.join();
     writer.uint32(42).fork();
     for (const v of message.tracked) {
       writer.uint32(v);
@@ -1816,6 +1857,24 @@ export const CacheTrackResponse: MessageFns<CacheTrackResponse> = {
           message.keys.push(reader.string());
           continue;
         }
+        case 7: {
+          if (tag === 56) {
+            message.origins.push(reader.uint64() as bigint);
+
+            continue;
+          }
+
+          if (tag === 58) {
+            const end2 = reader.uint32() + reader.pos;
+            while (reader.pos < end2) {
+              message.origins.push(reader.uint64() as bigint);
+            }
+
+            continue;
+          }
+
+          break;
+        }
         case 5: {
           if (tag === 40) {
             message.tracked.push(reader.uint32());
@@ -1862,6 +1921,7 @@ export const CacheTrackResponse: MessageFns<CacheTrackResponse> = {
       : undefined;
     message.gap = object.gap ?? false;
     message.keys = object.keys?.map((e) => e) || [];
+    message.origins = object.origins?.map((e) => e) || [];
     message.tracked = object.tracked?.map((e) => e) || [];
     message.confirmed = object.confirmed ?? 0n;
     return message;
@@ -2060,6 +2120,14 @@ export const CacheService = {
    *    whatever stalls or delays the stream, the server, its Redis connection or the client
    *    itself: the bound is measured on the client's own clock from before the probe was sent.
    * 5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
+   * 6. Own writes (optional). A client may mark a Set with a random non-zero `origin`; the
+   *    change then comes with that origin (`origins`). A client that dropped its copy of the
+   *    key after the Set answered `stored` (and before it) need not apply that change when it
+   *    arrives later: any read it started after the answer already sees the write, and a read
+   *    that started before was dropped with the copy. Without this, a read following the
+   *    client's own write is often not kept because the write's change arrives while it is in
+   *    flight. A change whose origin the client does not hold as answered (in flight, failed
+   *    or unknown) is applied as any other.
    *
    * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
    * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
@@ -2192,6 +2260,14 @@ export interface CacheServer extends UntypedServiceImplementation {
    *    whatever stalls or delays the stream, the server, its Redis connection or the client
    *    itself: the bound is measured on the client's own clock from before the probe was sent.
    * 5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
+   * 6. Own writes (optional). A client may mark a Set with a random non-zero `origin`; the
+   *    change then comes with that origin (`origins`). A client that dropped its copy of the
+   *    key after the Set answered `stored` (and before it) need not apply that change when it
+   *    arrives later: any read it started after the answer already sees the write, and a read
+   *    that started before was dropped with the copy. Without this, a read following the
+   *    client's own write is often not kept because the write's change arrives while it is in
+   *    flight. A change whose origin the client does not hold as answered (in flight, failed
+   *    or unknown) is applied as any other.
    *
    * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
    * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
@@ -2442,6 +2518,14 @@ export interface CacheClient extends Client {
    *    whatever stalls or delays the stream, the server, its Redis connection or the client
    *    itself: the bound is measured on the client's own clock from before the probe was sent.
    * 5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
+   * 6. Own writes (optional). A client may mark a Set with a random non-zero `origin`; the
+   *    change then comes with that origin (`origins`). A client that dropped its copy of the
+   *    key after the Set answered `stored` (and before it) need not apply that change when it
+   *    arrives later: any read it started after the answer already sees the write, and a read
+   *    that started before was dropped with the copy. Without this, a read following the
+   *    client's own write is often not kept because the write's change arrives while it is in
+   *    flight. A change whose origin the client does not hold as answered (in flight, failed
+   *    or unknown) is applied as any other.
    *
    * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
    * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
