@@ -9,9 +9,9 @@
 //!   made after the read is reported on the stream.
 //! - A read in flight while its bucket changed, or while the stream reported a gap or was lost,
 //!   is not kept. Each bucket has an epoch, bumped before a change's copy is dropped; a reader
-//!   inserts first and then checks the epoch it saw at the start, removing its insert if the
-//!   epoch moved. Either the reader sees the bump, or the invalidation comes after its insert
-//!   and removes it.
+//!   keeps its value only if the epoch is still the one it saw at the start, checked and kept
+//!   under the bucket's guard, which the bump and drop also hold: either the reader sees the
+//!   bump, or the drop comes after its insert and removes it.
 //! - Copies are served only while the newest confirmed probe was sent less than
 //!   `max_staleness` ago: the server confirms a probe once every change made before the probe
 //!   reached it has been sent, and changes are applied before the confirmation that follows
@@ -35,21 +35,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quick_cache::Weighter;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tonic::Status;
 
 use crate::cache::{CacheClient, Entry, GetOrLoadError, LoadOptions, SetOptions};
 use crate::pb;
 use own_writes::OwnWrites;
+use stream::{Follower, follow};
 
 mod own_writes;
+mod stream;
 
 /// Bytes counted per entry besides its key and value, for the capacity bound.
 const ENTRY_OVERHEAD: u64 = 96;
-
-/// Reconnection backoff bounds of the invalidation stream.
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Options of a near cache.
 #[derive(Debug, Clone)]
@@ -120,10 +117,27 @@ struct Link {
     tracked: Vec<AtomicBool>,
     /// Bumped before a change to a key of the bucket drops its copy.
     epochs: Vec<AtomicU64>,
+    /// Held while a bucket's epoch is bumped and its changed copy dropped, and while a read
+    /// checks the epoch and keeps its copy: once a drop returns, no read that started before it
+    /// can still insert an older value, not even for an instant.
+    guards: Vec<std::sync::Mutex<()>>,
     requests: mpsc::UnboundedSender<pb::CacheTrackRequest>,
 }
 
 impl Link {
+    fn guard(&self, bucket: usize) -> std::sync::MutexGuard<'_, ()> {
+        self.guards[bucket].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops `key`'s copy ahead of or after a change: bumps its bucket's epoch, then removes
+    /// the copy, under the bucket's guard.
+    fn drop_copy(&self, copies: &Copies, key: &str) {
+        let bucket = self.bucket(key);
+        let _guard = self.guard(bucket);
+        self.epochs[bucket].fetch_add(1, Ordering::SeqCst);
+        copies.remove(key);
+    }
+
     fn bucket(&self, key: &str) -> usize {
         let mut hash: u32 = 2_166_136_261;
         for byte in key.bytes() {
@@ -238,9 +252,13 @@ impl Shared {
             return;
         }
         let copy = Copy { value: entry.value.clone(), expires: entry.ttl.map(|ttl| ticket.started + ttl) };
+        let _guard = ticket.link.guard(ticket.bucket);
+        if !self.unchanged(ticket) {
+            return;
+        }
         self.copies.insert(key.to_owned(), Arc::new(copy));
-        // Insert first, then check: an invalidation either bumped the epoch before this check
-        // (seen here) or removes the copy after this insert.
+        // Insert first, then check again: a reset or a new link (not under the guard) either
+        // came before this check (seen here) or drops the copy after this insert.
         if !self.unchanged(ticket) {
             self.copies.remove(key);
         }
@@ -283,10 +301,13 @@ impl Shared {
 
     /// Drops the copy of `key` ahead of a change to it.
     fn drop_key(&self, key: &str) {
-        if let Some(link) = self.link() {
-            link.epochs[link.bucket(key)].fetch_add(1, Ordering::SeqCst);
+        match self.link() {
+            Some(link) => link.drop_copy(&self.copies, key),
+            // No link, no tickets: no read can keep a copy until a new link is confirmed.
+            None => {
+                self.copies.remove(key);
+            }
         }
-        self.copies.remove(key);
     }
 
     /// Drops every copy, and every read in flight's claim to keep its result.
@@ -308,8 +329,7 @@ impl Shared {
             if self.own_writes.arrived(origins.get(at).copied().unwrap_or(0)) {
                 continue;
             }
-            link.epochs[link.bucket(&key)].fetch_add(1, Ordering::SeqCst);
-            self.copies.remove(&key);
+            link.drop_copy(&self.copies, &key);
             self.invalidations.fetch_add(1, Ordering::Relaxed);
         }
         for bucket in tracked {
@@ -339,59 +359,6 @@ impl Shared {
     }
 }
 
-/// Keeps the invalidation stream open, reconnecting with backoff, for as long as `shared` has
-/// handles.
-async fn follow(client: CacheClient, shared: std::sync::Weak<Shared>) {
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        let result = follow_once(&client, &shared).await;
-        let Some(state) = shared.upgrade() else { return };
-        state.unlink();
-        drop(state);
-        if result.is_ok() {
-            backoff = MIN_BACKOFF;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-}
-
-/// One connection of the stream, until it ends.
-async fn follow_once(client: &CacheClient, shared: &std::sync::Weak<Shared>) -> Result<(), Status> {
-    let (requests, requests_rx) = mpsc::unbounded_channel();
-    let mut stream = client
-        .raw()
-        .track(tokio_stream::wrappers::UnboundedReceiverStream::new(requests_rx))
-        .await?
-        .into_inner();
-    let first = stream.message().await?.ok_or_else(|| Status::unavailable("the stream ended at once"))?;
-    let bucket_count = first.bucket_count;
-    if bucket_count == 0 {
-        return Err(Status::internal("the server announced no buckets"));
-    }
-    let link = Arc::new(Link {
-        bucket_count,
-        asked: (0..bucket_count).map(|_| AtomicBool::new(false)).collect(),
-        tracked: (0..bucket_count).map(|_| AtomicBool::new(false)).collect(),
-        epochs: (0..bucket_count).map(|_| AtomicU64::new(0)).collect(),
-        requests,
-    });
-    {
-        let Some(state) = shared.upgrade() else { return Ok(()) };
-        *state.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link.clone());
-        state.probe(&link);
-    }
-    while let Some(message) = stream.message().await? {
-        let Some(state) = shared.upgrade() else { return Ok(()) };
-        // One probe at a time: the next leaves when one is confirmed, so the newest
-        // confirmation is at most about a heartbeat interval and a round trip old.
-        if state.apply(&link, message) {
-            state.probe(&link);
-        }
-    }
-    Err(Status::unavailable("the invalidation stream ended"))
-}
-
 /// Forgets a shared read when its last waiter is done with it, answered or cancelled.
 struct FinishRead<'a> {
     shared: &'a Shared,
@@ -402,16 +369,6 @@ struct FinishRead<'a> {
 impl Drop for FinishRead<'_> {
     fn drop(&mut self) {
         self.shared.finish(self.key, self.read);
-    }
-}
-
-/// The stream task's handle: the task ends when the last near-cache handle is dropped.
-#[derive(Debug)]
-struct Follower(JoinHandle<()>);
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

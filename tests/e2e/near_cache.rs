@@ -215,7 +215,8 @@ async fn a_near_reader_on_one_replica_sees_each_of_10000_writes_on_the_other_wit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_racing_the_near_caches_own_writes_never_serve_a_value_past_the_bound() {
     // A near cache skips the changes of its own answered writes (cache.proto, Track step 6);
-    // its own reads, in flight across those writes, must still never keep an older value.
+    // its own reads, in flight across those writes, must still never keep an older value, and
+    // a read after a write returns must see it.
     let server = TestServer::start(test_config(&shared_redis().url())).await;
     let ns = namespace("near-own-writes");
     let near = server.client(&ns).await.cache().near(near_options());
@@ -229,6 +230,8 @@ async fn reads_racing_the_near_caches_own_writes_never_serve_a_value_past_the_bo
         for n in 1..=WRITES {
             near.set(key, n.to_string().into_bytes(), options()).await.unwrap();
             writes.lock().unwrap().0.push(Instant::now());
+            // Read-your-writes, whatever the other reads in flight kept.
+            assert_eq!(value(near.get(key).await.unwrap()), n, "a read after own write {n}");
             tokio::task::yield_now().await;
         }
     };
