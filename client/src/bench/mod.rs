@@ -366,17 +366,17 @@ impl RookeryWorker {
 
 impl Step for RookeryWorker {
     async fn step(&mut self) -> bool {
-        let key = key_name(rand::rng().random_range(0..self.keys));
+        let uniform_key = || key_name(rand::rng().random_range(0..self.keys));
         let ok = match self.op {
-            BenchOp::Get => self.cache.get(key).await.map(|found| found.is_some()),
-            BenchOp::Set => self.cache.set(key, self.value.clone(), self.ttl).await,
+            BenchOp::Get => self.cache.get(uniform_key()).await.map(|found| found.is_some()),
+            BenchOp::Set => self.cache.set(uniform_key(), self.value.clone(), self.ttl).await,
             BenchOp::ZipfGet | BenchOp::NearGet => self.zipf_step().await,
             // Distinct names per worker: never contended.
             BenchOp::Lock => lock_pair(&self.lock, format!("bench:lock:{}", self.worker), None).await,
             BenchOp::LockContended => {
                 lock_pair(&self.lock, "bench:contended".into(), Some(Duration::from_secs(30))).await
             }
-            BenchOp::RateLimit => self.limiter.check(key, &self.rate_limit, 1).await.map(|_| true),
+            BenchOp::RateLimit => self.limiter.check(uniform_key(), &self.rate_limit, 1).await.map(|_| true),
             BenchOp::SessionGet => {
                 let id = &self.session_ids[rand::rng().random_range(0..self.session_ids.len())];
                 self.session.get(id.clone(), true).await.map(|found| found.is_some())
