@@ -8,10 +8,11 @@
 //! - Only a value read after its key's bucket was confirmed tracked is kept, so every change
 //!   made after the read is reported on the stream.
 //! - A read in flight while its bucket changed, or while the stream reported a gap or was lost,
-//!   is not kept. Each bucket has an epoch, bumped before a change's copy is dropped; a reader
-//!   keeps its value only if the epoch is still the one it saw at the start, checked and kept
-//!   under the bucket's guard, which the bump and drop also hold: either the reader sees the
-//!   bump, or the drop comes after its insert and removes it.
+//!   is not kept (except across a change of this cache's own answered write, below). Each
+//!   bucket has an epoch, bumped before a change's copy is dropped; a reader keeps its value
+//!   only if the epoch is still the one it saw at the start, checked and kept under the
+//!   bucket's guard, which the bump and drop also hold: either the reader sees the bump, or
+//!   the drop comes after its insert and removes it.
 //! - Copies are served only while the newest confirmed probe was sent less than
 //!   `max_staleness` ago: the server confirms a probe once every change made before the probe
 //!   reached it has been sent, and changes are applied before the confirmation that follows
@@ -246,6 +247,11 @@ impl Shared {
             link,
             bucket,
         })
+    }
+
+    /// Whether changes of `key` are delivered now: its bucket is tracked on the current link.
+    fn tracked(&self, key: &str) -> bool {
+        self.link().is_some_and(|link| link.tracked[link.bucket(key)].load(Ordering::SeqCst))
     }
 
     /// Keeps what a ticketed read found, unless its bucket or the cache changed meanwhile.
@@ -498,11 +504,16 @@ impl NearCache {
     /// the stream reports it. The write's own change, arriving after this returned, is then
     /// not applied (see the module docs).
     pub async fn set(&self, key: &str, value: Vec<u8>, options: SetOptions) -> Result<bool, Status> {
-        let origin = self.shared.own_writes.mark();
+        // Only a key of a tracked bucket has its change delivered, so only such a write is
+        // marked: a mark of any other would wait for a change that never comes.
+        let mark = self.shared.tracked(key).then(|| self.shared.own_writes.mark());
+        let origin = mark.as_ref().map_or(0, |mark| mark.origin());
         self.shared.drop_key(key);
         let stored = self.client.set_marked(key, value, options, origin).await;
         self.shared.drop_key(key);
-        self.shared.own_writes.answered(origin, matches!(stored, Ok(true)));
+        if let Some(mark) = mark {
+            mark.answered(matches!(stored, Ok(true)));
+        }
         stored
     }
 

@@ -5,7 +5,9 @@
 //! Every write script (`set.lua`, `delete.lua`, `fill.lua`) publishes the entry's value key on
 //! its namespace's changes channel (`keys::cache_changes_channel`) in the same script as the
 //! write; a Set marked with a near cache's origin publishes `<origin>|<value key>` instead, and
-//! the origin travels on to the streams (cache.proto, Track step 6). A replica with near-cache streams in a namespace holds one [`Feed`] for it: one
+//! the origin travels on to the streams (cache.proto, Track step 6). Replicas of different
+//! versions share these channels during a rolling update, so a new form of message must be one
+//! that older replicas still read: one they skip is a change lost without a gap. A replica with near-cache streams in a namespace holds one [`Feed`] for it: one
 //! subscription on the replica's pub/sub connection (the hub), and one task that hands each
 //! change to the streams tracking the key's bucket, looked up in a bucket index, so a change
 //! costs nothing for streams that never asked for its bucket.

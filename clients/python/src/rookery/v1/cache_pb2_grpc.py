@@ -219,8 +219,8 @@ class CacheServicer(object):
         key in those buckets is sent.
         2. A client caches a value only if it read it (Get, GetMany, Fetch) after the
         acknowledgement of the key's bucket arrived, and only if no change to the key's bucket
-        (`keys`) and no `gap` arrived while the read was in flight. It drops a cached key when the
-        key appears in `keys`.
+        (`keys`) and no `gap` arrived while the read was in flight (except a change it may skip
+        by step 6). It drops a cached key when the key appears in `keys`.
         3. `gap` means changes may have been lost (the server's Redis pub/sub connection was
         re-established, or the client read too slowly and the server's bounded queue for it
         overflowed): the client drops every cached value. Tracking stays as it was.
@@ -243,7 +243,8 @@ class CacheServicer(object):
         that started before was dropped with the copy. Without this, a read following the
         client's own write is often not kept because the write's change arrives while it is in
         flight. A change whose origin the client does not hold as answered (in flight, failed
-        or unknown) is applied as any other.
+        or unknown) is applied as any other. A client marks only Sets of keys in buckets it
+        tracks, and forgets marks whose change may not come (after a gap or a new stream).
 
         Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
         expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
