@@ -257,8 +257,9 @@ pub fn rate_limit_pattern(namespace: &str, key: &str) -> String {
 }
 
 /// The pub/sub channel on which every change to a cache entry of `namespace` is announced for
-/// near caches (`Cache.Track`): `rk1:cinv:<ns>`. The message is the entry's name as the caller
-/// gave it.
+/// near caches (`Cache.Track`): `rk1:cinv:<ns>`. The message is the entry's value key
+/// ([`cache_name_from_value_key`] gives back its name), or `<origin>|<value key>` for a Set a
+/// near cache marked as its own.
 pub fn cache_changes_channel(namespace: &str) -> String {
     let mut channel = String::from("rk1:cinv:");
     escape_into(&mut channel, namespace);
