@@ -34,14 +34,11 @@ async fn many_appends_in_flight_on_one_call_each_get_their_own_answer() {
     let answers = append_all(&appender, "s", 2000).await;
     let ids: Vec<String> = answers.into_iter().map(|a| a.unwrap().0).collect();
     // Every entry is stored once, under the ID its append was answered.
-    let mut stored = HashMap::new();
-    let mut batches = events.read("s", "", false).await.unwrap();
-    while let Some(batch) = batches.next().await {
-        for entry in batch.unwrap() {
-            let n: usize = String::from_utf8(entry.fields["n"].clone()).unwrap().parse().unwrap();
-            assert!(stored.insert(n, entry.id).is_none(), "entry {n} stored twice");
-        }
+    let mut stored_ids = HashMap::new();
+    for (n, id) in stored(&events, "s").await {
+        assert!(stored_ids.insert(n, id).is_none(), "entry {n} stored twice");
     }
+    let stored = stored_ids;
     assert_eq!(stored.len(), 2000);
     for (n, id) in ids.iter().enumerate() {
         assert_eq!(&stored[&n], id, "append {n} was answered another entry's ID");
@@ -55,6 +52,67 @@ async fn many_appends_in_flight_on_one_call_each_get_their_own_answer() {
     let first = appender.append("s", fields(1), &keyed).await.unwrap();
     let retry = appender.append("s", fields(1), &keyed).await.unwrap();
     assert_eq!((retry.0.as_str(), retry.1), (first.0.as_str(), true), "the idempotency key holds");
+}
+
+/// The entries of `stream`, as (n, ID) in stream order.
+async fn stored(events: &rookery_client::EventsClient, stream: &str) -> Vec<(usize, String)> {
+    let mut stored = Vec::new();
+    let mut batches = events.read(stream, "", false).await.unwrap();
+    while let Some(batch) = batches.next().await {
+        for entry in batch.unwrap() {
+            stored.push((String::from_utf8(entry.fields["n"].clone()).unwrap().parse().unwrap(), entry.id));
+        }
+    }
+    stored
+}
+
+#[tokio::test]
+async fn appends_sent_together_to_many_streams_each_land_once_in_their_own() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("append-stream-mixed")).await.events();
+    let appender = events.appender().await.unwrap();
+    // Sent at once, so that the server takes them in bursts: three streams, two trimmings on one
+    // of them (two groups of one stream), and every seventh append invalid.
+    let trimmed = AppendOptions { max_len: 5000, ..AppendOptions::default() };
+    let plain = AppendOptions::default();
+    let appends = (0..3000).map(|n| {
+        let (stream, options) = match n % 4 {
+            0 => ("a", &plain),
+            1 => ("a", &trimmed),
+            2 => ("b", &plain),
+            _ => ("c", &plain),
+        };
+        let fields = if n % 7 == 0 { HashMap::new() } else { fields(n) };
+        let appender = appender.clone();
+        async move { (n, stream, appender.append(stream, fields, options).await) }
+    });
+    let answers = futures::future::join_all(appends).await;
+    let mut expected: HashMap<&str, HashMap<usize, String>> = HashMap::new();
+    for (n, stream, answer) in answers {
+        match answer {
+            Ok((id, duplicate)) => {
+                assert!(n % 7 != 0, "append {n} had no fields yet was added");
+                assert!(!duplicate);
+                expected.entry(stream).or_default().insert(n, id);
+            }
+            Err(status) => {
+                assert_eq!(n % 7, 0, "append {n} failed: {status:?}");
+                assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            }
+        }
+    }
+    for stream in ["a", "b", "c"] {
+        let stored = stored(&events, stream).await;
+        let answered = &expected[stream];
+        assert_eq!(stored.len(), answered.len(), "stream {stream}: every answered append stored, once");
+        for (n, id) in stored {
+            assert_eq!(
+                answered.get(&n),
+                Some(&id),
+                "stream {stream}: entry {n} stored under its answered ID"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! one at a time costs what it did. Appends that arrive while a write to the same stream (with
 //! the same trimming) is in flight queue behind it; when it ends, a task writes what
 //! queued (up to a bound) in one `append.lua` call, as an `AppendMany` would, and answers each caller its own
-//! ID. Under load Redis then runs one script per batch instead of one per entry, which is where
+//! ID. The appends `AppendStream` takes together ([`Events::append_each`]) join the queue as
+//! one group per stream, so a burst costs one wait, not one per append. Under load Redis then runs one script per batch instead of one per entry, which is where
 //! an append's Redis time goes (the script's call, not its XADD). Each caller's entry was checked
 //! on its own before it queued, so a batch fails only as a whole (Redis unreachable, out of
 //! memory, the namespace's stream cap), and then every caller in it gets that error, as it
@@ -36,10 +37,10 @@ struct StreamTrim {
     trim: Trim,
 }
 
-/// An append waiting for the write in flight to its stream to end.
+/// Appends to one stream that wait, together, for the write in flight to it to end.
 struct Queued {
-    entry: NewEntry,
-    answer: oneshot::Sender<Result<(String, bool)>>,
+    entries: Vec<NewEntry>,
+    answer: oneshot::Sender<Result<Vec<(String, bool)>>>,
 }
 
 /// Appends queued per stream. A stream present here has a write in flight; its list holds the
@@ -69,21 +70,45 @@ impl AppendQueues {
             streams.remove(stream);
             return Vec::new();
         }
-        let (mut count, mut bytes) = (0, 0);
+        let (mut groups, mut count, mut bytes) = (0, 0, 0);
         for next in queued.iter() {
-            let size = entry_size(&next.entry);
-            if count == MAX_BATCH_ENTRIES || (count > 0 && bytes + size > MAX_BATCH_BYTES) {
+            let size: usize = next.entries.iter().map(entry_size).sum();
+            if groups > 0
+                && (count + next.entries.len() > MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES)
+            {
                 break;
             }
-            count += 1;
+            groups += 1;
+            count += next.entries.len();
             bytes += size;
         }
-        queued.drain(..count).collect()
+        queued.drain(..groups).collect()
     }
 }
 
 fn entry_size(entry: &NewEntry) -> usize {
     entry.fields.iter().map(|(name, value)| name.len() + value.len()).sum()
+}
+
+/// Splits checked appends to one stream into groups within a batch's bounds, so that no group
+/// makes a script call longer than a batch would (a group's first entry goes whatever its size).
+fn within_bounds(entries: Vec<(usize, NewEntry)>) -> Vec<Vec<(usize, NewEntry)>> {
+    let mut groups: Vec<Vec<(usize, NewEntry)>> = Vec::new();
+    let mut bytes = 0;
+    for (at, entry) in entries {
+        let size = entry_size(&entry);
+        match groups.last_mut() {
+            Some(group) if group.len() < MAX_BATCH_ENTRIES && bytes + size <= MAX_BATCH_BYTES => {
+                bytes += size;
+                group.push((at, entry));
+            }
+            _ => {
+                bytes = size;
+                groups.push(vec![(at, entry)]);
+            }
+        }
+    }
+    groups
 }
 
 /// Marks the caller's own write done when dropped, whether it finished or its caller left
@@ -115,30 +140,104 @@ impl Events {
         stream: &str,
         append: Append,
     ) -> Result<(String, bool)> {
+        let (key, entry) = self.check_append(ns, stream, append)?;
+        let mut written = self.append_group(key, vec![entry]).await?;
+        written.pop().ok_or_else(|| Error::Internal("an append of one entry answered none".into()))
+    }
+
+    /// Appends each of `appends` as [`Self::append`] would, answering each in the order given.
+    /// Each is checked on its own; those to the same stream with the same trimming queue as one
+    /// group (in the order given, so they get increasing IDs), and the groups of different
+    /// streams are written concurrently.
+    pub async fn append_each(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        appends: Vec<(String, Append)>,
+    ) -> Vec<Result<(String, bool)>> {
+        let mut answers: Vec<Option<Result<(String, bool)>>> = Vec::with_capacity(appends.len());
+        let mut streams: Vec<(StreamTrim, Vec<(usize, NewEntry)>)> = Vec::new();
+        for (at, (stream, append)) in appends.into_iter().enumerate() {
+            answers.push(None);
+            match self.check_append(ns, &stream, append) {
+                Ok((key, entry)) => match streams.iter_mut().find(|(other, _)| *other == key) {
+                    Some((_, entries)) => entries.push((at, entry)),
+                    None => streams.push((key, vec![(at, entry)])),
+                },
+                Err(e) => answers[at] = Some(Err(e)),
+            }
+        }
+        let groups = streams.into_iter().flat_map(|(key, entries)| {
+            within_bounds(entries).into_iter().map(move |group| {
+                let (positions, entries): (Vec<usize>, Vec<NewEntry>) = group.into_iter().unzip();
+                let written = self.append_group(key.clone(), entries);
+                async move { (positions, written.await) }
+            })
+        });
+        for (positions, written) in futures::future::join_all(groups).await {
+            match written {
+                Ok(written) if written.len() == positions.len() => {
+                    for (at, answer) in positions.into_iter().zip(written) {
+                        answers[at] = Some(Ok(answer));
+                    }
+                }
+                Ok(_) => {
+                    for at in positions {
+                        answers[at] = Some(Err(Error::Internal("a group's write answered too few".into())));
+                    }
+                }
+                Err(e) => {
+                    for at in positions {
+                        answers[at] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Err(Error::Internal("an append went unanswered".into()))))
+            .collect()
+    }
+
+    /// Checks one append: its entry and its stream's trimming.
+    fn check_append(&self, ns: &Namespace, stream: &str, append: Append) -> Result<(StreamTrim, NewEntry)> {
         let Append { fields, max_len, max_age, idempotency_key } = append;
         let entry = NewEntry { fields, idempotency_key };
         self.check_entry("the entry", &entry)?;
         let trim = self.check_trim(stream, max_len, max_age)?;
-        let key = StreamTrim { ns: ns.clone(), stream: stream.to_owned(), trim };
+        Ok((StreamTrim { ns: ns.clone(), stream: stream.to_owned(), trim }, entry))
+    }
+
+    /// Writes checked `entries` to one stream, in order: at once if no write to it is in
+    /// flight, else queued behind that write as one group.
+    async fn append_group(
+        self: &Arc<Self>,
+        key: StreamTrim,
+        entries: Vec<NewEntry>,
+    ) -> Result<Vec<(String, bool)>> {
         let queued = match self.appends.lock().entry(key.clone()) {
             Entry::Occupied(mut queued) => {
                 let (answer, answered) = oneshot::channel();
-                queued.get_mut().push(Queued { entry, answer });
+                queued.get_mut().push(Queued { entries, answer });
                 Ok(answered)
             }
             Entry::Vacant(vacant) => {
                 vacant.insert(Vec::new());
-                Err(entry)
+                Err(entries)
             }
         };
         match queued {
             Ok(answered) => answered
                 .await
                 .unwrap_or_else(|_| Err(Error::Internal("a queued append was dropped unanswered".into()))),
-            Err(entry) => {
-                let _in_flight = InFlight { events: self.clone(), stream: Some(key) };
-                let mut written = self.write_entries(ns, stream, std::slice::from_ref(&entry), trim).await?;
-                written.pop().ok_or_else(|| Error::Internal("an append of one entry answered none".into()))
+            Err(entries) => {
+                let StreamTrim { ns, stream, trim } = &key;
+                let in_flight = InFlight { events: self.clone(), stream: Some(key.clone()) };
+                // Boxed: the write's future is large, and every append's future would otherwise
+                // carry its size, through each move of the task it runs in, even an append that
+                // queues (most, under load).
+                let written = Box::pin(self.write_entries(ns, stream, &entries, *trim)).await;
+                drop(in_flight);
+                written
             }
         }
     }
@@ -152,13 +251,15 @@ impl Events {
         if batch.is_empty() {
             return;
         }
+        let sizes: Vec<usize> = batch.iter().map(|queued| queued.entries.len()).collect();
         let entries: Vec<NewEntry> =
-            batch.iter_mut().map(|queued| std::mem::take(&mut queued.entry)).collect();
+            batch.iter_mut().flat_map(|queued| std::mem::take(&mut queued.entries)).collect();
         metrics::histogram!("rookery_events_append_batch_entries").record(entries.len() as f64);
         match self.write_entries(&stream.ns, &stream.stream, &entries, stream.trim).await {
             Ok(written) => {
-                for (queued, answer) in batch.into_iter().zip(written) {
-                    let _ = queued.answer.send(Ok(answer));
+                let mut written = written.into_iter();
+                for (queued, size) in batch.into_iter().zip(sizes) {
+                    let _ = queued.answer.send(Ok(written.by_ref().take(size).collect()));
                 }
             }
             Err(e) => {

@@ -13,72 +13,19 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::groups::{ConsumeEvent, ConsumeRequest, Delivery, EffectiveSettings, GroupSettings, StreamInfo};
+use super::pipelined::{in_bursts, pipelined};
 use super::{Append, Event, Events, NewEntry, StreamEntry};
 use crate::convert::{duration_in, duration_out};
 use crate::namespace;
-
-/// Requests of one pipelined call (`AppendStream`, `PublishStream`) being handled at once; the
-/// call's requests are not read further until one is answered, so HTTP/2 flow control slows a
-/// producer that sends faster.
-const PIPELINED_IN_FLIGHT: usize = 256;
-
-/// The answers of a pipelined call (`AppendStream`, `PublishStream`): each request is handled
-/// as its own call would be, counted against the namespace's calls in flight (refused as a call
-/// would be), at most [`PIPELINED_IN_FLIGHT`] at once, and answered as it completes. A broken
-/// request side ends the call with its status; on shutdown no more requests are taken, those
-/// taken are answered, and the call ends.
-fn pipelined<Req, Resp, Fut>(
-    events: &Arc<Events>,
-    ns: &namespace::Namespace,
-    requests: Streaming<Req>,
-    handle: impl Fn(Req, namespace::Namespace, Result<(), Status>) -> Fut + Send + 'static,
-) -> impl Stream<Item = Result<Resp, Status>> + Send + 'static
-where
-    Req: Send + 'static,
-    Resp: Send + 'static,
-    Fut: std::future::Future<Output = Resp> + Send + 'static,
-{
-    let draining = {
-        let events = events.clone();
-        async move { events.draining().await }
-    };
-    let (events, ns) = (events.clone(), ns.clone());
-    let handled = futures::StreamExt::take_until(requests, draining).map(move |request| {
-        let call = request.map(|request| {
-            let share = events.enter_call(&ns).map_err(Status::from);
-            let admitted = share.as_ref().map(|_| ()).map_err(Clone::clone);
-            let answer = handle(request, ns.clone(), admitted);
-            // Its own task: the work, and the share it holds, end when it is done, even if the
-            // client is slow to read the answer.
-            tokio::spawn(async move {
-                let answer = answer.await;
-                drop(share);
-                answer
-            })
-        });
-        async move {
-            match call {
-                Ok(task) => {
-                    task.await.map_err(|e| Status::from(crate::error::Error::Internal(format!("{e}"))))
-                }
-                Err(status) => Err(crate::honest_codes::honest_request_error(status)),
-            }
-        }
-    });
-    futures::StreamExt::buffer_unordered(handled, PIPELINED_IN_FLIGHT)
-}
 
 /// A failed outcome carrying `status`.
 fn failure(status: &Status) -> pb::EventsAppendFailure {
     pb::EventsAppendFailure { code: status.code() as i32, message: status.message().to_owned() }
 }
 
-/// One `Append`, as the unary call and each append of `AppendStream` make it.
-async fn append_one(
-    events: &Arc<Events>,
-    ns: &namespace::Namespace,
-    request: pb::EventsAppendRequest,
-) -> Result<pb::EventsAppendResponse, Status> {
+/// The stream and the domain append of one `Append` request, as the unary call and each
+/// append of `AppendStream` make it.
+fn append_of(request: pb::EventsAppendRequest) -> Result<(String, Append), Status> {
     let pb::EventsAppendRequest { stream, fields, max_len, max_age, idempotency_key } = request;
     let append = Append {
         fields,
@@ -86,8 +33,45 @@ async fn append_one(
         max_age: duration_in("max_age", max_age)?,
         idempotency_key: (!idempotency_key.is_empty()).then_some(idempotency_key),
     };
-    let (id, duplicate) = events.append(ns, &stream, append).await?;
-    Ok(pb::EventsAppendResponse { id, duplicate })
+    Ok((stream, append))
+}
+
+/// The answers to one burst of `AppendStream` requests, in order: each refused, invalid, or
+/// appended as its own `Append` call would be.
+async fn append_burst(
+    events: &Arc<Events>,
+    ns: &namespace::Namespace,
+    burst: Vec<(pb::EventsAppendStreamRequest, Result<(), Status>)>,
+) -> Vec<pb::EventsAppendStreamResponse> {
+    use pb::events_append_stream_response::Outcome;
+    let failed = |status: Status| Some(Outcome::Failed(failure(&status)));
+    let (mut sequences, mut outcomes) = (Vec::with_capacity(burst.len()), Vec::with_capacity(burst.len()));
+    let (mut positions, mut appends) = (Vec::new(), Vec::new());
+    for (pb::EventsAppendStreamRequest { sequence, append }, admitted) in burst {
+        let append = admitted
+            .and_then(|()| append.ok_or_else(|| Status::invalid_argument("`append` is required")))
+            .and_then(append_of);
+        sequences.push(sequence);
+        match append {
+            Ok(append) => {
+                positions.push(outcomes.len());
+                appends.push(append);
+                outcomes.push(None);
+            }
+            Err(status) => outcomes.push(failed(status)),
+        }
+    }
+    for (at, appended) in positions.into_iter().zip(events.append_each(ns, appends).await) {
+        outcomes[at] = match appended {
+            Ok((id, duplicate)) => Some(Outcome::Appended(pb::EventsAppendResponse { id, duplicate })),
+            Err(e) => failed(Status::from(e)),
+        };
+    }
+    sequences
+        .into_iter()
+        .zip(outcomes)
+        .map(|(sequence, outcome)| pb::EventsAppendStreamResponse { sequence, outcome })
+        .collect()
 }
 
 /// `rookery.v1.Events` over the domain [`Events`].
@@ -267,7 +251,9 @@ impl events_server::Events for EventsApi {
         request: Request<pb::EventsAppendRequest>,
     ) -> Result<Response<pb::EventsAppendResponse>, Status> {
         let ns = namespace::of(&request)?;
-        Ok(Response::new(append_one(&self.events, &ns, request.into_inner()).await?))
+        let (stream, append) = append_of(request.into_inner())?;
+        let (id, duplicate) = self.events.append(&ns, &stream, append).await?;
+        Ok(Response::new(pb::EventsAppendResponse { id, duplicate }))
     }
 
     type AppendStreamStream =
@@ -277,21 +263,11 @@ impl events_server::Events for EventsApi {
         &self,
         request: Request<Streaming<pb::EventsAppendStreamRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
-        use pb::events_append_stream_response::Outcome;
         let ns = namespace::of(&request)?;
         let events = self.events.clone();
-        let answers = pipelined(&self.events, &ns, request.into_inner(), move |request, ns, admitted| {
+        let answers = in_bursts(&self.events, &ns, request.into_inner(), move |burst, ns| {
             let events = events.clone();
-            async move {
-                let pb::EventsAppendStreamRequest { sequence, append } = request;
-                let appended = match (admitted, append) {
-                    (Err(refused), _) => Err(refused),
-                    (Ok(()), Some(append)) => append_one(&events, &ns, append).await,
-                    (Ok(()), None) => Err(Status::invalid_argument("`append` is required")),
-                };
-                let outcome = appended.map_or_else(|s| Outcome::Failed(failure(&s)), Outcome::Appended);
-                pb::EventsAppendStreamResponse { sequence, outcome: Some(outcome) }
-            }
+            async move { append_burst(&events, &ns, burst).await }
         });
         Ok(Response::new(Box::pin(answers)))
     }

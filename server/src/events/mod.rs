@@ -14,6 +14,7 @@
 mod coalesce;
 pub mod groups;
 mod grpc;
+mod pipelined;
 mod retention;
 
 pub use grpc::EventsApi;

@@ -1,0 +1,177 @@
+//! The transport of the pipelined calls (`AppendStream`, `PublishStream`): many requests in
+//! flight on one call, each answered on its own with its sequence number.
+//!
+//! Two shapes share the bound and the shutdown rules. [`pipelined`] handles each request in a
+//! task of its own (`PublishStream`: a publish is one command, and there is nothing to share).
+//! [`in_bursts`] takes the requests that have already arrived together and hands them to one
+//! task (`AppendStream`: appends to one stream then join the group commit as one group, and a
+//! burst costs one task, one wait and one wake-up instead of one per append). Either way each
+//! request counts against the namespace's fair share as a call would.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Status, Streaming};
+
+use super::Events;
+use crate::namespace;
+
+/// Requests of one pipelined call (`AppendStream`, `PublishStream`) being handled at once; the
+/// call's requests are not read further until one is answered, so HTTP/2 flow control slows a
+/// producer that sends faster.
+pub(super) const PIPELINED_IN_FLIGHT: usize = 256;
+
+/// The answers of a pipelined call (`AppendStream`, `PublishStream`): each request is handled
+/// as its own call would be, counted against the namespace's calls in flight (refused as a call
+/// would be), at most [`PIPELINED_IN_FLIGHT`] at once, and answered as it completes. A broken
+/// request side ends the call with its status; on shutdown no more requests are taken, those
+/// taken are answered, and the call ends.
+pub(super) fn pipelined<Req, Resp, Fut>(
+    events: &Arc<Events>,
+    ns: &namespace::Namespace,
+    requests: Streaming<Req>,
+    handle: impl Fn(Req, namespace::Namespace, Result<(), Status>) -> Fut + Send + 'static,
+) -> impl Stream<Item = Result<Resp, Status>> + Send + 'static
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let draining = {
+        let events = events.clone();
+        async move { events.draining().await }
+    };
+    let (events, ns) = (events.clone(), ns.clone());
+    let handled = futures::StreamExt::take_until(requests, draining).map(move |request| {
+        let call = request.map(|request| {
+            let share = events.enter_call(&ns).map_err(Status::from);
+            let admitted = share.as_ref().map(|_| ()).map_err(Clone::clone);
+            let answer = handle(request, ns.clone(), admitted);
+            // Its own task: the work, and the share it holds, end when it is done, even if the
+            // client is slow to read the answer.
+            tokio::spawn(async move {
+                let answer = answer.await;
+                drop(share);
+                answer
+            })
+        });
+        async move {
+            match call {
+                Ok(task) => {
+                    task.await.map_err(|e| Status::from(crate::error::Error::Internal(format!("{e}"))))
+                }
+                Err(status) => Err(crate::honest_codes::honest_request_error(status)),
+            }
+        }
+    });
+    futures::StreamExt::buffer_unordered(handled, PIPELINED_IN_FLIGHT)
+}
+
+/// The answers of a call whose requests are handled in bursts: whatever requests have arrived
+/// when one is read (up to the room left of [`PIPELINED_IN_FLIGHT`]) go together to `handle`,
+/// each with whether the namespace's fair share admitted it, in one task; `handle` answers
+/// each, in order. Shares are held until the burst is answered. A broken request side ends the
+/// call with its status; on shutdown no more requests are taken, those taken are answered, and
+/// the call ends.
+pub(super) fn in_bursts<Req, Resp, Handle, Fut>(
+    events: &Arc<Events>,
+    ns: &namespace::Namespace,
+    requests: Streaming<Req>,
+    handle: Handle,
+) -> ReceiverStream<Result<Resp, Status>>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    Handle: Fn(Vec<(Req, Result<(), Status>)>, namespace::Namespace) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<Resp>> + Send + 'static,
+{
+    let (answers, answered) = mpsc::channel(PIPELINED_IN_FLIGHT);
+    tokio::spawn(take_bursts(events.clone(), ns.clone(), requests, handle, answers));
+    ReceiverStream::new(answered)
+}
+
+/// Reads `requests` in bursts for [`in_bursts`] until they end, break, the server drains, or
+/// the caller stops reading answers.
+async fn take_bursts<Req, Resp, Handle, Fut>(
+    events: Arc<Events>,
+    ns: namespace::Namespace,
+    requests: Streaming<Req>,
+    handle: Handle,
+    answers: mpsc::Sender<Result<Resp, Status>>,
+) where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    Handle: Fn(Vec<(Req, Result<(), Status>)>, namespace::Namespace) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<Resp>> + Send + 'static,
+{
+    let room = Arc::new(Semaphore::new(PIPELINED_IN_FLIGHT));
+    let draining = {
+        let events = events.clone();
+        async move { events.draining().await }
+    };
+    let mut requests = std::pin::pin!(futures::StreamExt::take_until(requests, draining));
+    loop {
+        // Room for a request before it is read: a caller that sends faster than its requests
+        // are answered is slowed by HTTP/2 flow control.
+        let Ok(mut taken) = room.clone().acquire_owned().await else { return };
+        let first = tokio::select! {
+            next = requests.next() => next,
+            () = answers.closed() => return,
+        };
+        let (mut burst, mut broken, mut ended) = (Vec::new(), None, false);
+        match first {
+            Some(Ok(request)) => burst.push(request),
+            Some(Err(status)) => broken = Some(status),
+            None => ended = true,
+        }
+        while broken.is_none() && !ended {
+            let Ok(more) = room.clone().try_acquire_owned() else { break };
+            match requests.next().now_or_never() {
+                Some(Some(Ok(request))) => {
+                    burst.push(request);
+                    taken.merge(more);
+                }
+                Some(Some(Err(status))) => broken = Some(status),
+                Some(None) => ended = true,
+                None => break,
+            }
+        }
+        if !burst.is_empty() {
+            let mut shares = Vec::with_capacity(burst.len());
+            let admitted = burst
+                .into_iter()
+                .map(|request| match events.enter_call(&ns) {
+                    Ok(share) => {
+                        shares.push(share);
+                        (request, Ok(()))
+                    }
+                    Err(refused) => (request, Err(Status::from(refused))),
+                })
+                .collect();
+            let work = handle(admitted, ns.clone());
+            let answers = answers.clone();
+            // Its own task: the work, and the shares it holds, end when it is done, even if
+            // the caller is slow to read the answers.
+            tokio::spawn(async move {
+                let responses = work.await;
+                drop(shares);
+                for response in responses {
+                    if answers.send(Ok(response)).await.is_err() {
+                        break;
+                    }
+                }
+                drop(taken);
+            });
+        }
+        if let Some(status) = broken {
+            let _ = answers.send(Err(crate::honest_codes::honest_request_error(status))).await;
+            return;
+        }
+        if ended {
+            return;
+        }
+    }
+}
