@@ -116,6 +116,29 @@ async fn appends_sent_together_to_many_streams_each_land_once_in_their_own() {
 }
 
 #[tokio::test]
+async fn large_appends_sent_together_are_written_in_bounded_groups_each_answered_its_own_id() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("append-stream-large")).await.events();
+    let appender = events.appender().await.unwrap();
+    // 48 entries of 48 KiB at once: more than one script call's bound of bytes (256 KiB), so a
+    // burst of them is split into groups, each answered by position.
+    let large = |n: usize| {
+        let mut fields = fields(n);
+        fields.insert("pad".to_owned(), vec![b'x'; 48 * 1024]);
+        fields
+    };
+    let options = AppendOptions::default();
+    let answers =
+        futures::future::join_all((0..48).map(|n| appender.append("big", large(n), &options))).await;
+    let ids: Vec<String> = answers.into_iter().map(|answer| answer.unwrap().0).collect();
+    let stored = stored(&events, "big").await;
+    assert_eq!(stored.len(), 48, "every entry stored once");
+    for (n, id) in stored {
+        assert_eq!(ids[n], id, "entry {n} stored under its answered ID");
+    }
+}
+
+#[tokio::test]
 async fn each_streamed_append_counts_against_the_namespace_rate() {
     let noisy = namespace("append-stream-rate");
     let mut config = test_config(&shared_redis().url());

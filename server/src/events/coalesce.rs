@@ -1,22 +1,25 @@
 //! `Events.Append` with group commit: concurrent appends to one stream share script calls.
 //!
-//! An append to a stream with no write in flight runs at once, alone, in the caller's task:
-//! one at a time costs what it did. Appends that arrive while a write to the same stream (with
-//! the same trimming) is in flight queue behind it; when it ends, a task writes what
-//! queued (up to a bound) in one `append.lua` call, as an `AppendMany` would, and answers each caller its own
-//! ID. The appends `AppendStream` takes together ([`Events::append_each`]) join the queue as
-//! one group per stream, so a burst costs one wait, not one per append. Under load Redis then runs one script per batch instead of one per entry, which is where
-//! an append's Redis time goes (the script's call, not its XADD). Each caller's entry was checked
-//! on its own before it queued, so a batch fails only as a whole (Redis unreachable, out of
-//! memory, the namespace's stream cap), and then every caller in it gets that error, as it
-//! would have alone. Entries in one batch get consecutive IDs in the order they queued; appends
-//! that race have no order between them anyway. A caller that leaves (its deadline passed, its
-//! client cancelled) before its batch is written is not written.
+//! An append to a stream with no write in flight is written at once, in the caller's task: one
+//! at a time costs what it did. Appends that arrive while a write to the same stream (with the
+//! same trimming) is in flight queue behind it; when it ends, a task writes what queued (up to a
+//! bound) in one `append.lua` call, as an `AppendMany` would, and answers each caller its own
+//! ID. The appends `AppendStream` takes together ([`Events::append_each`]) take their place as
+//! one group per stream (written at once, or queued as one), so a burst costs one wait, not one
+//! per append. Under load Redis then runs one script per batch instead of one per entry, which
+//! is where an append's Redis time goes (the script's call, not its XADD). Each caller's entry
+//! was checked on its own before it queued, so a batch fails only as a whole (Redis unreachable,
+//! out of memory, the namespace's stream cap), and then every caller in it gets that error, as
+//! it would have alone. Entries in one batch get consecutive IDs in the order they queued;
+//! appends that race have no order between them anyway. A caller that leaves (its deadline
+//! passed, its client cancelled) before its batch is written is not written.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::oneshot;
 
 use super::{Append, Events, NewEntry, Trim};
@@ -132,6 +135,30 @@ impl Drop for InFlight {
     }
 }
 
+/// Where a group of appends stands: it makes the write to its stream itself, or waits in the
+/// queue behind the write in flight.
+enum Place {
+    Alone { entries: Vec<NewEntry>, in_flight: InFlight },
+    Queued(oneshot::Receiver<Result<Vec<(String, bool)>>>),
+}
+
+/// A group's outcome, answered to each of its appends by position.
+fn answers_by_position(
+    positions: Vec<usize>,
+    written: Result<Vec<(String, bool)>>,
+) -> Vec<(usize, Result<(String, bool)>)> {
+    match written {
+        Ok(written) if written.len() == positions.len() => {
+            positions.into_iter().zip(written.into_iter().map(Ok)).collect()
+        }
+        Ok(_) => positions
+            .into_iter()
+            .map(|at| (at, Err(Error::Internal("a group's write answered another number of entries".into()))))
+            .collect(),
+        Err(e) => positions.into_iter().map(|at| (at, Err(e.clone()))).collect(),
+    }
+}
+
 impl Events {
     /// Appends an entry; returns its ID and whether it was a retry of an earlier append.
     pub async fn append(
@@ -141,61 +168,47 @@ impl Events {
         append: Append,
     ) -> Result<(String, bool)> {
         let (key, entry) = self.check_append(ns, stream, append)?;
-        let mut written = self.append_group(key, vec![entry]).await?;
+        let place = self.place(key, vec![entry]);
+        let mut written = self.written(place).await?;
         written.pop().ok_or_else(|| Error::Internal("an append of one entry answered none".into()))
     }
 
-    /// Appends each of `appends` as [`Self::append`] would, answering each in the order given.
-    /// Each is checked on its own; those to the same stream with the same trimming queue as one
-    /// group (in the order given, so they get increasing IDs), and the groups of different
-    /// streams are written concurrently.
-    pub async fn append_each(
+    /// Appends each of `appends` as [`Self::append`] would, answering each by its position in
+    /// `appends` as soon as its own write ends (a refused one at once). Each is checked on its
+    /// own; those to the same stream with the same trimming are queued, now, as one group in
+    /// the order given (so they get increasing IDs), split where a group would exceed a batch's
+    /// bounds; the groups of different streams are written concurrently.
+    pub fn append_each(
         self: &Arc<Self>,
         ns: &Namespace,
         appends: Vec<(String, Append)>,
-    ) -> Vec<Result<(String, bool)>> {
-        let mut answers: Vec<Option<Result<(String, bool)>>> = Vec::with_capacity(appends.len());
+    ) -> impl futures::Stream<Item = (usize, Result<(String, bool)>)> + Send + use<> {
+        let mut refused = Vec::new();
         let mut streams: Vec<(StreamTrim, Vec<(usize, NewEntry)>)> = Vec::new();
         for (at, (stream, append)) in appends.into_iter().enumerate() {
-            answers.push(None);
             match self.check_append(ns, &stream, append) {
                 Ok((key, entry)) => match streams.iter_mut().find(|(other, _)| *other == key) {
                     Some((_, entries)) => entries.push((at, entry)),
                     None => streams.push((key, vec![(at, entry)])),
                 },
-                Err(e) => answers[at] = Some(Err(e)),
+                Err(e) => refused.push((at, Err(e))),
             }
         }
-        let groups = streams.into_iter().flat_map(|(key, entries)| {
-            within_bounds(entries).into_iter().map(move |group| {
-                let (positions, entries): (Vec<usize>, Vec<NewEntry>) = group.into_iter().unzip();
-                let written = self.append_group(key.clone(), entries);
-                async move { (positions, written.await) }
-            })
-        });
-        for (positions, written) in futures::future::join_all(groups).await {
-            match written {
-                Ok(written) if written.len() == positions.len() => {
-                    for (at, answer) in positions.into_iter().zip(written) {
-                        answers[at] = Some(Ok(answer));
-                    }
-                }
-                Ok(_) => {
-                    for at in positions {
-                        answers[at] = Some(Err(Error::Internal("a group's write answered too few".into())));
-                    }
-                }
-                Err(e) => {
-                    for at in positions {
-                        answers[at] = Some(Err(e.clone()));
-                    }
-                }
-            }
-        }
-        answers
+        // Collected here, so every group takes its place in its stream's queue before any is
+        // awaited, in the order given.
+        let groups: FuturesUnordered<_> = streams
             .into_iter()
-            .map(|answer| answer.unwrap_or_else(|| Err(Error::Internal("an append went unanswered".into()))))
-            .collect()
+            .flat_map(|(key, entries)| {
+                within_bounds(entries).into_iter().map(move |group| (key.clone(), group))
+            })
+            .map(|(key, group)| {
+                let (positions, entries): (Vec<usize>, Vec<NewEntry>) = group.into_iter().unzip();
+                let place = self.place(key, entries);
+                let events = self.clone();
+                async move { answers_by_position(positions, events.written(place).await) }
+            })
+            .collect();
+        futures::stream::iter(refused).chain(groups.flat_map(futures::stream::iter))
     }
 
     /// Checks one append: its entry and its stream's trimming.
@@ -207,37 +220,39 @@ impl Events {
         Ok((StreamTrim { ns: ns.clone(), stream: stream.to_owned(), trim }, entry))
     }
 
-    /// Writes checked `entries` to one stream, in order: at once if no write to it is in
-    /// flight, else queued behind that write as one group.
-    async fn append_group(
-        self: &Arc<Self>,
-        key: StreamTrim,
-        entries: Vec<NewEntry>,
-    ) -> Result<Vec<(String, bool)>> {
-        let queued = match self.appends.lock().entry(key.clone()) {
+    /// Takes a place for checked `entries` to one stream: the write itself if no write to the
+    /// stream is in flight, else a place in its queue, as one group.
+    fn place(self: &Arc<Self>, key: StreamTrim, entries: Vec<NewEntry>) -> Place {
+        let mut streams = self.appends.lock();
+        match streams.entry(key) {
             Entry::Occupied(mut queued) => {
                 let (answer, answered) = oneshot::channel();
                 queued.get_mut().push(Queued { entries, answer });
-                Ok(answered)
+                Place::Queued(answered)
             }
             Entry::Vacant(vacant) => {
+                let key = vacant.key().clone();
                 vacant.insert(Vec::new());
-                Err(entries)
+                Place::Alone { entries, in_flight: InFlight { events: self.clone(), stream: Some(key) } }
             }
-        };
-        match queued {
-            Ok(answered) => answered
+        }
+    }
+
+    /// The IDs of a placed group, once written.
+    async fn written(&self, place: Place) -> Result<Vec<(String, bool)>> {
+        match place {
+            Place::Queued(answered) => answered
                 .await
                 .unwrap_or_else(|_| Err(Error::Internal("a queued append was dropped unanswered".into()))),
-            Err(entries) => {
-                let StreamTrim { ns, stream, trim } = &key;
-                let in_flight = InFlight { events: self.clone(), stream: Some(key.clone()) };
+            Place::Alone { entries, in_flight } => {
+                let Some(StreamTrim { ns, stream, trim }) = &in_flight.stream else {
+                    return Err(Error::Internal("a write in flight without its stream".into()));
+                };
+                metrics::histogram!("rookery_events_append_batch_entries").record(entries.len() as f64);
                 // Boxed: the write's future is large, and every append's future would otherwise
                 // carry its size, through each move of the task it runs in, even an append that
                 // queues (most, under load).
-                let written = Box::pin(self.write_entries(ns, stream, &entries, *trim)).await;
-                drop(in_flight);
-                written
+                Box::pin(self.write_entries(ns, stream, &entries, *trim)).await
             }
         }
     }

@@ -36,42 +36,36 @@ fn append_of(request: pb::EventsAppendRequest) -> Result<(String, Append), Statu
     Ok((stream, append))
 }
 
-/// The answers to one burst of `AppendStream` requests, in order: each refused, invalid, or
-/// appended as its own `Append` call would be.
-async fn append_burst(
+/// The answers to one burst of `AppendStream` requests, each as soon as it is known: refused,
+/// invalid, or appended as its own `Append` call would be.
+fn append_burst(
     events: &Arc<Events>,
     ns: &namespace::Namespace,
     burst: Vec<(pb::EventsAppendStreamRequest, Result<(), Status>)>,
-) -> Vec<pb::EventsAppendStreamResponse> {
+) -> impl Stream<Item = pb::EventsAppendStreamResponse> + Send + use<> {
     use pb::events_append_stream_response::Outcome;
-    let failed = |status: Status| Some(Outcome::Failed(failure(&status)));
-    let (mut sequences, mut outcomes) = (Vec::with_capacity(burst.len()), Vec::with_capacity(burst.len()));
-    let (mut positions, mut appends) = (Vec::new(), Vec::new());
+    let answer = |sequence, outcome| pb::EventsAppendStreamResponse { sequence, outcome: Some(outcome) };
+    let (mut refused, mut sequences, mut appends) = (Vec::new(), Vec::new(), Vec::with_capacity(burst.len()));
     for (pb::EventsAppendStreamRequest { sequence, append }, admitted) in burst {
         let append = admitted
             .and_then(|()| append.ok_or_else(|| Status::invalid_argument("`append` is required")))
             .and_then(append_of);
-        sequences.push(sequence);
         match append {
             Ok(append) => {
-                positions.push(outcomes.len());
+                sequences.push(sequence);
                 appends.push(append);
-                outcomes.push(None);
             }
-            Err(status) => outcomes.push(failed(status)),
+            Err(status) => refused.push(answer(sequence, Outcome::Failed(failure(&status)))),
         }
     }
-    for (at, appended) in positions.into_iter().zip(events.append_each(ns, appends).await) {
-        outcomes[at] = match appended {
-            Ok((id, duplicate)) => Some(Outcome::Appended(pb::EventsAppendResponse { id, duplicate })),
-            Err(e) => failed(Status::from(e)),
+    let appended = events.append_each(ns, appends).map(move |(at, appended)| {
+        let outcome = match appended {
+            Ok((id, duplicate)) => Outcome::Appended(pb::EventsAppendResponse { id, duplicate }),
+            Err(e) => Outcome::Failed(failure(&Status::from(e))),
         };
-    }
-    sequences
-        .into_iter()
-        .zip(outcomes)
-        .map(|(sequence, outcome)| pb::EventsAppendStreamResponse { sequence, outcome })
-        .collect()
+        answer(sequences[at], outcome)
+    });
+    tokio_stream::iter(refused).chain(appended)
 }
 
 /// `rookery.v1.Events` over the domain [`Events`].
@@ -266,8 +260,7 @@ impl events_server::Events for EventsApi {
         let ns = namespace::of(&request)?;
         let events = self.events.clone();
         let answers = in_bursts(&self.events, &ns, request.into_inner(), move |burst, ns| {
-            let events = events.clone();
-            async move { append_burst(&events, &ns, burst).await }
+            append_burst(&events, &ns, burst)
         });
         Ok(Response::new(Box::pin(answers)))
     }

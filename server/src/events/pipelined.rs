@@ -4,23 +4,25 @@
 //! Two shapes share the bound and the shutdown rules. [`pipelined`] handles each request in a
 //! task of its own (`PublishStream`: a publish is one command, and there is nothing to share).
 //! [`in_bursts`] takes the requests that have already arrived together and hands them to one
-//! task (`AppendStream`: appends to one stream then join the group commit as one group, and a
-//! burst costs one task, one wait and one wake-up instead of one per append). Either way each
+//! task, which answers each as soon as it is ready (`AppendStream`: appends to one stream then
+//! join the group commit as one group, and a burst costs one task, one wait and one wake-up per
+//! stream instead of one per append). Either way each
 //! request counts against the namespace's fair share as a call would.
 
 use std::sync::Arc;
 
 use futures::FutureExt;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 
 use super::Events;
+use crate::fair_share::ShareGuard;
 use crate::namespace;
 
-/// Requests of one pipelined call (`AppendStream`, `PublishStream`) being handled at once; the
-/// call's requests are not read further until one is answered, so HTTP/2 flow control slows a
+/// Requests of one pipelined call (`AppendStream`, `PublishStream`) taken and not yet answered;
+/// the call's requests are not read further until one is, so HTTP/2 flow control slows a
 /// producer that sends faster.
 pub(super) const PIPELINED_IN_FLIGHT: usize = 256;
 
@@ -72,40 +74,47 @@ where
 
 /// The answers of a call whose requests are handled in bursts: whatever requests have arrived
 /// when one is read (up to the room left of [`PIPELINED_IN_FLIGHT`]) go together to `handle`,
-/// each with whether the namespace's fair share admitted it, in one task; `handle` answers
-/// each, in order. Shares are held until the burst is answered. A broken request side ends the
+/// each with whether the namespace's fair share admitted it; one task forwards the burst's
+/// answers as `handle`'s stream yields them, each as soon as it is ready. A request counts
+/// against [`PIPELINED_IN_FLIGHT`] from when it is taken until its answer is handed to the
+/// transport; its share is held until its burst's work is done. A broken request side ends the
 /// call with its status; on shutdown no more requests are taken, those taken are answered, and
 /// the call ends.
-pub(super) fn in_bursts<Req, Resp, Handle, Fut>(
+pub(super) fn in_bursts<Req, Resp, Handle, Answers>(
     events: &Arc<Events>,
     ns: &namespace::Namespace,
     requests: Streaming<Req>,
     handle: Handle,
-) -> ReceiverStream<Result<Resp, Status>>
+) -> impl Stream<Item = Result<Resp, Status>> + Send + 'static
 where
     Req: Send + 'static,
     Resp: Send + 'static,
-    Handle: Fn(Vec<(Req, Result<(), Status>)>, namespace::Namespace) -> Fut + Send + 'static,
-    Fut: Future<Output = Vec<Resp>> + Send + 'static,
+    Handle: Fn(Vec<(Req, Result<(), Status>)>, namespace::Namespace) -> Answers + Send + 'static,
+    Answers: Stream<Item = Resp> + Send + 'static,
 {
-    let (answers, answered) = mpsc::channel(PIPELINED_IN_FLIGHT);
+    // Each answer carries its request's room, freed when the transport takes the answer: as
+    // many answers as requests in flight, so a send never waits.
+    let (answers, answered) = mpsc::channel(PIPELINED_IN_FLIGHT + 1);
     tokio::spawn(take_bursts(events.clone(), ns.clone(), requests, handle, answers));
-    ReceiverStream::new(answered)
+    ReceiverStream::new(answered).map(|(answer, _room): Answer<Resp>| answer)
 }
+
+/// An answer, with the room its request took.
+type Answer<Resp> = (Result<Resp, Status>, Option<OwnedSemaphorePermit>);
 
 /// Reads `requests` in bursts for [`in_bursts`] until they end, break, the server drains, or
 /// the caller stops reading answers.
-async fn take_bursts<Req, Resp, Handle, Fut>(
+async fn take_bursts<Req, Resp, Handle, Answers>(
     events: Arc<Events>,
     ns: namespace::Namespace,
     requests: Streaming<Req>,
     handle: Handle,
-    answers: mpsc::Sender<Result<Resp, Status>>,
+    answers: mpsc::Sender<Answer<Resp>>,
 ) where
     Req: Send + 'static,
     Resp: Send + 'static,
-    Handle: Fn(Vec<(Req, Result<(), Status>)>, namespace::Namespace) -> Fut + Send + 'static,
-    Fut: Future<Output = Vec<Resp>> + Send + 'static,
+    Handle: Fn(Vec<(Req, Result<(), Status>)>, namespace::Namespace) -> Answers + Send + 'static,
+    Answers: Stream<Item = Resp> + Send + 'static,
 {
     let room = Arc::new(Semaphore::new(PIPELINED_IN_FLIGHT));
     let draining = {
@@ -152,26 +161,37 @@ async fn take_bursts<Req, Resp, Handle, Fut>(
                 })
                 .collect();
             let work = handle(admitted, ns.clone());
-            let answers = answers.clone();
             // Its own task: the work, and the shares it holds, end when it is done, even if
             // the caller is slow to read the answers.
-            tokio::spawn(async move {
-                let responses = work.await;
-                drop(shares);
-                for response in responses {
-                    if answers.send(Ok(response)).await.is_err() {
-                        break;
-                    }
-                }
-                drop(taken);
-            });
+            tokio::spawn(forward(work, shares, taken, answers.clone()));
         }
         if let Some(status) = broken {
-            let _ = answers.send(Err(crate::honest_codes::honest_request_error(status))).await;
+            let _ = answers.send((Err(crate::honest_codes::honest_request_error(status)), None)).await;
             return;
         }
         if ended {
             return;
         }
     }
+}
+
+/// Forwards a burst's answers as its work yields them, each with one request's room; a panic in
+/// the work ends the call with INTERNAL, so that no request of it waits for an answer forever.
+async fn forward<Resp, Answers>(
+    work: Answers,
+    shares: Vec<ShareGuard>,
+    mut taken: OwnedSemaphorePermit,
+    answers: mpsc::Sender<Answer<Resp>>,
+) where
+    Answers: Stream<Item = Resp> + Send + 'static,
+{
+    let mut work = std::pin::pin!(futures::StreamExt::catch_unwind(std::panic::AssertUnwindSafe(work)));
+    while let Some(answer) = work.next().await {
+        let answer =
+            answer.map_err(|_| Status::internal("appends of this call failed unexpectedly; retry them"));
+        if answers.send((answer, taken.split(1))).await.is_err() {
+            break;
+        }
+    }
+    drop(shares);
 }
