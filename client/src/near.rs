@@ -430,6 +430,13 @@ impl NearCache {
             self.shared.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(entry));
         }
+        // Boxed: a miss is a call to the server, whose future is large; this future, which
+        // callers create (and move) for every hit, stays small.
+        Box::pin(self.read_through(key)).await
+    }
+
+    /// A miss: reads `key` from the server, keeping the value when the protocol allows.
+    async fn read_through(&self, key: &str) -> Result<Option<Entry>, Status> {
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
         // Concurrent misses of one key (a hot key just changed) share one read.
         let read = self.shared.join(key);
