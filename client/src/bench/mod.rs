@@ -223,12 +223,12 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             (config.op == BenchOp::NearGet).then(|| client.cache().near(crate::NearOptions::default()))
         })
         .collect();
+    let zipf = ZipfDraws::new(config)?;
     // Measure the steady state: every key read twice through each near cache before the clock
     // starts (the first read of a bucket asks for its tracking; the second is kept).
     for near in near.iter().flatten() {
-        let names: Vec<String> = (0..config.keys).map(key_name).collect();
         for _pass in 0..2 {
-            for chunk in names.chunks(500) {
+            for chunk in zipf.names.chunks(500) {
                 near.get_many(chunk).await?;
             }
         }
@@ -240,7 +240,6 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             _ => None,
         });
     }
-    let zipf = ZipfDraws::new(config)?;
     let workers = (0..config.concurrency)
         .map(|worker| {
             let client = &clients[worker % clients.len()];
@@ -347,10 +346,10 @@ impl ZipfDraws {
         if !matches!(config.op, BenchOp::ZipfGet | BenchOp::NearGet) {
             return Ok(Self { names: Arc::from([]), draws: Arc::from([]) });
         }
-        let keys = u32::try_from(config.keys.max(1)).map_err(|_| "--keys must fit in 31 bits")?;
-        if keys >= WRITE_DRAW {
-            return Err("--keys must fit in 31 bits".into());
-        }
+        let keys = u32::try_from(config.keys.max(1))
+            .ok()
+            .filter(|&keys| keys < WRITE_DRAW)
+            .ok_or("--keys must be below 2^31 for the Zipf workloads")?;
         let zipf = rand_distr::Zipf::new(f64::from(keys), 1.0)?;
         let mut rng = rand::rng();
         let draws = (0..ZIPF_DRAWS)
@@ -409,34 +408,20 @@ struct RookeryWorker {
 
 impl RookeryWorker {
     /// One operation of the Zipf workload: 99 % reads, 1 % writes, of Zipf(1.0)-drawn keys.
-    /// The calls to the server are boxed, so that this future, created for every operation,
-    /// stays as small as a near-cache hit's.
     async fn zipf_step(&mut self) -> Result<bool, tonic::Status> {
         let (key, write) = self.zipf.next();
         let options = SetOptions { ttl: Some(self.ttl), ..SetOptions::default() };
         match (&self.near, write) {
-            (Some(near), true) => Box::pin(near.set(key, self.value.clone(), options)).await,
+            (Some(near), true) => near.set(key, self.value.clone(), options).await,
             (Some(near), false) => near.get(key).await.map(|found| found.is_some()),
-            (None, true) => Box::pin(self.cache.set_with(key, self.value.clone(), options)).await,
-            (None, false) => Box::pin(self.cache.get(key)).await.map(|found| found.is_some()),
+            (None, true) => self.cache.set_with(key, self.value.clone(), options).await,
+            (None, false) => self.cache.get(key).await.map(|found| found.is_some()),
         }
     }
 }
 
 impl Step for RookeryWorker {
     async fn step(&mut self) -> bool {
-        if matches!(self.op, BenchOp::ZipfGet | BenchOp::NearGet) {
-            return self.zipf_step().await.is_ok_and(|ok| ok);
-        }
-        // Boxed: the other operations' futures are large, and a near-cache hit's should not
-        // carry their size.
-        Box::pin(self.call_step()).await
-    }
-}
-
-impl RookeryWorker {
-    /// One operation of the scenarios that call the server every time.
-    async fn call_step(&mut self) -> bool {
         let uniform_key = || key_name(rand::rng().random_range(0..self.keys));
         let ok = match self.op {
             BenchOp::Get => self.cache.get(uniform_key()).await.map(|found| found.is_some()),

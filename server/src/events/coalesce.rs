@@ -138,7 +138,7 @@ impl Drop for InFlight {
 /// Where a group of appends stands: it makes the write to its stream itself, or waits in the
 /// queue behind the write in flight.
 enum Place {
-    Alone { entries: Vec<NewEntry>, in_flight: InFlight },
+    Alone { key: StreamTrim, entries: Vec<NewEntry>, in_flight: InFlight },
     Queued(oneshot::Receiver<Result<Vec<(String, bool)>>>),
 }
 
@@ -231,9 +231,10 @@ impl Events {
                 Place::Queued(answered)
             }
             Entry::Vacant(vacant) => {
+                let in_flight = InFlight { events: self.clone(), stream: Some(vacant.key().clone()) };
                 let key = vacant.key().clone();
                 vacant.insert(Vec::new());
-                Place::Alone { entries, in_flight: InFlight { events: self.clone(), stream: Some(key) } }
+                Place::Alone { key, entries, in_flight }
             }
         }
     }
@@ -244,15 +245,15 @@ impl Events {
             Place::Queued(answered) => answered
                 .await
                 .unwrap_or_else(|_| Err(Error::Internal("a queued append was dropped unanswered".into()))),
-            Place::Alone { entries, in_flight } => {
-                let Some(StreamTrim { ns, stream, trim }) = &in_flight.stream else {
-                    return Err(Error::Internal("a write in flight without its stream".into()));
-                };
+            Place::Alone { key, entries, in_flight } => {
                 metrics::histogram!("rookery_events_append_batch_entries").record(entries.len() as f64);
                 // Boxed: the write's future is large, and every append's future would otherwise
                 // carry its size, through each move of the task it runs in, even an append that
                 // queues (most, under load).
-                Box::pin(self.write_entries(ns, stream, &entries, *trim)).await
+                let written = Box::pin(self.write_entries(&key.ns, &key.stream, &entries, key.trim)).await;
+                // Only now may what queued behind this write be written.
+                drop(in_flight);
+                written
             }
         }
     }

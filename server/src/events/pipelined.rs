@@ -6,8 +6,8 @@
 //! [`in_bursts`] takes the requests that have already arrived together and hands them to one
 //! task, which answers each as soon as it is ready (`AppendStream`: appends to one stream then
 //! join the group commit as one group, and a burst costs one task, one wait and one wake-up per
-//! stream instead of one per append). Either way each
-//! request counts against the namespace's fair share as a call would.
+//! stream instead of one per append). Either way each request counts against the namespace's
+//! fair share as a call would.
 
 use std::sync::Arc;
 
@@ -26,6 +26,15 @@ use crate::namespace;
 /// producer that sends faster.
 pub(super) const PIPELINED_IN_FLIGHT: usize = 256;
 
+/// A call's requests, ending when the server starts shutting down.
+fn until_draining<Req>(
+    events: &Arc<Events>,
+    requests: Streaming<Req>,
+) -> impl Stream<Item = Result<Req, Status>> + use<Req> {
+    let events = events.clone();
+    futures::StreamExt::take_until(requests, async move { events.draining().await })
+}
+
 /// The answers of a pipelined call (`AppendStream`, `PublishStream`): each request is handled
 /// as its own call would be, counted against the namespace's calls in flight (refused as a call
 /// would be), at most [`PIPELINED_IN_FLIGHT`] at once, and answered as it completes. A broken
@@ -42,12 +51,9 @@ where
     Resp: Send + 'static,
     Fut: std::future::Future<Output = Resp> + Send + 'static,
 {
-    let draining = {
-        let events = events.clone();
-        async move { events.draining().await }
-    };
+    let requests = until_draining(events, requests);
     let (events, ns) = (events.clone(), ns.clone());
-    let handled = futures::StreamExt::take_until(requests, draining).map(move |request| {
+    let handled = requests.map(move |request| {
         let call = request.map(|request| {
             let share = events.enter_call(&ns).map_err(Status::from);
             let admitted = share.as_ref().map(|_| ()).map_err(Clone::clone);
@@ -117,11 +123,7 @@ async fn take_bursts<Req, Resp, Handle, Answers>(
     Answers: Stream<Item = Resp> + Send + 'static,
 {
     let room = Arc::new(Semaphore::new(PIPELINED_IN_FLIGHT));
-    let draining = {
-        let events = events.clone();
-        async move { events.draining().await }
-    };
-    let mut requests = std::pin::pin!(futures::StreamExt::take_until(requests, draining));
+    let mut requests = std::pin::pin!(until_draining(&events, requests));
     loop {
         // Room for a request before it is read: a caller that sends faster than its requests
         // are answered is slowed by HTTP/2 flow control.
@@ -188,7 +190,7 @@ async fn forward<Resp, Answers>(
     let mut work = std::pin::pin!(futures::StreamExt::catch_unwind(std::panic::AssertUnwindSafe(work)));
     while let Some(answer) = work.next().await {
         let answer =
-            answer.map_err(|_| Status::internal("appends of this call failed unexpectedly; retry them"));
+            answer.map_err(|_| Status::internal("requests of this call failed unexpectedly; retry them"));
         if answers.send((answer, taken.split(1))).await.is_err() {
             break;
         }
