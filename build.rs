@@ -33,6 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .client_mod_attribute(".", r#"#[cfg(feature = "client")]"#)
         // prost's codec with a small encode buffer: see src/codec.rs.
         .codec_path("crate::codec::RookeryCodec")
+        // Pub/sub payloads as `Bytes`: decoding one shares the received buffer, and the
+        // server hands one message's payload to all its subscribers without copying it.
+        .bytes(".rookery.v1.EventsMessage.payload")
+        .bytes(".rookery.v1.EventsPublishRequest.payload")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
@@ -37,8 +38,8 @@ pub enum Event {
         channel: String,
         /// The subscribed pattern it matched, if it came through a pattern.
         pattern: Option<String>,
-        /// The payload.
-        payload: Vec<u8>,
+        /// The payload (sharing the buffer it was received in).
+        payload: Bytes,
     },
     /// Messages were lost here (`missed` of them, when known).
     Gap {
@@ -299,8 +300,12 @@ impl EventsClient {
     }
 
     /// Publishes a message; returns how many server replicas received it.
-    pub async fn publish(&self, channel: impl Into<String>, payload: Vec<u8>) -> Result<u64, Status> {
-        let request = pb::EventsPublishRequest { channel: channel.into(), payload };
+    pub async fn publish(
+        &self,
+        channel: impl Into<String>,
+        payload: impl Into<Bytes>,
+    ) -> Result<u64, Status> {
+        let request = pb::EventsPublishRequest { channel: channel.into(), payload: payload.into() };
         Ok(self.raw.clone().publish(request).await?.into_inner().receivers)
     }
 

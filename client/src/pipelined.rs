@@ -219,8 +219,12 @@ impl Publisher {
     /// Publishes one message, as `EventsClient::publish`, and waits for its own answer: how
     /// many server replicas received it. Publishes made concurrently may reach subscribers in
     /// either order.
-    pub async fn publish(&self, channel: impl Into<String>, payload: Vec<u8>) -> Result<u64, Status> {
-        let publish = pb::EventsPublishRequest { channel: channel.into(), payload };
+    pub async fn publish(
+        &self,
+        channel: impl Into<String>,
+        payload: impl Into<bytes::Bytes>,
+    ) -> Result<u64, Status> {
+        let publish = pb::EventsPublishRequest { channel: channel.into(), payload: payload.into() };
         self.0.call(|sequence| pb::EventsPublishStreamRequest { sequence, publish: Some(publish) }).await
     }
 }

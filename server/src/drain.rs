@@ -48,6 +48,11 @@ impl DrainControl {
 }
 
 impl Drain {
+    /// Whether draining has started.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
     /// Resolves when draining starts (at once if it has).
     pub async fn draining(&self) {
         let mut draining = self.draining.clone();

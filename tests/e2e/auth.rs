@@ -462,7 +462,7 @@ async fn rotation_keeps_open_streams_and_applies_new_credentials() {
     })
     .await
     .expect("the open stream delivered nothing after the rotation");
-    assert_eq!(message, b"after rotation");
+    assert_eq!(message, &b"after rotation"[..]);
     drop(writer);
 }
 

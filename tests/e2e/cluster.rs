@@ -168,7 +168,7 @@ async fn events_streams_groups_and_pubsub_on_a_cluster() {
     on_a.publish("news", b"hello".to_vec()).await.unwrap();
     let event =
         tokio::time::timeout(Duration::from_secs(5), subscription.next()).await.unwrap().unwrap().unwrap();
-    assert!(matches!(event, Event::Message { payload, .. } if payload == b"hello"));
+    assert!(matches!(event, Event::Message { payload, .. } if payload == b"hello"[..]));
 
     // Streams in many slots, each with a group: consume, nack to the dead letters, follow.
     let streams: Vec<String> = (0..12).map(|i| format!("stream-{i}")).collect();

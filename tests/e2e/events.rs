@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use rookery_client::{AppendOptions, EntryStream, Event, EventStream, GapReason, StreamEntry, pb};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -24,7 +25,7 @@ async fn next(stream: &mut EventStream) -> Event {
 }
 
 fn message(channel: &str, payload: &[u8]) -> Event {
-    Event::Message { channel: channel.into(), pattern: None, payload: payload.to_vec() }
+    Event::Message { channel: channel.into(), pattern: None, payload: Bytes::copy_from_slice(payload) }
 }
 
 #[tokio::test]
@@ -48,7 +49,7 @@ async fn messages_reach_every_subscriber_on_every_replica_and_stay_in_their_name
         Event::Message {
             channel: "orders/eu".into(),
             pattern: Some("orders/*".into()),
-            payload: b"2".to_vec()
+            payload: Bytes::from_static(b"2")
         }
     );
     // In order.

@@ -203,7 +203,7 @@ async fn many_publishes_in_flight_on_one_call_each_reach_the_subscriber_once() {
     while received.len() < 500 {
         match subscription.next().await.unwrap().unwrap() {
             Event::Message { payload, .. } => {
-                let n: usize = String::from_utf8(payload).unwrap().parse().unwrap();
+                let n: usize = std::str::from_utf8(&payload).unwrap().parse().unwrap();
                 assert!(received.insert(n), "message {n} delivered twice");
             }
             Event::Gap { missed, .. } => panic!("{missed} messages missed"),

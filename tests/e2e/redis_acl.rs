@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use rookery_client::{
     Algorithm, AppendOptions, CampaignEvent, Client, ConsumeOptions, Consumer, Delivery, Event, EventStream,
@@ -476,7 +477,7 @@ async fn events_core(client: &Client) {
     events.publish("news", b"hello".to_vec()).await.unwrap();
     assert_eq!(
         next_event(&mut subscription).await,
-        Event::Message { channel: "news".into(), pattern: None, payload: b"hello".to_vec() }
+        Event::Message { channel: "news".into(), pattern: None, payload: Bytes::from_static(b"hello") }
     );
     drop(subscription);
 
@@ -604,7 +605,7 @@ async fn every_service_runs_as_the_documented_least_privileged_redis_user() {
         Event::Message {
             channel: "orders.1".into(),
             pattern: Some("orders.*".into()),
-            payload: b"paid".to_vec()
+            payload: Bytes::from_static(b"paid")
         }
     );
     drop(patterns);

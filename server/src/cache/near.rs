@@ -273,7 +273,7 @@ async fn dispatch(
 ) {
     loop {
         match subscription.recv().await {
-            Item::Message(message) if message.channel == heartbeat_channel => {
+            Item::Message(message) if *message.channel == *heartbeat_channel => {
                 let Some(published) = std::str::from_utf8(&message.payload)
                     .ok()
                     .and_then(|n| n.parse::<u64>().ok())

@@ -104,7 +104,7 @@ impl EventsApi {
 /// `ack`s of one `ConsumeWithAcks` call answered but not yet sent before its reader waits.
 const ACKS_IN_FLIGHT: usize = 16;
 
-fn message_out(channel: String, pattern: Option<String>, payload: Vec<u8>) -> pb::EventsMessage {
+fn message_out(channel: String, pattern: Option<String>, payload: bytes::Bytes) -> pb::EventsMessage {
     pb::EventsMessage { channel, pattern: pattern.unwrap_or_default(), payload }
 }
 

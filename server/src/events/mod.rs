@@ -163,8 +163,8 @@ pub enum Event {
         channel: String,
         /// The pattern it matched, if it came through a pattern.
         pattern: Option<String>,
-        /// The payload.
-        payload: Vec<u8>,
+        /// The payload, shared with the message's other subscribers.
+        payload: bytes::Bytes,
     },
     /// `missed` messages were dropped because the subscriber was too slow.
     SlowSubscriberGap(u64),
@@ -630,8 +630,8 @@ struct Forward {
 }
 
 impl Forward {
-    fn strip(&self, name: String) -> String {
-        name.strip_prefix(&self.prefix).map(str::to_owned).unwrap_or(name)
+    fn strip(&self, name: &str) -> String {
+        name.strip_prefix(&self.prefix).unwrap_or(name).to_owned()
     }
 
     /// Ends the stream with the cut's error.
@@ -644,6 +644,19 @@ impl Forward {
         ))
     }
 
+    /// The event a queued item stands for.
+    fn event_of(&self, item: Item) -> Event {
+        match item {
+            Item::Message(delivery) => Event::Message {
+                channel: self.strip(&delivery.channel),
+                pattern: delivery.pattern.map(|p| self.strip(&p)),
+                payload: delivery.payload,
+            },
+            Item::Missed(missed) => Event::SlowSubscriberGap(missed),
+            Item::Reconnected => Event::ReconnectedGap,
+        }
+    }
+
     /// The next event; None once the stream has ended.
     async fn next(&mut self) -> Option<Result<Event>> {
         match self.state {
@@ -654,11 +667,18 @@ impl Forward {
             }
             ForwardState::Forwarding => {}
         }
-        let mailbox = self.subscription.mailbox.clone();
         // Cut while nobody read: the hub freed the queue already, so nothing is left to give.
-        if mailbox.is_cut() {
+        if self.subscription.mailbox.is_cut() {
             return Some(Err(self.cut()));
         }
+        // Something queued (the usual case under load): nothing to wait on. Not while
+        // draining, where the wait below ends the stream even if messages keep coming.
+        if !self.drain.is_draining()
+            && let Some(item) = self.subscription.try_recv()
+        {
+            return Some(Ok(self.event_of(item)));
+        }
+        let mailbox = self.subscription.mailbox.clone();
         // Queue drained with losses after its last item: no later message carries their
         // marker, so report them now. (The hub swaps the same counter: no loss counts twice.)
         if self.subscription.is_empty() {
@@ -680,13 +700,7 @@ impl Forward {
                 return Some(Err(self.cut()));
             }
             return Some(Ok(match item {
-                Some(Item::Message(delivery)) => Event::Message {
-                    channel: self.strip(delivery.channel),
-                    pattern: delivery.pattern.map(|p| self.strip(p)),
-                    payload: delivery.payload,
-                },
-                Some(Item::Missed(missed)) => Event::SlowSubscriberGap(missed),
-                Some(Item::Reconnected) => Event::ReconnectedGap,
+                Some(item) => self.event_of(item),
                 // Losses with the queue drained: no later message will carry their marker.
                 None => match self.subscription.is_empty().then(|| mailbox.take_missed()) {
                     Some(missed) if missed > 0 => Event::SlowSubscriberGap(missed),

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use redis::Client;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -63,15 +64,16 @@ pub enum Topic {
     Pattern(String),
 }
 
-/// A message as it reached a subscriber.
+/// A message as it reached a subscriber. Every subscriber of a message holds the same one:
+/// handing it to another is a reference count, not a copy.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// The Redis channel it was published on.
-    pub channel: String,
+    pub channel: Arc<str>,
     /// The Redis pattern it matched, for pattern subscriptions.
-    pub pattern: Option<String>,
+    pub pattern: Option<Arc<str>>,
     /// The payload.
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
 }
 
 /// What a subscriber's queue holds, in order: messages, and markers where messages were lost.
@@ -308,6 +310,11 @@ impl Subscription {
     /// The next message or loss marker, waiting for one.
     pub async fn recv(&self) -> Item {
         self.mailbox.queue.pop().await
+    }
+
+    /// The next message or loss marker if one is queued, without waiting.
+    pub fn try_recv(&self) -> Option<Item> {
+        self.mailbox.queue.take()
     }
 
     /// Whether nothing is queued.
@@ -629,9 +636,9 @@ async fn run(
                         None => Topic::Channel(message.get_channel_name().to_owned()),
                     };
                     let delivery = Delivery {
-                        channel: message.get_channel_name().to_owned(),
-                        pattern,
-                        payload: message.get_payload_bytes().to_vec(),
+                        channel: message.get_channel_name().into(),
+                        pattern: pattern.as_deref().map(Arc::from),
+                        payload: Bytes::copy_from_slice(message.get_payload_bytes()),
                     };
                     // Subscribers this message cut are released now, not when (or if) their
                     // client reads again: see the module doc.
