@@ -214,3 +214,50 @@ async fn many_publishes_in_flight_on_one_call_each_reach_the_subscriber_once() {
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert_eq!(publisher.publish("c", b"after".to_vec()).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn publishes_sent_together_with_bad_ones_among_them_each_get_their_own_answer() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("publish-burst")).await.events();
+    let mut subscriptions = Vec::new();
+    for channel in ["a", "b"] {
+        subscriptions.push(events.subscribe([channel], Vec::<String>::new()).await.unwrap());
+    }
+    let publisher = events.publisher().await.unwrap();
+    // Every seventh goes to a channel name that is refused, so refused and published publishes
+    // share bursts; the rest alternate between two channels.
+    let channel_of = |n: usize| match (n % 7, n % 2) {
+        (0, _) => "no spaces allowed",
+        (_, 0) => "a",
+        _ => "b",
+    };
+    let answers = futures::future::join_all(
+        (0..2_000).map(|n: usize| publisher.publish(channel_of(n), n.to_string().into_bytes())),
+    )
+    .await;
+    let mut expected: [std::collections::HashSet<usize>; 2] = Default::default();
+    for (n, answer) in answers.into_iter().enumerate() {
+        match channel_of(n) {
+            "no spaces allowed" => {
+                assert_eq!(answer.unwrap_err().code(), Code::InvalidArgument, "publish {n}")
+            }
+            channel => {
+                assert_eq!(answer.unwrap(), 1, "publish {n}: one replica (this one) subscribes");
+                expected[usize::from(channel == "b")].insert(n);
+            }
+        }
+    }
+    for (subscription, expected) in subscriptions.iter_mut().zip(expected) {
+        let mut received = std::collections::HashSet::new();
+        while received.len() < expected.len() {
+            match subscription.next().await.unwrap().unwrap() {
+                Event::Message { payload, .. } => {
+                    let n: usize = std::str::from_utf8(&payload).unwrap().parse().unwrap();
+                    assert!(received.insert(n), "message {n} delivered twice");
+                }
+                Event::Gap { missed, .. } => panic!("{missed} messages missed"),
+            }
+        }
+        assert_eq!(received, expected, "each published message reaches its own channel's subscriber");
+    }
+}

@@ -13,7 +13,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::groups::{ConsumeEvent, ConsumeRequest, Delivery, EffectiveSettings, GroupSettings, StreamInfo};
-use super::pipelined::{in_bursts, pipelined};
+use super::pipelined::in_bursts;
 use super::{Append, Event, Events, NewEntry, StreamEntry};
 use crate::convert::{duration_in, duration_out};
 use crate::namespace;
@@ -66,6 +66,41 @@ fn append_burst(
         answer(sequences[at], outcome)
     });
     tokio_stream::iter(refused).chain(appended)
+}
+
+/// The answers to one burst of `PublishStream` requests: refused or invalid ones at once, the
+/// others once their one pipeline of PUBLISHes is answered, each as its own `Publish` would be.
+fn publish_burst(
+    events: Arc<Events>,
+    ns: namespace::Namespace,
+    burst: Vec<(pb::EventsPublishStreamRequest, Result<(), Status>)>,
+) -> impl Stream<Item = pb::EventsPublishStreamResponse> + Send + use<> {
+    use pb::events_publish_stream_response::Outcome;
+    let answer = |sequence, outcome| pb::EventsPublishStreamResponse { sequence, outcome: Some(outcome) };
+    let (mut refused, mut sequences, mut publishes) =
+        (Vec::new(), Vec::new(), Vec::with_capacity(burst.len()));
+    for (pb::EventsPublishStreamRequest { sequence, publish }, admitted) in burst {
+        match admitted.and_then(|()| publish.ok_or_else(|| Status::invalid_argument("`publish` is required")))
+        {
+            Ok(pb::EventsPublishRequest { channel, payload }) => {
+                sequences.push(sequence);
+                publishes.push((channel, payload));
+            }
+            Err(status) => refused.push(answer(sequence, Outcome::Failed(failure(&status)))),
+        }
+    }
+    let published = futures::stream::once(async move {
+        let outcomes =
+            if publishes.is_empty() { Vec::new() } else { events.publish_each(&ns, &publishes).await };
+        sequences.into_iter().zip(outcomes).map(move |(sequence, published)| {
+            let outcome = match published {
+                Ok(receivers) => Outcome::Published(pb::EventsPublishResponse { receivers }),
+                Err(e) => Outcome::Failed(failure(&Status::from(e))),
+            };
+            answer(sequence, outcome)
+        })
+    });
+    tokio_stream::iter(refused).chain(futures::StreamExt::flat_map(published, tokio_stream::iter))
 }
 
 /// `rookery.v1.Events` over the domain [`Events`].
@@ -272,25 +307,10 @@ impl events_server::Events for EventsApi {
         &self,
         request: Request<Streaming<pb::EventsPublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        use pb::events_publish_stream_response::Outcome;
         let ns = namespace::of(&request)?;
         let events = self.events.clone();
-        let answers = pipelined(&self.events, &ns, request.into_inner(), move |request, ns, admitted| {
-            let events = events.clone();
-            async move {
-                let pb::EventsPublishStreamRequest { sequence, publish } = request;
-                let published = match (admitted, publish) {
-                    (Err(refused), _) => Err(refused),
-                    (Ok(()), Some(pb::EventsPublishRequest { channel, payload })) => events
-                        .publish(&ns, &channel, &payload)
-                        .await
-                        .map(|receivers| pb::EventsPublishResponse { receivers })
-                        .map_err(Status::from),
-                    (Ok(()), None) => Err(Status::invalid_argument("`publish` is required")),
-                };
-                let outcome = published.map_or_else(|s| Outcome::Failed(failure(&s)), Outcome::Published);
-                pb::EventsPublishStreamResponse { sequence, outcome: Some(outcome) }
-            }
+        let answers = in_bursts(&self.events, &ns, request.into_inner(), move |burst, ns| {
+            publish_burst(events.clone(), ns, burst)
         });
         Ok(Response::new(Box::pin(answers)))
     }

@@ -23,7 +23,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Value;
+use bytes::Bytes;
+use redis::{RedisResult, Value};
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -251,8 +252,8 @@ impl Events {
         }
     }
 
-    /// Publishes; returns how many replicas received it.
-    pub async fn publish(&self, ns: &Namespace, channel: &str, payload: &[u8]) -> Result<u64> {
+    /// The Redis channel a publish goes to, once its channel and payload are checked.
+    fn publish_channel(&self, ns: &Namespace, channel: &str, payload: &[u8]) -> Result<String> {
         check_name("channel", channel, false)?;
         if payload.len() > self.limits.max_value_bytes {
             return Err(Error::InvalidArgument(format!(
@@ -261,7 +262,12 @@ impl Events {
                 self.limits.max_value_bytes
             )));
         }
-        let redis_channel = format!("{}{channel}", keys::events_channel_prefix(ns.as_str()));
+        Ok(format!("{}{channel}", keys::events_channel_prefix(ns.as_str())))
+    }
+
+    /// Publishes; returns how many replicas received it.
+    pub async fn publish(&self, ns: &Namespace, channel: &str, payload: &[u8]) -> Result<u64> {
+        let redis_channel = self.publish_channel(ns, channel, payload)?;
         let mut conn = self.redis.conn();
         let receivers: u64 = timed(
             "events.publish",
@@ -271,6 +277,53 @@ impl Events {
         .map_err(Error::from_write)?;
         metrics::counter!("rookery_events_published_total").increment(1);
         Ok(receivers)
+    }
+
+    /// Publishes each `(channel, payload)` as [`Events::publish`] would, those that pass their
+    /// checks in one pipeline (one round trip, in order, each its own command: one failing does
+    /// not fail the others); returns each one's outcome, in order.
+    pub async fn publish_each(&self, ns: &Namespace, publishes: &[(String, Bytes)]) -> Vec<Result<u64>> {
+        if let [(channel, payload)] = publishes {
+            return vec![self.publish(ns, channel, payload).await];
+        }
+        let mut outcomes: Vec<Result<u64>> = Vec::with_capacity(publishes.len());
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (channel, payload) in publishes {
+            match self.publish_channel(ns, channel, payload) {
+                Ok(redis_channel) => {
+                    pipe.cmd("PUBLISH").arg(redis_channel).arg(&payload[..]);
+                    // Filled in below, once Redis has answered.
+                    outcomes.push(Ok(0));
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+        let sent = outcomes.iter().filter(|o| o.is_ok()).count();
+        if sent == 0 {
+            return outcomes;
+        }
+        let mut conn = self.redis.conn();
+        let answers: RedisResult<Vec<RedisResult<u64>>> =
+            timed("events.publish", pipe.query_async(&mut conn)).await;
+        let mut answers = match answers {
+            Ok(answers) if answers.len() == sent => answers.into_iter().map(|a| a.map_err(Error::from_write)),
+            Ok(answers) => {
+                let e = Error::Internal(format!("{sent} publishes got {} answers", answers.len()));
+                return outcomes.into_iter().map(|o| o.and(Err(e.clone()))).collect();
+            }
+            Err(e) => {
+                let e = Error::from_write(e);
+                return outcomes.into_iter().map(|o| o.and(Err(e.clone()))).collect();
+            }
+        };
+        let mut published = 0;
+        for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+            *outcome = answers.next().expect("one answer per publish sent");
+            published += u64::from(outcome.is_ok());
+        }
+        metrics::counter!("rookery_events_published_total").increment(published);
+        outcomes
     }
 
     /// Checks one entry to append; `what` names it in messages ("the entry", "entry 3").

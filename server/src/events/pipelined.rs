@@ -1,13 +1,11 @@
 //! The transport of the pipelined calls (`AppendStream`, `PublishStream`): many requests in
 //! flight on one call, each answered on its own with its sequence number.
 //!
-//! Two shapes share the bound and the shutdown rules. [`pipelined`] handles each request in a
-//! task of its own (`PublishStream`: a publish is one command, and there is nothing to share).
 //! [`in_bursts`] takes the requests that have already arrived together and hands them to one
-//! task, which answers each as soon as it is ready (`AppendStream`: appends to one stream then
-//! join the group commit as one group, and a burst costs one task, one wait and one wake-up per
-//! stream instead of one per append). Either way each request counts against the namespace's
-//! fair share as a call would.
+//! task, which answers each as soon as it is ready: appends to one stream join the group commit
+//! as one group (`AppendStream`), publishes go to Redis as one pipeline (`PublishStream`), and a
+//! burst costs one task, one wait and one wake-up instead of one per request. Each request
+//! counts against the namespace's fair share as a call would.
 
 use std::sync::Arc;
 
@@ -33,49 +31,6 @@ fn until_draining<Req>(
 ) -> impl Stream<Item = Result<Req, Status>> + use<Req> {
     let events = events.clone();
     futures::StreamExt::take_until(requests, async move { events.draining().await })
-}
-
-/// The answers of a pipelined call (`AppendStream`, `PublishStream`): each request is handled
-/// as its own call would be, counted against the namespace's calls in flight (refused as a call
-/// would be), at most [`PIPELINED_IN_FLIGHT`] at once, and answered as it completes. A broken
-/// request side ends the call with its status; on shutdown no more requests are taken, those
-/// taken are answered, and the call ends.
-pub(super) fn pipelined<Req, Resp, Fut>(
-    events: &Arc<Events>,
-    ns: &namespace::Namespace,
-    requests: Streaming<Req>,
-    handle: impl Fn(Req, namespace::Namespace, Result<(), Status>) -> Fut + Send + 'static,
-) -> impl Stream<Item = Result<Resp, Status>> + Send + 'static
-where
-    Req: Send + 'static,
-    Resp: Send + 'static,
-    Fut: std::future::Future<Output = Resp> + Send + 'static,
-{
-    let requests = until_draining(events, requests);
-    let (events, ns) = (events.clone(), ns.clone());
-    let handled = requests.map(move |request| {
-        let call = request.map(|request| {
-            let share = events.enter_call(&ns).map_err(Status::from);
-            let admitted = share.as_ref().map(|_| ()).map_err(Clone::clone);
-            let answer = handle(request, ns.clone(), admitted);
-            // Its own task: the work, and the share it holds, end when it is done, even if the
-            // client is slow to read the answer.
-            tokio::spawn(async move {
-                let answer = answer.await;
-                drop(share);
-                answer
-            })
-        });
-        async move {
-            match call {
-                Ok(task) => {
-                    task.await.map_err(|e| Status::from(crate::error::Error::Internal(format!("{e}"))))
-                }
-                Err(status) => Err(crate::honest_codes::honest_request_error(status)),
-            }
-        }
-    });
-    futures::StreamExt::buffer_unordered(handled, PIPELINED_IN_FLIGHT)
 }
 
 /// The answers of a call whose requests are handled in bursts: whatever requests have arrived
