@@ -4,7 +4,8 @@
 //! life of the call. For server streams that stay open and mostly idle (subscriptions,
 //! consumers, lock holds), that buffer is most of what a stream costs the server, so it starts
 //! at 1 KiB here and grows only for larger messages. Decoding keeps tonic's default: a
-//! request's decode buffer lives only while the request is read.
+//! message's decode buffer lives while the message is read, and after it only where a decoded
+//! `bytes` field generated as `Bytes` (pub/sub payloads) still shares it.
 
 use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};

@@ -38,7 +38,9 @@ pub enum Event {
         channel: String,
         /// The subscribed pattern it matched, if it came through a pattern.
         pattern: Option<String>,
-        /// The payload (sharing the buffer it was received in).
+        /// The payload. It shares the buffer it was received in, with the messages that came
+        /// in the same response: to keep a small payload for long without keeping that whole
+        /// buffer, copy it (`Bytes::copy_from_slice`).
         payload: Bytes,
     },
     /// Messages were lost here (`missed` of them, when known).

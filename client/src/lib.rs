@@ -45,6 +45,8 @@ mod pipelined;
 mod rate_limiter;
 mod session;
 
+/// The byte buffer of pub/sub payloads and near-cache values.
+pub use bytes::Bytes;
 pub use cache::{
     CacheClient, Entry, FetchOptions, Fetched, GetOrLoadError, LoadOptions, SetCondition, SetOptions,
 };

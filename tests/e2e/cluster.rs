@@ -170,6 +170,38 @@ async fn events_streams_groups_and_pubsub_on_a_cluster() {
         tokio::time::timeout(Duration::from_secs(5), subscription.next()).await.unwrap().unwrap().unwrap();
     assert!(matches!(event, Event::Message { payload, .. } if payload == b"hello"[..]));
 
+    // Publishes sent together over one call to channels in many slots (one burst need not stay
+    // in one slot): each is published and received once.
+    let channels: Vec<String> = (0..8).map(|i| format!("burst-{i}")).collect();
+    let mut subscription = on_b.subscribe(channels.clone(), Vec::<String>::new()).await.unwrap();
+    let publisher = on_a.publisher().await.unwrap();
+    let answers =
+        futures::future::join_all((0..400).map(|n: usize| {
+            publisher.publish(channels[n % channels.len()].clone(), n.to_string().into_bytes())
+        }))
+        .await;
+    // (Each is answered the subscribers of the node its channel's slot lives on, which need
+    // not be the node replica b listens on: the count is not checked.)
+    for (n, answer) in answers.into_iter().enumerate() {
+        answer.unwrap_or_else(|e| panic!("publish {n}: {e:?}"));
+    }
+    let mut received = std::collections::HashSet::new();
+    while received.len() < 400 {
+        let event = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match event {
+            Event::Message { channel, payload, .. } => {
+                let n: usize = std::str::from_utf8(&payload).unwrap().parse().unwrap();
+                assert_eq!(channel, channels[n % channels.len()]);
+                assert!(received.insert(n), "message {n} delivered twice");
+            }
+            Event::Gap { missed, .. } => panic!("{missed} messages missed"),
+        }
+    }
+
     // Streams in many slots, each with a group: consume, nack to the dead letters, follow.
     let streams: Vec<String> = (0..12).map(|i| format!("stream-{i}")).collect();
     let options = ConsumeOptions {

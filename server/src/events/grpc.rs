@@ -92,6 +92,10 @@ fn publish_burst(
     let published = futures::stream::once(async move {
         let outcomes =
             if publishes.is_empty() { Vec::new() } else { events.publish_each(&ns, &publishes).await };
+        // One outcome per publish; should one be missing, its request is still answered.
+        let missing =
+            || Err(crate::error::Error::Internal("a publish of this call went unanswered; retry it".into()));
+        let outcomes = outcomes.into_iter().chain(std::iter::repeat_with(missing));
         sequences.into_iter().zip(outcomes).map(move |(sequence, published)| {
             let outcome = match published {
                 Ok(receivers) => Outcome::Published(pb::EventsPublishResponse { receivers }),

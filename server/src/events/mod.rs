@@ -8,8 +8,8 @@
 //!
 //! Channels are namespaced by a prefix (`keys::events_channel_prefix`). Names and patterns are
 //! limited to `A-Z a-z 0-9 . _ - / :` (plus `*` and `?` in patterns), so a pattern is a Redis
-//! glob that cannot leave its namespace. Every subscription is a task that forwards its mailbox
-//! to the gRPC stream, telling the subscriber about every loss before the next message.
+//! glob that cannot leave its namespace. Every subscription's gRPC stream reads its mailbox (it
+//! runs no task of its own), telling the subscriber about every loss before the next message.
 
 mod coalesce;
 pub mod groups;
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::{RedisResult, Value};
+use redis::{FromRedisValue, Value};
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -280,34 +280,33 @@ impl Events {
     }
 
     /// Publishes each `(channel, payload)` as [`Events::publish`] would, those that pass their
-    /// checks in one pipeline (one round trip, in order, each its own command: one failing does
-    /// not fail the others); returns each one's outcome, in order.
+    /// checks in one round trip (`RedisPool::query_all`: one pipeline, or on a Cluster, where
+    /// channels hash to different slots, concurrent commands), each its own command: one failing
+    /// does not fail the others. Returns each one's outcome, in order.
     pub async fn publish_each(&self, ns: &Namespace, publishes: &[(String, Bytes)]) -> Vec<Result<u64>> {
         if let [(channel, payload)] = publishes {
             return vec![self.publish(ns, channel, payload).await];
         }
         let mut outcomes: Vec<Result<u64>> = Vec::with_capacity(publishes.len());
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
+        let mut cmds = Vec::with_capacity(publishes.len());
         for (channel, payload) in publishes {
             match self.publish_channel(ns, channel, payload) {
                 Ok(redis_channel) => {
-                    pipe.cmd("PUBLISH").arg(redis_channel).arg(&payload[..]);
+                    let mut cmd = redis::cmd("PUBLISH");
+                    cmd.arg(redis_channel).arg(&payload[..]);
+                    cmds.push(cmd);
                     // Filled in below, once Redis has answered.
                     outcomes.push(Ok(0));
                 }
                 Err(e) => outcomes.push(Err(e)),
             }
         }
-        let sent = outcomes.iter().filter(|o| o.is_ok()).count();
+        let sent = cmds.len();
         if sent == 0 {
             return outcomes;
         }
-        let mut conn = self.redis.conn();
-        let answers: RedisResult<Vec<RedisResult<u64>>> =
-            timed("events.publish", pipe.query_async(&mut conn)).await;
-        let mut answers = match answers {
-            Ok(answers) if answers.len() == sent => answers.into_iter().map(|a| a.map_err(Error::from_write)),
+        let answers = match timed("events.publish_many", self.redis.query_all(cmds)).await {
+            Ok(answers) if answers.len() == sent => answers,
             Ok(answers) => {
                 let e = Error::Internal(format!("{sent} publishes got {} answers", answers.len()));
                 return outcomes.into_iter().map(|o| o.and(Err(e.clone()))).collect();
@@ -317,9 +316,15 @@ impl Events {
                 return outcomes.into_iter().map(|o| o.and(Err(e.clone()))).collect();
             }
         };
+        let mut answers = answers.into_iter();
         let mut published = 0;
         for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
-            *outcome = answers.next().expect("one answer per publish sent");
+            let answer = answers.next().expect("one answer per publish sent");
+            *outcome = answer.and_then(|value| Ok(u64::from_redis_value(value)?)).map_err(|e| {
+                // `timed` counts only a failed round trip; these failed on their own.
+                metrics::counter!("rookery_redis_errors_total", "op" => "events.publish_many").increment(1);
+                Error::from_write(e)
+            });
             published += u64::from(outcome.is_ok());
         }
         metrics::counter!("rookery_events_published_total").increment(published);
@@ -741,13 +746,15 @@ impl Forward {
             }
         }
         loop {
+            // Shutdown first: a subscriber whose queue never empties still ends with it.
             let item = tokio::select! {
-                item = self.subscription.recv() => Some(item),
-                () = mailbox.lost() => None,
+                biased;
                 () = self.drain.draining() => {
                     self.state = ForwardState::Ended;
                     return Some(Err(Error::Unavailable(SHUTDOWN_MESSAGE.into())));
                 }
+                item = self.subscription.recv() => Some(item),
+                () = mailbox.lost() => None,
             };
             if mailbox.is_cut() {
                 return Some(Err(self.cut()));
