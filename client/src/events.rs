@@ -190,6 +190,52 @@ struct AckPath {
     awaited: Arc<std::sync::Mutex<AwaitedAcks>>,
 }
 
+impl AckPath {
+    /// Sends an ack on the call and waits for its answer.
+    async fn ack(&self, ids: Vec<String>) -> Result<u64, Status> {
+        let (answer, answered) = oneshot::channel();
+        {
+            let requests = self.sending.lock().await;
+            {
+                let mut awaited = self.awaited.lock().expect("ack queue");
+                if let Some(ended) = &awaited.ended {
+                    return Err(ended.clone());
+                }
+                awaited.queue.push_back(answer);
+            }
+            let ack = pb::events_consume_with_acks_request::Message::Ack(pb::EventsAckIds { ids });
+            let request = pb::EventsConsumeWithAcksRequest { message: Some(ack) };
+            if requests.send(request).await.is_err() {
+                return Err(Status::unavailable(
+                    "the consumer's call has ended; its entries come back after the ack timeout",
+                ));
+            }
+        }
+        // The task that reads the call answers every ack it queued, or ends them all.
+        answered.await.unwrap_or_else(|_| Err(Status::unavailable("the consumer's call ended")))
+    }
+}
+
+/// Acknowledges entries on a [`Consumer`]'s call from another task ([`Consumer::acker`]);
+/// cheap to clone. Its acks are answered as the consumer's own are.
+#[derive(Clone)]
+pub struct Acker {
+    acks: Arc<AckPath>,
+}
+
+impl std::fmt::Debug for Acker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acker").finish_non_exhaustive()
+    }
+}
+
+impl Acker {
+    /// Acknowledges entries, as [`Consumer::ack`] does; returns how many were pending.
+    pub async fn ack<I: Into<String>>(&self, ids: impl IntoIterator<Item = I>) -> Result<u64, Status> {
+        self.acks.ack(ids.into_iter().map(Into::into).collect()).await
+    }
+}
+
 /// Acks sent and not answered yet, oldest first, each learning its count or the status its
 /// call ended with; and that status once it has ended.
 #[derive(Default)]
@@ -232,27 +278,13 @@ impl Consumer {
     /// once it has ended every ack fails with the status it ended with: the entries stay
     /// pending, and come back first to this consumer name when it consumes again.
     pub async fn ack<I: Into<String>>(&self, ids: impl IntoIterator<Item = I>) -> Result<u64, Status> {
-        let ids: Vec<String> = ids.into_iter().map(Into::into).collect();
-        let (answer, answered) = oneshot::channel();
-        {
-            let requests = self.acks.sending.lock().await;
-            {
-                let mut awaited = self.acks.awaited.lock().expect("ack queue");
-                if let Some(ended) = &awaited.ended {
-                    return Err(ended.clone());
-                }
-                awaited.queue.push_back(answer);
-            }
-            let ack = pb::events_consume_with_acks_request::Message::Ack(pb::EventsAckIds { ids });
-            let request = pb::EventsConsumeWithAcksRequest { message: Some(ack) };
-            if requests.send(request).await.is_err() {
-                return Err(Status::unavailable(
-                    "the consumer's call has ended; its entries come back after the ack timeout",
-                ));
-            }
-        }
-        // The task that reads the call answers every ack it queued, or ends them all.
-        answered.await.unwrap_or_else(|_| Err(Status::unavailable("the consumer's call ended")))
+        self.acks.ack(ids.into_iter().map(Into::into).collect()).await
+    }
+
+    /// A handle that acknowledges on this consumer's call from anywhere (another task, while
+    /// this consumer goes on reading), as [`Consumer::ack`] does.
+    pub fn acker(&self) -> Acker {
+        Acker { acks: self.acks.clone() }
     }
 
     /// Gives entries back for delivery after `delay` (at most the ack timeout); returns how

@@ -52,8 +52,8 @@ pub use cache::{
 };
 pub use connect::{CallInterceptor, ConnectOptions, TokenSource};
 pub use events::{
-    AppendOptions, ConsumeOptions, Consumer, ConsumerSettings, Deliveries, Delivery, EntryStream, Event,
-    EventStream, EventsClient, GapReason, GroupSettings, NewEntry, StreamEntry,
+    Acker, AppendOptions, ConsumeOptions, Consumer, ConsumerSettings, Deliveries, Delivery, EntryStream,
+    Event, EventStream, EventsClient, GapReason, GroupSettings, NewEntry, StreamEntry,
 };
 pub use lock::{
     CampaignEvent, CampaignStream, HeldLock, Leader, LeaderStream, Lease, LockClient, LockContext, LockLost,

@@ -200,3 +200,34 @@ async fn an_ack_after_the_call_ended_fails_with_the_status_it_ended_with() {
         .expect("an ack on an ended call is answered");
     assert_eq!(late.expect_err("the call has ended").code(), Code::Aborted);
 }
+
+#[tokio::test]
+async fn workers_ack_through_an_acker_while_the_consumer_reads_on() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let events = server.client(&namespace("consume-acker")).await.events();
+    append(&events, 200).await;
+    // Ten in flight at most: the consumer only gets all 200 if the workers' acks land.
+    let options = ConsumeOptions { create_group: true, max_in_flight: 10, ..ConsumeOptions::default() };
+    let mut consumer = events.consume("jobs", "workers", "c1", &options).await.unwrap();
+    let mut workers = tokio::task::JoinSet::new();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 200 {
+        let batch = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("acks from the workers open the window")
+            .unwrap()
+            .unwrap();
+        let ids: Vec<String> = batch.entries.into_iter().map(|d| d.id).collect();
+        for id in &ids {
+            assert!(seen.insert(id.clone()), "{id} delivered twice");
+        }
+        let acker = consumer.acker();
+        workers.spawn(async move { (ids.len() as u64, acker.ack(ids).await) });
+    }
+    while let Some(worker) = workers.join_next().await {
+        let (sent, acked) = worker.unwrap();
+        assert_eq!(acked.unwrap(), sent, "every entry acked was pending");
+    }
+    let info = events.describe("jobs").await.unwrap();
+    assert_eq!(info.groups[0].pending, 0, "nothing left pending: {info:?}");
+}

@@ -110,7 +110,7 @@ impl BenchOp {
             Self::Append => "Events.Append",
             Self::AppendStream => "Events.AppendStream (one call per connection)",
             Self::AppendMany => "Events.AppendMany (100 entries per call)",
-            Self::Consume => "Events.Consume entries (one consumer, acked per batch)",
+            Self::Consume => "Events.Consume entries (one consumer, each batch acked without waiting)",
             Self::Fanout => "Events.Subscribe messages (10 subscribers)",
             Self::FanoutStream => "Events.Subscribe messages (10 subscribers), PublishStream",
             Self::IdleSubscribers => "Events.Subscribe idle subscription",
