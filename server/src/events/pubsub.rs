@@ -69,7 +69,7 @@ impl Events {
     }
 
     /// Publishes each `(channel, payload)` as [`Events::publish`] would, those that pass their
-    /// checks in one round trip (`RedisPool::query_all`: one pipeline, or on a Cluster, where
+    /// checks in one round trip (`RedisPool::query_each`: one pipeline, or on a Cluster, where
     /// channels hash to different slots, concurrent commands), each its own command: one failing
     /// does not fail the others. Returns each one's outcome, in order.
     pub async fn publish_each(&self, ns: &Namespace, publishes: &[(String, Bytes)]) -> Vec<Result<u64>> {
@@ -94,17 +94,20 @@ impl Events {
         if sent == 0 {
             return outcomes;
         }
-        let answers = match timed("events.publish_many", self.redis.query_all(cmds)).await {
-            Ok(answers) if answers.len() == sent => answers,
-            Ok(answers) => {
-                let e = Error::Internal(format!("{sent} publishes got {} answers", answers.len()));
-                return outcomes.into_iter().map(|o| o.and(Err(e.clone()))).collect();
-            }
-            Err(e) => {
-                let e = Error::from_write(e);
-                return outcomes.into_iter().map(|o| o.and(Err(e.clone()))).collect();
-            }
-        };
+        let answers =
+            match timed("events.publish_many", self.redis.query_each(&cmds.iter().collect::<Vec<_>>())).await
+            {
+                Ok(answers) if answers.len() == sent => answers,
+                failed => {
+                    let e = match failed {
+                        Ok(answers) => {
+                            Error::Internal(format!("{sent} publishes got {} answers", answers.len()))
+                        }
+                        Err(e) => Error::from_write(e),
+                    };
+                    return outcomes.into_iter().map(|o| o.and(Err(e.clone()))).collect();
+                }
+            };
         let mut answers = answers.into_iter();
         let mut published = 0;
         for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {

@@ -441,21 +441,15 @@ impl RedisPool {
     /// Redis they go as one pipeline; on a Cluster, where a pipeline must stay within one slot,
     /// they are sent concurrently and the connection pipelines those bound for the same node.
     pub async fn query_each(&self, cmds: &[&Cmd]) -> RedisResult<Vec<RedisResult<Value>>> {
-        self.query_all(cmds.iter().map(|cmd| (*cmd).clone()).collect()).await
-    }
-
-    /// [`Self::query_each`], taking the commands (no copy of their arguments on a standalone
-    /// Redis).
-    pub async fn query_all(&self, cmds: Vec<Cmd>) -> RedisResult<Vec<RedisResult<Value>>> {
         match &self.backend {
             Backend::Single { .. } | Backend::Sentinel { .. } => {
                 let mut pipe = redis::pipe();
                 for cmd in cmds {
-                    pipe.add_command(cmd);
+                    pipe.add_command((*cmd).clone());
                 }
                 pipe.ignore_errors().query_async(&mut self.conn()).await
             }
-            Backend::Cluster { conn } => Ok(futures::future::join_all(cmds.into_iter().map(|cmd| {
+            Backend::Cluster { conn } => Ok(futures::future::join_all(cmds.iter().map(|cmd| {
                 let mut conn = conn.clone();
                 async move { cmd.query_async::<Value>(&mut conn).await }
             }))
