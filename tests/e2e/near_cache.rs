@@ -261,6 +261,102 @@ async fn reads_racing_the_near_caches_own_writes_never_serve_a_value_past_the_bo
     assert!(last, "the last write is read, and then served from memory: {stats:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_near_caches_own_write_is_served_from_memory_until_another_replica_changes_it() {
+    let a = TestServer::start(test_config(&shared_redis().url())).await;
+    let mut config = test_config(&shared_redis().url());
+    config.cache.default_ttl = Some(TTL);
+    let b = TestServer::start(config).await;
+    let ns = namespace("near-own-kept");
+    let writer = a.client(&ns).await.cache();
+    let near = b.client(&ns).await.cache().near(near_options());
+    let key = "own:kept";
+    Writes::default().write(&writer, key).await;
+    warm(&near, key).await;
+
+    // Each own write with a TTL becomes the copy: the read after it is answered from memory.
+    // A write's own change may come before its answer and then costs one read; most do not.
+    let options = || SetOptions { ttl: Some(TTL), ..Default::default() };
+    let mut kept = 0;
+    for n in 1..=200u64 {
+        near.set(key, n.to_string().into_bytes(), options()).await.unwrap();
+        let before = near.stats();
+        assert_eq!(value(near.get(key).await.unwrap()), n, "a read after own write {n}");
+        kept += u64::from(near.stats().hits > before.hits);
+    }
+    assert!(kept >= 100, "{kept} of 200 own writes were read back from memory: {:?}", near.stats());
+
+    // Another replica's write replaces it within the bound.
+    writer.set_with(key, b"201".to_vec(), options()).await.unwrap();
+    tokio::time::sleep(BOUND).await;
+    assert_eq!(value(near.get(key).await.unwrap()), 201, "a read {BOUND:?} after another replica's write");
+
+    // Without a TTL the server's default applies, which the near cache does not know: not kept.
+    near.set(key, b"no-ttl".to_vec(), SetOptions::default()).await.unwrap();
+    let before = near.stats();
+    assert_eq!(near.get(key).await.unwrap().unwrap().value, &b"no-ttl"[..]);
+    assert_eq!(near.stats().misses, before.misses + 1, "a write without a TTL is read from the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_caches_racing_writes_of_one_key_on_two_replicas_agree_with_redis_within_the_bound() {
+    // Each round, two writes through a near cache on replica A and one through a near cache on
+    // replica B race on one key, and each keeps its own value if it may. Whichever write Redis
+    // ran last, once all three returned neither near cache may serve another past the bound: a
+    // copy kept in spite of a change that came before it would be served until the next write.
+    let a = TestServer::start(test_config(&shared_redis().url())).await;
+    let b = TestServer::start(test_config(&shared_redis().url())).await;
+    let ns = namespace("near-racing-writes");
+    let near_a = a.client(&ns).await.cache().near(near_options());
+    let near_b = b.client(&ns).await.cache().near(near_options());
+    let plain = a.client(&ns).await.cache();
+    let key = "race:one-key";
+    let options = || SetOptions { ttl: Some(TTL), ..Default::default() };
+    near_a.set(key, b"start".to_vec(), options()).await.unwrap();
+    warm(&near_a, key).await;
+    warm(&near_b, key).await;
+    const ROUNDS: usize = 300;
+    let mut settled_after = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let written = |writer: &str| format!("{writer}{round}").into_bytes();
+        let (x, y, z) = tokio::join!(
+            near_a.set(key, written("a"), options()),
+            near_a.set(key, written("a'"), options()),
+            near_b.set(key, written("b"), options()),
+        );
+        let returned = Instant::now();
+        assert!(x.unwrap() && y.unwrap() && z.unwrap());
+        let last = plain.get(key).await.unwrap().expect("the key exists").value;
+        for (name, near) in [("A", &near_a), ("B", &near_b)] {
+            loop {
+                let started = Instant::now();
+                let read = near.get(key).await.unwrap().expect("the key exists").value;
+                if read == last {
+                    settled_after.push(started - returned);
+                    break;
+                }
+                assert!(
+                    started - returned < BOUND,
+                    "round {round}: replica {name}'s near cache served {:?} {:?} after the writes \
+                     returned; Redis holds {:?}",
+                    String::from_utf8_lossy(&read),
+                    started - returned,
+                    String::from_utf8_lossy(&last),
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    settled_after.sort();
+    let (stats_a, stats_b) = (near_a.stats(), near_b.stats());
+    println!(
+        "{ROUNDS} rounds of 3 racing writes: both near caches served Redis's value after p50 {:?}, \
+         max {:?}; A {stats_a:?}, B {stats_b:?}",
+        percentile(&settled_after, 0.5),
+        settled_after.last().unwrap()
+    );
+}
+
 /// Reads `key` through `near` for `during`, each read bounded by a timeout (a read that goes to
 /// a stalled server may hang), checking every answer against the protocol's rule.
 async fn read_through(near: &NearCache, key: &str, writes: &Writes, during: Duration) -> usize {

@@ -4,8 +4,9 @@
 //!
 //! A change may arrive before or after its Set's answer. Before, it is applied as any change
 //! (the read it discards raced the write anyway). After, skipping it is safe because the copy
-//! was dropped again once the answer came: a read that started earlier is discarded by that
-//! drop, and a read that started later was sent after Redis ran the write. A Set that failed,
+//! was dropped or replaced by the written value once the answer came, bumping the bucket's
+//! epoch: a read that started earlier keeps nothing, and a read that started later was sent
+//! after Redis ran the write. A Set that failed,
 //! stored nothing or was abandoned (its future dropped) is forgotten at once, so a change of
 //! it, if any, is applied.
 //!
@@ -104,6 +105,11 @@ impl Mark<'_> {
         self.origin
     }
 
+    /// Whether the Set's change has arrived (and was applied) before its answer.
+    pub(super) fn seen(&self) -> bool {
+        self.own.lock().get(&self.origin) == Some(&State::Seen)
+    }
+
     /// Records how the Set ended, once its copy was dropped after the answer: only a stored
     /// write whose change is still to come lets that change be skipped.
     pub(super) fn answered(mut self, stored: bool) {
@@ -145,7 +151,9 @@ mod tests {
     fn a_change_before_the_answer_is_applied() {
         let own = OwnWrites::default();
         let mark = own.mark();
+        assert!(!mark.seen());
         assert!(!own.arrived(mark.origin()));
+        assert!(mark.seen());
         mark.answered(true);
         assert_eq!(own.len(), 0);
     }

@@ -3,14 +3,13 @@
 //! server sends, probing again as each probe is confirmed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::Status;
 
-use super::{Link, Shared};
+use super::coherence::{Link, Shared};
 use crate::cache::CacheClient;
 
 /// Reconnection backoff bounds of the invalidation stream.
@@ -47,14 +46,7 @@ async fn follow_once(client: &CacheClient, shared: &std::sync::Weak<Shared>) -> 
     if bucket_count == 0 {
         return Err(Status::internal("the server announced no buckets"));
     }
-    let link = Arc::new(Link {
-        bucket_count,
-        asked: (0..bucket_count).map(|_| AtomicBool::new(false)).collect(),
-        tracked: (0..bucket_count).map(|_| AtomicBool::new(false)).collect(),
-        epochs: (0..bucket_count).map(|_| AtomicU64::new(0)).collect(),
-        guards: (0..bucket_count).map(|_| std::sync::Mutex::new(())).collect(),
-        requests,
-    });
+    let link = Arc::new(Link::new(bucket_count, requests));
     {
         let Some(state) = shared.upgrade() else { return Ok(()) };
         *state.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link.clone());

@@ -2121,14 +2121,21 @@ export const CacheService = {
    *    itself: the bound is measured on the client's own clock from before the probe was sent.
    * 5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
    * 6. Own writes (optional). A client may mark a Set with a random non-zero `origin`; the
-   *    change then comes with that origin (`origins`). A client that dropped its copy of the
-   *    key after the Set answered `stored` (and before it) need not apply that change when it
-   *    arrives later: any read it started after the answer already sees the write, and a read
-   *    that started before was dropped with the copy. Without this, a read following the
+   *    change then comes with that origin (`origins`). A client that, once the Set answered
+   *    `stored`, dropped its copy of the key (or replaced it by step 7) and kept no read in
+   *    flight from caching, need not apply that change when it arrives later: any read it
+   *    started after the answer already sees the write. Without this, a read following the
    *    client's own write is often not kept because the write's change arrives while it is in
    *    flight. A change whose origin the client does not hold as answered (in flight, failed
    *    or unknown) is applied as any other. A client marks only Sets of keys in buckets it
    *    tracks, and forgets marks whose change may not come (after a gap or a new stream).
+   * 7. Keeping own writes (optional, with step 6). Once a marked Set that gave a TTL answers
+   *    `stored`, a client may cache the written value (expiring that TTL after the Set was
+   *    sent) if, between sending it and the answer, nothing else touched the key's bucket:
+   *    no change arrived for it other than the Set's own, no gap, no new stream, and the
+   *    client dropped or replaced none of its copies. Then every change after the write is
+   *    still to come, as for a read by step 2. Otherwise it drops the copy. Either way no
+   *    read in flight during the Set may cache what it read.
    *
    * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
    * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
@@ -2262,14 +2269,21 @@ export interface CacheServer extends UntypedServiceImplementation {
    *    itself: the bound is measured on the client's own clock from before the probe was sent.
    * 5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
    * 6. Own writes (optional). A client may mark a Set with a random non-zero `origin`; the
-   *    change then comes with that origin (`origins`). A client that dropped its copy of the
-   *    key after the Set answered `stored` (and before it) need not apply that change when it
-   *    arrives later: any read it started after the answer already sees the write, and a read
-   *    that started before was dropped with the copy. Without this, a read following the
+   *    change then comes with that origin (`origins`). A client that, once the Set answered
+   *    `stored`, dropped its copy of the key (or replaced it by step 7) and kept no read in
+   *    flight from caching, need not apply that change when it arrives later: any read it
+   *    started after the answer already sees the write. Without this, a read following the
    *    client's own write is often not kept because the write's change arrives while it is in
    *    flight. A change whose origin the client does not hold as answered (in flight, failed
    *    or unknown) is applied as any other. A client marks only Sets of keys in buckets it
    *    tracks, and forgets marks whose change may not come (after a gap or a new stream).
+   * 7. Keeping own writes (optional, with step 6). Once a marked Set that gave a TTL answers
+   *    `stored`, a client may cache the written value (expiring that TTL after the Set was
+   *    sent) if, between sending it and the answer, nothing else touched the key's bucket:
+   *    no change arrived for it other than the Set's own, no gap, no new stream, and the
+   *    client dropped or replaced none of its copies. Then every change after the write is
+   *    still to come, as for a read by step 2. Otherwise it drops the copy. Either way no
+   *    read in flight during the Set may cache what it read.
    *
    * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
    * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
@@ -2521,14 +2535,21 @@ export interface CacheClient extends Client {
    *    itself: the bound is measured on the client's own clock from before the probe was sent.
    * 5. Entries keep the server's remaining TTL: a cached value expires when the server's would.
    * 6. Own writes (optional). A client may mark a Set with a random non-zero `origin`; the
-   *    change then comes with that origin (`origins`). A client that dropped its copy of the
-   *    key after the Set answered `stored` (and before it) need not apply that change when it
-   *    arrives later: any read it started after the answer already sees the write, and a read
-   *    that started before was dropped with the copy. Without this, a read following the
+   *    change then comes with that origin (`origins`). A client that, once the Set answered
+   *    `stored`, dropped its copy of the key (or replaced it by step 7) and kept no read in
+   *    flight from caching, need not apply that change when it arrives later: any read it
+   *    started after the answer already sees the write. Without this, a read following the
    *    client's own write is often not kept because the write's change arrives while it is in
    *    flight. A change whose origin the client does not hold as answered (in flight, failed
    *    or unknown) is applied as any other. A client marks only Sets of keys in buckets it
    *    tracks, and forgets marks whose change may not come (after a gap or a new stream).
+   * 7. Keeping own writes (optional, with step 6). Once a marked Set that gave a TTL answers
+   *    `stored`, a client may cache the written value (expiring that TTL after the Set was
+   *    sent) if, between sending it and the answer, nothing else touched the key's bucket:
+   *    no change arrived for it other than the Set's own, no gap, no new stream, and the
+   *    client dropped or replaced none of its copies. Then every change after the write is
+   *    still to come, as for a read by step 2. Otherwise it drops the copy. Either way no
+   *    read in flight during the Set may cache what it read.
    *
    * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
    * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
