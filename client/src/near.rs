@@ -233,7 +233,8 @@ impl NearCache {
         stored
     }
 
-    /// Deletes keys on the server, dropping the local copies before and after (as [`Self::set`]).
+    /// Deletes keys on the server, dropping the local copies before and after: once this
+    /// returns, no read that raced it keeps an older value.
     pub async fn delete(&self, keys: &[String]) -> Result<u64, Status> {
         keys.iter().for_each(|key| self.shared.drop_key(key));
         let deleted = self.client.delete(keys.iter().cloned()).await;
