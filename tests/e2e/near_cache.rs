@@ -284,6 +284,7 @@ async fn the_near_caches_own_write_is_served_from_memory_until_another_replica_c
         assert_eq!(value(near.get(key).await.unwrap()), n, "a read after own write {n}");
         kept += u64::from(near.stats().hits > before.hits);
     }
+    println!("{kept} of 200 own writes read back from memory; {:?}", near.stats());
     assert!(kept >= 100, "{kept} of 200 own writes were read back from memory: {:?}", near.stats());
 
     // Another replica's write replaces it within the bound.
