@@ -211,9 +211,10 @@ impl NearCache {
         // Without a TTL the server's default applies, which this process does not know: such
         // a value is not kept.
         let written = match (&mark, options.ttl) {
-            (Some(_), Some(ttl)) => self.shared.ticket(key).map(|ticket| {
-                let expires = Some(ticket.started + ttl);
-                (ticket, Copy { value: Bytes::from(value.clone()), expires })
+            // A TTL too long to add to a clock reading is refused by the server anyway.
+            (Some(_), Some(ttl)) => self.shared.ticket(key).and_then(|ticket| {
+                let expires = Some(ticket.started.checked_add(ttl)?);
+                Some((ticket, Copy { value: Bytes::from(value.clone()), expires }))
             }),
             _ => None,
         };

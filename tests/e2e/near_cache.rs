@@ -292,6 +292,11 @@ async fn the_near_caches_own_write_is_served_from_memory_until_another_replica_c
     tokio::time::sleep(BOUND).await;
     assert_eq!(value(near.get(key).await.unwrap()), 201, "a read {BOUND:?} after another replica's write");
 
+    // A TTL past any clock is refused by the server, not a panic in the client.
+    let endless = SetOptions { ttl: Some(Duration::MAX), ..Default::default() };
+    let refused = near.set(key, b"endless".to_vec(), endless).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
     // Without a TTL the server's default applies, which the near cache does not know: not kept.
     near.set(key, b"no-ttl".to_vec(), SetOptions::default()).await.unwrap();
     let before = near.stats();

@@ -228,7 +228,15 @@ impl Shared {
         if !self.unchanged(ticket) {
             return;
         }
-        let copy = Copy { value: entry.value.clone(), expires: entry.ttl.map(|ttl| ticket.started + ttl) };
+        // A TTL too long to add to a clock reading (only a faulty server sends one) is not kept.
+        let expires = match entry.ttl {
+            Some(ttl) => match ticket.started.checked_add(ttl) {
+                Some(at) => Some(at),
+                None => return,
+            },
+            None => None,
+        };
+        let copy = Copy { value: entry.value.clone(), expires };
         let _guard = ticket.link.guard(ticket.bucket);
         if !self.unchanged(ticket) {
             return;
