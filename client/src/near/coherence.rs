@@ -249,38 +249,41 @@ impl Shared {
         }
     }
 
-    /// Once this cache's Set of `key` is answered stored: bumps the bucket's epoch, as a drop
-    /// does, so that no read that raced the write keeps what it found, and makes the written
-    /// value the copy if nothing else changed in the bucket since `ticket` was taken before the
-    /// Set was sent (the Set's own change, applied before its answer, bumps once); otherwise
-    /// drops the copy. Every change made after the write is then reported on the stream, as
-    /// for a kept read.
+    /// Once this cache's Set of `key` is answered stored: makes the written value the copy if
+    /// nothing else changed in the bucket since `ticket` was taken before the Set was sent (the
+    /// Set's own change, applied before its answer, bumps once) and the cache was not reset or
+    /// relinked; otherwise drops the copy, as [`Self::drop_key`] does. Either way the epoch of
+    /// the bucket on the current link is bumped, so that no read that raced the write keeps
+    /// what it found. A kept value is then like a kept read: every later change is reported.
     pub(super) fn keep_written(&self, key: &str, ticket: &Ticket, written: Copy, mark: &Mark<'_>) {
-        let _guard = ticket.link.guard(ticket.bucket);
-        let before = ticket.link.epochs[ticket.bucket].fetch_add(1, Ordering::SeqCst);
-        let only_own = before == ticket.epoch || (before == ticket.epoch + 1 && mark.seen());
-        let same_cache = self.generation.load(Ordering::SeqCst) == ticket.generation
-            && self.link().is_some_and(|now| Arc::ptr_eq(&now, &ticket.link));
-        if !(only_own && same_cache) {
-            self.copies.remove(key);
-            return;
-        }
-        self.copies.insert(key.to_owned(), written);
-        // As in `keep`: a reset or a new link (not under the guard) is seen here or drops the
-        // copy after this insert.
-        if self.generation.load(Ordering::SeqCst) != ticket.generation
-            || !self.link().is_some_and(|now| Arc::ptr_eq(&now, &ticket.link))
         {
-            self.copies.remove(key);
+            let _guard = ticket.link.guard(ticket.bucket);
+            let before = ticket.link.epochs[ticket.bucket].fetch_add(1, Ordering::SeqCst);
+            let only_own = before == ticket.epoch || (before == ticket.epoch + 1 && mark.seen());
+            if only_own && self.same_cache(ticket) {
+                self.copies.insert(key.to_owned(), written);
+                // As in `keep`: a reset or a new link (not under the guard) is seen here, or
+                // drops the copy after this insert.
+                if self.same_cache(ticket) {
+                    return;
+                }
+            }
         }
+        // On whichever link is current now: a read on a new link must not keep an old value
+        // either, since this write's own change will be skipped.
+        self.drop_key(key);
+    }
+
+    /// Whether the cache is as `ticket` saw it: no reset and no new link since.
+    fn same_cache(&self, ticket: &Ticket) -> bool {
+        self.generation.load(Ordering::SeqCst) == ticket.generation
+            && self.link().is_some_and(|now| Arc::ptr_eq(&now, &ticket.link))
     }
 
     /// Whether what `ticket`'s read finds would still be kept: no change to its bucket, no
     /// reset and no new link since it started.
     pub(super) fn unchanged(&self, ticket: &Ticket) -> bool {
-        ticket.link.epochs[ticket.bucket].load(Ordering::SeqCst) == ticket.epoch
-            && self.generation.load(Ordering::SeqCst) == ticket.generation
-            && self.link().is_some_and(|now| Arc::ptr_eq(&now, &ticket.link))
+        ticket.link.epochs[ticket.bucket].load(Ordering::SeqCst) == ticket.epoch && self.same_cache(ticket)
     }
 
     /// The read of `key` this miss should await: one in flight whose answer is still as fresh
@@ -465,6 +468,28 @@ mod tests {
         shared.keep_written("k", &second_ticket, written(b"second"), &second);
         assert_eq!(held(&shared, "k").as_deref(), Some(&b"second"[..]));
         shared.keep_written("k", &first_ticket, written(b"first"), &first);
+        assert_eq!(held(&shared, "k"), None);
+    }
+
+    #[test]
+    fn an_own_write_answered_on_a_new_link_stops_the_new_links_reads_keeping_old_values() {
+        let (shared, old_link) = linked();
+        let mark = shared.own_writes.mark();
+        let ticket = shared.ticket("k").unwrap();
+        // The stream is lost and comes back while the write is in flight; a read on the new
+        // link starts before the write ran in Redis, so it finds the old value.
+        shared.unlink();
+        let (requests, _) = mpsc::unbounded_channel();
+        let new_link = Arc::new(Link::new(1, requests));
+        new_link.tracked[0].store(true, Ordering::SeqCst);
+        *shared.link.write().unwrap() = Some(new_link);
+        shared.confirmed.store(shared.nanos(Instant::now()), Ordering::SeqCst);
+        let read = shared.ticket("k").unwrap();
+        assert!(!Arc::ptr_eq(&read.link, &old_link));
+        shared.keep_written("k", &ticket, written(b"new"), &mark);
+        mark.answered(true);
+        // The write's own change will be skipped: the racing read must not keep what it found.
+        shared.keep("k", &read, &Entry { value: Bytes::from_static(b"old"), ttl: None });
         assert_eq!(held(&shared, "k"), None);
     }
 
