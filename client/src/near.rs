@@ -10,7 +10,8 @@
 //!   made after the read is reported on the stream.
 //! - A read in flight while its bucket changed, or while the stream reported a gap or was lost,
 //!   is not kept (except across a change of this cache's own answered write, below). Each
-//!   bucket has an epoch, bumped before a change's copy is dropped; a reader keeps its value
+//!   bucket has an epoch, bumped before a change's copy is dropped and when an own write is
+//!   answered; a reader keeps its value
 //!   only if the epoch is still the one it saw at the start, checked and kept under the
 //!   bucket's guard, which the bump and drop also hold: either the reader sees the bump, or
 //!   the drop comes after its insert and removes it.
@@ -198,7 +199,8 @@ impl NearCache {
     /// Writes a key through to the server. Until the write is answered, reads may still
     /// return the old copy (the write has not completed). Once it is, a stored value with a
     /// TTL becomes this cache's copy (its TTL counted from before the write was sent), unless
-    /// another change to the key's bucket arrived meanwhile; otherwise the copy is dropped.
+    /// something else touched the key's bucket meanwhile (another change, a local write or
+    /// drop, a gap or a new stream); otherwise the copy is dropped.
     /// Either way a read of this process that raced the write cannot keep the old value, so a
     /// read after this returns sees the write (read-your-writes) even before the stream reports
     /// it, and the write's own change, arriving after this returned, is not applied (see the
@@ -211,9 +213,12 @@ impl NearCache {
         // Without a TTL the server's default applies, which this process does not know: such
         // a value is not kept.
         let written = match (&mark, options.ttl) {
-            // A TTL too long to add to a clock reading is refused by the server anyway.
             (Some(_), Some(ttl)) => self.shared.ticket(key).and_then(|ticket| {
-                let expires = Some(ticket.started.checked_add(ttl)?);
+                // The server keeps whole milliseconds (and adds any jitter): the copy must not
+                // outlive its value. A TTL too long to add to a clock reading is refused by the
+                // server anyway.
+                let stored_ttl = Duration::from_millis(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+                let expires = Some(ticket.started.checked_add(stored_ttl)?);
                 Some((ticket, Copy { value: Bytes::from(value.clone()), expires }))
             }),
             _ => None,

@@ -27,7 +27,8 @@ pub(super) const ENTRY_OVERHEAD: u64 = 96;
 pub(super) struct Copy {
     pub(super) value: Bytes,
     /// When the server's copy expires, seen from here: the read's start plus the TTL it
-    /// reported, so a copy never outlives the server's. An expired copy is dropped when next
+    /// reported, or for an own write, the time before it was sent plus its TTL in whole
+    /// milliseconds (without jitter), so a copy never outlives the server's. An expired copy is dropped when next
     /// looked up, or evicted like any other.
     pub(super) expires: Option<Instant>,
 }
@@ -54,7 +55,8 @@ pub(super) struct Link {
     pub(super) asked: Vec<AtomicBool>,
     /// Whether tracking of each bucket was confirmed.
     pub(super) tracked: Vec<AtomicBool>,
-    /// Bumped before a change to a key of the bucket drops its copy.
+    /// Bumped before a change to a key of the bucket drops its copy, and when this cache's own
+    /// write of such a key is answered (whether its value is kept or dropped).
     pub(super) epochs: Vec<AtomicU64>,
     /// Held while a bucket's epoch is bumped and its changed copy dropped, and while a read
     /// checks the epoch and keeps its copy: once a drop returns, no read that started before it

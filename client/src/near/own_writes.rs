@@ -30,7 +30,8 @@ enum State {
     InFlight,
     /// Its change arrived before its answer (and was applied).
     Seen,
-    /// Answered stored, its copy dropped after: its change, when it comes, is skipped.
+    /// Answered stored, its copy dropped or replaced after: its change, when it comes, is
+    /// skipped.
     Answered,
 }
 
@@ -110,8 +111,8 @@ impl Mark<'_> {
         self.own.lock().get(&self.origin) == Some(&State::Seen)
     }
 
-    /// Records how the Set ended, once its copy was dropped after the answer: only a stored
-    /// write whose change is still to come lets that change be skipped.
+    /// Records how the Set ended, once its copy was dropped or replaced after the answer: only
+    /// a stored write whose change is still to come lets that change be skipped.
     pub(super) fn answered(mut self, stored: bool) {
         self.open = false;
         let mut writes = self.own.lock();

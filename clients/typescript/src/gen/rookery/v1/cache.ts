@@ -2130,12 +2130,13 @@ export const CacheService = {
    *    or unknown) is applied as any other. A client marks only Sets of keys in buckets it
    *    tracks, and forgets marks whose change may not come (after a gap or a new stream).
    * 7. Keeping own writes (optional, with step 6). Once a marked Set that gave a TTL answers
-   *    `stored`, a client may cache the written value (expiring that TTL after the Set was
-   *    sent) if, between sending it and the answer, nothing else touched the key's bucket:
-   *    no change arrived for it other than the Set's own, no gap, no new stream, and the
-   *    client dropped or replaced none of its copies. Then every change after the write is
-   *    still to come, as for a read by step 2. Otherwise it drops the copy. Either way no
-   *    read in flight during the Set may cache what it read.
+   *    `stored`, a client may cache the written value (expiring that TTL, in the whole
+   *    milliseconds the server keeps, after the Set was sent) if, between sending it and the
+   *    answer, nothing else touched the key's bucket: no change arrived for it other than the
+   *    Set's own, no gap, no new stream, and the client dropped or replaced none of its
+   *    copies. Then every change after the write is still to come, as for a read by step 2.
+   *    Otherwise it drops the copy. Either way no read in flight during the Set (on the old
+   *    stream or a new one) may cache what it read.
    *
    * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
    * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
@@ -2278,12 +2279,13 @@ export interface CacheServer extends UntypedServiceImplementation {
    *    or unknown) is applied as any other. A client marks only Sets of keys in buckets it
    *    tracks, and forgets marks whose change may not come (after a gap or a new stream).
    * 7. Keeping own writes (optional, with step 6). Once a marked Set that gave a TTL answers
-   *    `stored`, a client may cache the written value (expiring that TTL after the Set was
-   *    sent) if, between sending it and the answer, nothing else touched the key's bucket:
-   *    no change arrived for it other than the Set's own, no gap, no new stream, and the
-   *    client dropped or replaced none of its copies. Then every change after the write is
-   *    still to come, as for a read by step 2. Otherwise it drops the copy. Either way no
-   *    read in flight during the Set may cache what it read.
+   *    `stored`, a client may cache the written value (expiring that TTL, in the whole
+   *    milliseconds the server keeps, after the Set was sent) if, between sending it and the
+   *    answer, nothing else touched the key's bucket: no change arrived for it other than the
+   *    Set's own, no gap, no new stream, and the client dropped or replaced none of its
+   *    copies. Then every change after the write is still to come, as for a read by step 2.
+   *    Otherwise it drops the copy. Either way no read in flight during the Set (on the old
+   *    stream or a new one) may cache what it read.
    *
    * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
    * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
@@ -2544,12 +2546,13 @@ export interface CacheClient extends Client {
    *    or unknown) is applied as any other. A client marks only Sets of keys in buckets it
    *    tracks, and forgets marks whose change may not come (after a gap or a new stream).
    * 7. Keeping own writes (optional, with step 6). Once a marked Set that gave a TTL answers
-   *    `stored`, a client may cache the written value (expiring that TTL after the Set was
-   *    sent) if, between sending it and the answer, nothing else touched the key's bucket:
-   *    no change arrived for it other than the Set's own, no gap, no new stream, and the
-   *    client dropped or replaced none of its copies. Then every change after the write is
-   *    still to come, as for a read by step 2. Otherwise it drops the copy. Either way no
-   *    read in flight during the Set may cache what it read.
+   *    `stored`, a client may cache the written value (expiring that TTL, in the whole
+   *    milliseconds the server keeps, after the Set was sent) if, between sending it and the
+   *    answer, nothing else touched the key's bucket: no change arrived for it other than the
+   *    Set's own, no gap, no new stream, and the client dropped or replaced none of its
+   *    copies. Then every change after the write is still to come, as for a read by step 2.
+   *    Otherwise it drops the copy. Either way no read in flight during the Set (on the old
+   *    stream or a new one) may cache what it read.
    *
    * Changes are Set, SetMany, Delete, Invalidate (by tag or prefix), and Fill. Reads, TTL
    * expiry and eviction are not changes: a cached value expires by its own TTL, and an evicted
