@@ -395,12 +395,18 @@ mod tests {
     /// A near cache's state on a stream connection of one bucket, tracked and confirmed now.
     fn linked() -> (Shared, Arc<Link>) {
         let shared = Shared::new(&NearOptions::default());
+        let link = relink(&shared);
+        (shared, link)
+    }
+
+    /// Installs a new stream connection of one bucket, tracked and confirmed now.
+    fn relink(shared: &Shared) -> Arc<Link> {
         let (requests, _) = mpsc::unbounded_channel();
         let link = Arc::new(Link::new(1, requests));
         link.tracked[0].store(true, Ordering::SeqCst);
         *shared.link.write().unwrap() = Some(link.clone());
         shared.confirmed.store(shared.nanos(Instant::now()), Ordering::SeqCst);
-        (shared, link)
+        link
     }
 
     fn written(value: &'static [u8]) -> Copy {
@@ -481,11 +487,7 @@ mod tests {
         // The stream is lost and comes back while the write is in flight; a read on the new
         // link starts before the write ran in Redis, so it finds the old value.
         shared.unlink();
-        let (requests, _) = mpsc::unbounded_channel();
-        let new_link = Arc::new(Link::new(1, requests));
-        new_link.tracked[0].store(true, Ordering::SeqCst);
-        *shared.link.write().unwrap() = Some(new_link);
-        shared.confirmed.store(shared.nanos(Instant::now()), Ordering::SeqCst);
+        relink(&shared);
         let read = shared.ticket("k").unwrap();
         assert!(!Arc::ptr_eq(&read.link, &old_link));
         shared.keep_written("k", &ticket, written(b"new"), &mark);

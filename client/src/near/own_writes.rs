@@ -6,9 +6,8 @@
 //! (the read it discards raced the write anyway). After, skipping it is safe because the copy
 //! was dropped or replaced by the written value once the answer came, bumping the bucket's
 //! epoch: a read that started earlier keeps nothing, and a read that started later was sent
-//! after Redis ran the write. A Set that failed,
-//! stored nothing or was abandoned (its future dropped) is forgotten at once, so a change of
-//! it, if any, is applied.
+//! after Redis ran the write. A Set that failed, stored nothing or was abandoned (its future
+//! dropped) is forgotten at once, so a change of it, if any, is applied.
 //!
 //! Memory: a near cache marks only Sets of keys in buckets it tracks, whose changes the stream
 //! delivers; answered writes whose change may never come (a gap, a new stream) are forgotten,
