@@ -388,6 +388,30 @@ async fn bench_drives_the_server_through_the_client() {
     }
 }
 
+/// The fan-out bench and its Redis reference run the same windowed measurement; each counts
+/// every message to every subscriber (a shortfall is an error), so both complete only if
+/// nothing was lost on the way.
+#[tokio::test]
+async fn fanout_bench_and_its_redis_reference_deliver_every_message() {
+    let server = TestServer::start(test_config(&shared_redis().url())).await;
+    let config = BenchConfig {
+        url: server.url(),
+        namespace: namespace("bench-fanout"),
+        options: Default::default(),
+        op: BenchOp::FanoutStream,
+        concurrency: 4,
+        duration: Duration::from_millis(400),
+        keys: 100,
+        value_size: 100,
+        connections: 1,
+    };
+    let rookery = bench::run(&config).await.unwrap();
+    assert!(rookery.ops >= 10, "at least one message to each of the 10 subscribers: {rookery:?}");
+    assert_eq!((rookery.errors, rookery.missed), (0, 0));
+    let redis = bench::redis_benchmark(&shared_redis().url(), &config, 0).await.unwrap();
+    assert!(redis.rps > 0.0 && redis.p50 <= redis.p99, "{redis:?}");
+}
+
 #[tokio::test]
 async fn redis_out_of_memory_is_resource_exhausted_and_reads_still_work() {
     let redis = RedisProcess::start(&["--maxmemory", "2mb"]);

@@ -1,7 +1,7 @@
 //! The Events benchmarks that are not one request after another: stream entries delivered to
 //! one consumer with acks, fan-out of published messages to subscribers, and the server memory
 //! an idle subscriber costs; with their Redis-level references (a raw XREADGROUP + XACK loop,
-//! and redis-benchmark PUBLISH to raw subscribers) measured in the same run. The fan-out
+//! and raw Redis subscribers with PUBLISH in the same window) measured in the same run. The fan-out
 //! measurement ([`measure_fanout`]) is shared with the peers' (NATS) fan-out.
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use redis::AsyncCommands;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
-use super::{BenchConfig, BenchError, BenchReport, RedisReport, RedisUrl, url_parts};
+use super::{BenchConfig, BenchError, BenchReport, RedisReport, RedisUrl};
 use crate::{AppendOptions, Client, ConsumeOptions, Event, GroupSettings};
 
 /// Entries a consumer takes at once, and the COUNT of the raw XREADGROUP loop.
@@ -379,40 +379,28 @@ impl Window {
     }
 }
 
-/// The reference for [`fanout`]: [`FANOUT_SUBSCRIBERS`] raw Redis subscribers while
-/// redis-benchmark PUBLISHes `requests` messages of the same size at the same concurrency.
-/// Reports messages delivered per second summed over the subscribers.
-pub async fn fanout_reference(
-    redis_url: &str,
-    config: &BenchConfig,
-    requests: u64,
-) -> Result<RedisReport, BenchError> {
-    let url = url_parts(redis_url)?;
+/// The reference for [`fanout`]: the same measurement ([`measure_fanout`], the same window of
+/// messages in flight) with Redis alone, [`FANOUT_SUBSCRIBERS`] raw subscribers on their own
+/// connections and PUBLISH on one multiplexed connection: what the fan-out costs without the
+/// gRPC hop on either side. Reports deliveries per second summed over the subscribers, and
+/// publish-to-delivery latency.
+pub async fn fanout_reference(redis_url: &str, config: &BenchConfig) -> Result<RedisReport, BenchError> {
     let channel = "rk1:ev:bench-reference:bench-channel";
-    let received = Arc::new(AtomicU64::new(0));
-    let mut subscribers = Vec::new();
+    let client = redis::Client::open(redis_url)?;
+    let mut subscriptions = Vec::new();
     for _ in 0..FANOUT_SUBSCRIBERS {
-        let mut pubsub = redis::Client::open(redis_url)?.get_async_pubsub().await?;
+        let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
-        let received = received.clone();
-        subscribers.push(tokio::spawn(async move {
-            let mut messages = pubsub.on_message();
-            while let Ok(Some(_)) = tokio::time::timeout(DRAIN, messages.next()).await {
-                received.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
+        let messages = pubsub.into_on_message();
+        subscriptions.push(Box::pin(messages.map(|m| Delivery::Sent(sent_micros(m.get_payload_bytes())))));
     }
-    let payload = "x".repeat(config.value_size.max(8));
-    let args = ["PUBLISH", channel, &payload].map(str::to_owned);
-    let started = Instant::now();
-    let publish = super::redis_benchmark_csv(&url, config.concurrency, requests, &args).await?;
-    let elapsed = started.elapsed();
-    let publish = super::parse_redis_benchmark_csv(&publish, None)?;
-    for subscriber in subscribers {
-        subscriber.await?;
-    }
-    let delivered = received.load(Ordering::Relaxed) as f64;
-    Ok(RedisReport { rps: delivered / elapsed.as_secs_f64(), p50: publish.p50, p99: publish.p99 })
+    let publisher = client.get_multiplexed_async_connection().await?;
+    let publish = move |payload: Vec<u8>| {
+        let mut publisher = publisher.clone();
+        async move { publisher.publish::<_, _, u64>(channel, payload).await.is_ok() }
+    };
+    let report = measure_fanout(config, subscriptions, publish, true).await?;
+    Ok(RedisReport { rps: report.ops_per_sec, p50: report.p50, p99: report.p99 })
 }
 
 /// The reference for Events.Publish: redis-benchmark PUBLISH of the same size.

@@ -85,7 +85,7 @@ pub enum BenchOp {
     Consume,
     /// Messages delivered per second to 10 subscribers of one channel, at most `--concurrency`
     /// messages in flight (published and not yet received by every subscriber); compared with
-    /// redis-benchmark PUBLISH to 10 raw subscribers at that many clients, which nothing bounds.
+    /// 10 raw Redis subscribers and PUBLISH under the same bound.
     Fanout,
     /// `fanout` with every publish over one `PublishStream` call (`EventsClient::publisher`).
     FanoutStream,
@@ -621,9 +621,7 @@ pub async fn redis_benchmark(
         BenchOp::Publish => events::publish_reference(&url, config, requests).await,
         BenchOp::Append | BenchOp::AppendStream => events::append_reference(&url, config, requests).await,
         BenchOp::Consume => events::consume_reference(redis_url, config).await,
-        BenchOp::Fanout | BenchOp::FanoutStream => {
-            events::fanout_reference(redis_url, config, requests).await
-        }
+        BenchOp::Fanout | BenchOp::FanoutStream => events::fanout_reference(redis_url, config).await,
         BenchOp::LockContended => Err("there is no redis-benchmark reference for the contended lock".into()),
         BenchOp::AppendMany => {
             Err("there is no redis-benchmark reference per call of many entries (see Append's XADD)".into())

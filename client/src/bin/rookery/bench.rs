@@ -102,6 +102,9 @@ pub(crate) async fn bench_command(
         connections: args.connections,
     };
     let name = args.op.label();
+    // The fan-out's reference is raw Redis under the same window, not redis-benchmark.
+    let tool =
+        if matches!(args.op, BenchOp::Fanout | BenchOp::FanoutStream) { "Redis" } else { "redis-benchmark" };
     let test = match args.op {
         BenchOp::Get | BenchOp::ZipfGet | BenchOp::NearGet => "GET",
         BenchOp::Set => "SET",
@@ -170,7 +173,7 @@ pub(crate) async fn bench_command(
         let requests = (report.ops_per_sec * config.duration.as_secs_f64()) as u64;
         let redis = bench::redis_benchmark(&args.redis_url, &config, requests).await?;
         println!(
-            "redis-benchmark {test} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}",
+            "{tool} {test} c={:<4} {}B: {:>10.0} ops/s  p50 {}  p99 {}",
             config.concurrency,
             config.value_size,
             redis.rps,
@@ -179,7 +182,7 @@ pub(crate) async fn bench_command(
         );
         let ratio = 100.0 * report.ops_per_sec / redis.rps;
         let extra = (report.p50.as_secs_f64() - redis.p50.as_secs_f64()) * 1e6;
-        println!("ratio: {ratio:.1}% of redis-benchmark throughput; p50 {extra:+.0}µs over Redis");
+        println!("ratio: {ratio:.1}% of {tool} throughput; p50 {extra:+.0}µs over Redis");
         ratios.push(ratio);
         added.push(extra);
     }
@@ -188,7 +191,7 @@ pub(crate) async fn bench_command(
         let peer = args.compare_peer.map(|peer| peer.name());
         #[cfg(not(feature = "peers"))]
         let peer = None;
-        let reference = peer.or(args.compare_url.as_deref()).unwrap_or("redis-benchmark");
+        let reference = peer.or(args.compare_url.as_deref()).unwrap_or(tool);
         println!(
             "median of {} rounds: {:.1}% of {reference}'s throughput; p50 {:+.0}µs over it",
             ratios.len(),
