@@ -102,6 +102,9 @@ peers() {
   peer --op fanout --concurrency 1 "${nats[@]}"
   peer --op fanout --concurrency 64 "${nats[@]}"
   peer --op fanout-stream --concurrency 1 "${nats[@]}"
+  # The same against Redis alone (raw subscribers, PUBLISH, the same window): with the line
+  # above, how much of the gap to NATS at 1 in flight is Redis's and how much the gRPC hop's.
+  bench --op fanout-stream --concurrency 1
   peer --op fanout-stream --concurrency 64 "${nats[@]}"
   peer --op append --concurrency 1 "${nats[@]}"
   peer --op append --concurrency 64 "${nats[@]}"
