@@ -488,7 +488,9 @@ pub struct RedisReport {
 
 /// Runs `redis-benchmark` for the same work, at the same concurrency, against the Redis at
 /// `redis_url`: SET/GET with the same value size and key space for the Cache, and for
-/// [`BenchOp::Lock`] the server's own acquire and release scripts with EVALSHA.
+/// [`BenchOp::Lock`] the server's own acquire and release scripts with EVALSHA. Consume and
+/// fan-out are not request after request, so theirs are raw redis-rs loops instead
+/// ([`events::consume_reference`], [`events::fanout_reference`]).
 ///
 /// redis-benchmark runs one command per request and cannot carry a token from an acquire to
 /// a release, so the lock reference runs the two scripts one after the other (acquires on fresh
