@@ -400,7 +400,7 @@ async fn fanout_bench_and_its_redis_reference_deliver_every_message() {
         options: Default::default(),
         op: BenchOp::FanoutStream,
         concurrency: 4,
-        duration: Duration::from_millis(400),
+        duration: Duration::from_secs(1),
         keys: 100,
         value_size: 100,
         connections: 1,
