@@ -11,10 +11,9 @@
 //! - A read in flight while its bucket changed, or while the stream reported a gap or was lost,
 //!   is not kept (except across a change of this cache's own answered write, below). Each
 //!   bucket has an epoch, bumped before a change's copy is dropped and when an own write is
-//!   answered; a reader keeps its value
-//!   only if the epoch is still the one it saw at the start, checked and kept under the
-//!   bucket's guard, which the bump and drop also hold: either the reader sees the bump, or
-//!   the drop comes after its insert and removes it.
+//!   answered; a reader keeps its value only if the epoch is still the one it saw at the
+//!   start, checked and kept under the bucket's guard, which the bump and drop also hold:
+//!   either the reader sees the bump, or the drop comes after its insert and removes it.
 //! - Copies are served only while the newest confirmed probe was sent less than
 //!   `max_staleness` ago: the server confirms a probe once every change made before the probe
 //!   reached it has been sent, and changes are applied before the confirmation that follows

@@ -28,8 +28,8 @@ pub(super) struct Copy {
     pub(super) value: Bytes,
     /// When the server's copy expires, seen from here: the read's start plus the TTL it
     /// reported, or for an own write, the time before it was sent plus its TTL in whole
-    /// milliseconds (without jitter), so a copy never outlives the server's. An expired copy is dropped when next
-    /// looked up, or evicted like any other.
+    /// milliseconds (without jitter), so a copy never outlives the server's. An expired copy is
+    /// dropped when next looked up, or evicted like any other.
     pub(super) expires: Option<Instant>,
 }
 
